@@ -1,0 +1,122 @@
+"""The one communication interface the algorithms see: rank, size and a few collectives on
+flat numpy buffers. `LocalComm` is one process; `MPIComm` wraps mpi4py. Nothing else in
+fedlib imports mpi4py.
+
+Every call counts the bytes it hands to the network (summed over ranks by the caller), so the
+per-round instrumentation does not depend on which implementation runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+import numpy as np
+
+_DEFAULT_CHUNK = 1 << 30  # bytes; MPI counts are int32, keep every message below 2 GiB
+
+
+class Comm(Protocol):
+    rank: int
+    size: int
+    bytes_sent: int
+
+    def allreduce(self, buf: np.ndarray) -> None: ...
+    def broadcast(self, buf: np.ndarray, root: int = 0) -> None: ...
+    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None: ...
+    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> None: ...
+    def allgather(self, obj: Any) -> list[Any]: ...
+    def bcast_obj(self, obj: Any, root: int = 0) -> Any: ...
+    def barrier(self) -> None: ...
+
+
+def _chunks(buf: np.ndarray, chunk_bytes: int) -> list[np.ndarray]:
+    flat = buf.reshape(-1)
+    step = max(1, chunk_bytes // flat.itemsize)
+    return [flat[i : i + step] for i in range(0, flat.size, step)] or [flat]
+
+
+class LocalComm:
+    """A world of one: every collective is the identity."""
+
+    rank = 0
+    size = 1
+
+    def __init__(self) -> None:
+        self.bytes_sent = 0
+
+    def allreduce(self, buf: np.ndarray) -> None:
+        return None
+
+    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
+        return None
+
+    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
+        raise RuntimeError("LocalComm has no peers to send to")
+
+    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> None:
+        raise RuntimeError("LocalComm has no peers to receive from")
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def bcast_obj(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def barrier(self) -> None:
+        return None
+
+
+class MPIComm:
+    """mpi4py on COMM_WORLD (or a given communicator); buffers travel in chunks < 2 GiB."""
+
+    def __init__(self, comm: Any = None, chunk_bytes: int = _DEFAULT_CHUNK) -> None:
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self._comm = comm if comm is not None else MPI.COMM_WORLD
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+        self.chunk_bytes = chunk_bytes
+        self.bytes_sent = 0
+
+    def allreduce(self, buf: np.ndarray) -> None:
+        for part in _chunks(buf, self.chunk_bytes):
+            self._comm.Allreduce(self._mpi.IN_PLACE, part, op=self._mpi.SUM)
+        self.bytes_sent += buf.nbytes
+
+    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
+        for part in _chunks(buf, self.chunk_bytes):
+            self._comm.Bcast(part, root=root)
+        if self.rank == root:
+            self.bytes_sent += buf.nbytes * (self.size - 1)
+
+    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
+        for part in _chunks(buf, self.chunk_bytes):
+            self._comm.Send(part, dest=dest, tag=tag)
+        self.bytes_sent += buf.nbytes
+
+    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> None:
+        for part in _chunks(buf, self.chunk_bytes):
+            self._comm.Recv(part, source=source, tag=tag)
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return self._comm.allgather(obj)
+
+    def bcast_obj(self, obj: Any, root: int = 0) -> Any:
+        return self._comm.bcast(obj, root=root)
+
+    def barrier(self) -> None:
+        self._comm.Barrier()
+
+
+def under_mpi() -> bool:
+    """True when started by an MPI launcher (mpiexec, srun with PMI/PMIx), without importing MPI."""
+    return any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
+
+
+def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK) -> Comm:
+    """`auto` picks MPI when launched under mpiexec, else the local world of one."""
+    if kind == "local" or (kind == "auto" and not under_mpi()):
+        return LocalComm()
+    return MPIComm(chunk_bytes=chunk_bytes)

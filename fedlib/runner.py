@@ -1,0 +1,219 @@
+"""The round loop. Every rank runs this same code; which clients a rank trains, and every
+random draw, is decided by (run seed, round, client id), never by the rank — so 1, 2 or 4
+ranks give the same model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, client, config, data, models, partition
+from .comm import Comm, make_comm
+from .exchange import EXTRA, Exchange
+from .flat import FlatParams
+from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
+from .strategies import ServerState, server_step
+
+
+def client_seed(seed: int, rnd: int, cid: int) -> int:
+    return int(np.random.SeedSequence([seed, rnd, cid]).generate_state(1)[0])
+
+
+def sample_clients(cfg: config.RunConfig, rnd: int) -> list[int]:
+    """The clients taking part in round `rnd` (sorted), seeded by (seed, round)."""
+    fed = cfg.federation
+    k = fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients))
+    if k >= fed.num_clients:
+        return list(range(fed.num_clients))
+    rng = np.random.default_rng([cfg.seed, rnd, 0x5A])
+    return sorted(int(c) for c in rng.choice(fed.num_clients, size=k, replace=False))
+
+
+def place(clients: list[int], ranks: int) -> list[list[int]]:
+    """Round-robin client -> rank placement."""
+    return [clients[r::ranks] for r in range(ranks)]
+
+
+@dataclass
+class Run:
+    """Everything a round needs, built once per process."""
+
+    cfg: config.RunConfig
+    comm: Comm
+    model: torch.nn.Module
+    flat: FlatParams
+    data: data.TextData
+    shards: list[data.TextSplit]
+
+    @classmethod
+    def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
+        tok = models.load_tokenizer(cfg.model)
+        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model))
+        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
+        parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
+                                    cfg.partition, cfg.seed)
+        shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
+        return cls(cfg, comm, model, FlatParams(model), td, shards)
+
+    def evaluate(self, weights: torch.Tensor) -> tuple[float, float, float]:
+        """(loss, accuracy, macro-F1) on the eval split, each rank scoring every size-th row."""
+        self.flat.set(weights)
+        n = self.data.num_labels
+        rows = torch.arange(self.comm.rank, len(self.data.eval), self.comm.size)
+        cm, loss_sum = client.confusion(self.model, self.data.eval.subset(rows), n)
+        buf = np.concatenate([cm.reshape(-1).astype(np.float64), [loss_sum]])
+        self.comm.allreduce(buf)
+        cm = buf[:-1].reshape(n, n).round().astype(np.int64)
+        acc, f1 = client.scores(cm)
+        return float(buf[-1] / max(cm.sum(), 1)), acc, f1
+
+
+def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
+    threads = cfg.threads
+    if threads is None and comm.size > 1:
+        local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", comm.size))
+        threads = max(1, (os.cpu_count() or 1) // local)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Result:
+    rounds: pd.DataFrame
+    clients: pd.DataFrame
+    summary: dict[str, Any]
+    state: ServerState
+
+
+def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
+        progress: bool = True) -> Result:
+    """Run (or resume) the federated training described by `cfg`; rank 0 writes the outputs."""
+    comm = comm or make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
+    _set_threads(cfg, comm)
+    r0 = comm.rank == 0
+    run_dir = cfg.run_dir
+    ctx = Run.build(cfg, comm)
+    fed = cfg.federation
+    state = ServerState(ctx.flat.get())
+    if resume:
+        state, _ = checkpoint.load(run_dir)
+        if state.weights.numel() != ctx.flat.numel:
+            raise ValueError(f"{run_dir}: checkpoint has {state.weights.numel()} values, model "
+                             f"needs {ctx.flat.numel} — was the model config changed?")
+    if r0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.dump(cfg))
+        rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
+        clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
+    ex = Exchange(comm, ctx.flat.numel, fed.aggregation)
+    weights_buf = torch.empty(ctx.flat.numel, dtype=torch.float32)
+    bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
+               unit="round", dynamic_ncols=True)
+    try:
+        while state.round < fed.rounds:
+            rnd = state.round + 1
+            timer = Timer()
+            sent0 = comm.bytes_sent
+            sampled = sample_clients(cfg, rnd)
+            plan = place(sampled, comm.size)
+            ex.begin(plan)
+            global_w = state.weights
+            penalty = (client.prox_term(ctx.flat.params, ctx.flat.views(global_w), cfg.client.mu)
+                       if cfg.client.mu > 0 else None)
+            results = []
+            for cid in plan[comm.rank]:
+                ctx.flat.set(global_w)
+                with timer("compute"):
+                    res = client.train(ctx.model, ctx.shards[cid], cfg.client,
+                                       client_seed(cfg.seed, rnd, cid), cid, penalty)
+                results.append(res)
+                ex.add(ctx.flat, global_w, float(res.num_samples), timer)
+            summed = ex.reduce(timer)
+            if summed is not None:
+                with timer("aggregate"):
+                    total = float(summed[-EXTRA])
+                    delta = summed[: ctx.flat.numel] / total
+                    state = server_step(state, delta, cfg.strategy)
+                aggregated = int(round(float(summed[-1])))
+            else:
+                aggregated = 0
+            if not ex.server_on_every_rank:
+                weights_buf.copy_(state.weights) if r0 else None
+                ex.distribute(weights_buf, timer)
+                state = state if r0 else replace(state, weights=weights_buf.clone(), round=rnd)
+            ev = (None, None, None)
+            if rnd % fed.eval_every == 0 or rnd == fed.rounds:
+                with timer("eval"):
+                    ev = ctx.evaluate(state.weights)
+            t = timer.close()
+            per_rank = comm.allgather((t, [vars(r) for r in results], comm.bytes_sent - sent0))
+            if r0:
+                row = _round_row(cfg, ctx, comm.size, rnd, sampled, aggregated, per_rank, ev)
+                rlog.write(row)
+                for rank, (_, res_list, _) in enumerate(per_rank):
+                    for r in res_list:
+                        clog.write(ClientRow(rnd, r["client_id"], rank, r["num_samples"],
+                                             r["steps"], r["loss"], r["compute_s"]))
+                if fed.checkpoint_every and (rnd % fed.checkpoint_every == 0 or rnd == fed.rounds):
+                    checkpoint.save(run_dir, state, cfg.to_dict())
+                bar.set_postfix(loss=f"{row.train_loss:.3f}",
+                                acc="-" if row.accuracy is None else f"{row.accuracy:.3f}")
+            bar.update(1)
+    finally:
+        bar.close()
+        if r0:
+            rlog.close()
+            clog.close()
+    return _finish(cfg, comm, ctx, state)
+
+
+def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, sampled: list[int],
+               aggregated: int, per_rank: list[Any], ev: tuple[Any, Any, Any]) -> RoundRow:
+    t0 = per_rank[0][0]
+    losses = [(r["loss"], r["num_samples"]) for _, res, _ in per_rank for r in res]
+    w = sum(n for _, n in losses)
+    return RoundRow(
+        round=rnd, algorithm=cfg.strategy.algorithm, model=cfg.model.name,
+        aggregation=cfg.federation.aggregation, ranks=ranks, clients=cfg.federation.num_clients,
+        sampled=len(sampled), aggregated=aggregated, params=ctx.flat.numel,
+        payload_bytes=ctx.flat.nbytes, bytes_comm=int(sum(b for _, _, b in per_rank)),
+        round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
+        comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"], other_s=t0["other"],
+        compute_max_s=max(t["compute"] for t, _, _ in per_rank),
+        wait_max_s=max(t["wait"] for t, _, _ in per_rank),
+        train_loss=sum(v * n for v, n in losses) / max(w, 1),
+        eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2],
+    )
+
+
+def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState) -> Result:
+    run_dir = cfg.run_dir
+    rounds = pd.DataFrame()
+    clients = pd.DataFrame()
+    summary: dict[str, Any] = {}
+    if comm.rank == 0:
+        rounds = pd.read_csv(run_dir / "rounds.csv")
+        clients = pd.read_csv(run_dir / "clients.csv")
+        last = rounds.dropna(subset=["accuracy"]).iloc[-1]
+        summary = {
+            "name": cfg.name, "rounds": int(state.round), "ranks": comm.size,
+            "accuracy": float(last["accuracy"]), "macro_f1": float(last["macro_f1"]),
+            "eval_loss": float(last["eval_loss"]), "params": ctx.flat.numel,
+            "majority_rate": _majority_rate(ctx.data.eval),
+            "mean_round_s": float(rounds["round_s"].mean()),
+            "total_s": float(rounds["round_s"].sum()),
+            "bytes_comm": int(rounds["bytes_comm"].sum()),
+        }
+        write_json(run_dir / "summary.json", summary)
+    return Result(rounds, clients, summary, state)
+
+
+def _majority_rate(split: data.TextSplit) -> float:
+    return float(torch.bincount(split.labels).max() / len(split))

@@ -1,0 +1,21 @@
+"""Server rules: pure functions (state, averaged update) -> new state."""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import StrategyConfig
+from . import fedavg, fedopt, fedyogi
+from .fedavg import weighted_average
+from .state import ServerState
+
+__all__ = ["ServerState", "server_step", "weighted_average"]
+
+
+def server_step(state: ServerState, delta: torch.Tensor, cfg: StrategyConfig) -> ServerState:
+    """Apply the averaged client update `delta` with the configured algorithm."""
+    if cfg.algorithm in ("fedavg", "fedprox"):
+        return fedavg.step(state, delta, cfg.server_lr)
+    if cfg.algorithm == "fedyogi":
+        return fedyogi.step(state, delta, cfg)
+    return fedopt.step(state, delta, cfg)

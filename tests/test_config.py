@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from fedlib import config
+from fedlib.config import ConfigError
+
+BAD = [
+    ({"federation.num_clients": 0}, "federation.num_clients: must be >= 1"),
+    ({"federation.rounds": 0}, "federation.rounds: must be >= 1"),
+    ({"federation.fraction": 0.0}, "federation.fraction: must be in (0, 1]"),
+    ({"federation.fraction": 1.5}, "federation.fraction: must be in (0, 1]"),
+    ({"federation.clients_per_round": 9, "federation.num_clients": 4},
+     "federation.clients_per_round: must be in [1, num_clients=4]"),
+    ({"federation.aggregation": "ring"}, "federation.aggregation: must be one of"),
+    ({"federation.chunk_mb": 4096}, "federation.chunk_mb: must be in [1, 2047]"),
+    ({"client.lr": 0}, "client.lr: must be > 0"),
+    ({"client.lr": -1e-3}, "client.lr: must be > 0"),
+    ({"client.lr": "fast"}, "client.lr: must be a number"),
+    ({"client.batch_size": 0}, "client.batch_size: must be >= 1"),
+    ({"client.batch_size": 2.5}, "client.batch_size: must be an integer"),
+    ({"client.mu": -0.1}, "client.mu: must be >= 0"),
+    ({"client.optimizer": "lbfgs"}, "client.optimizer: must be one of"),
+    ({"client.local_steps": 0}, "client.local_steps: must be >= 1 or null"),
+    ({"strategy.algorithm": "fedfoo"}, "strategy.algorithm: must be one of"),
+    ({"strategy.beta1": 1.0}, "strategy.beta1: must be in [0, 1)"),
+    ({"strategy.tau": 0}, "strategy.tau: must be > 0"),
+    ({"strategy.server_lr": 0}, "strategy.server_lr: must be > 0"),
+    ({"data.max_length": 4}, "data.max_length: must be >= 8"),
+    ({"data.subset": "medium"}, "data.subset: must be one of"),
+    ({"model.pretrained": "yes"}, "model.pretrained: must be true or false"),
+    ({"federation.rounds": True}, "federation.rounds: must be an integer"),
+    ({"federation.colective": 1}, "federation.colective: unknown key"),
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"client": 3}, "client: must be a mapping"),
+    ({"name": ""}, "name: must be a non-empty folder name"),
+]
+
+
+@pytest.mark.parametrize(("over", "msg"), BAD, ids=[next(iter(o)) for o, _ in BAD])
+def test_bad_values_name_the_key(over, msg):
+    with pytest.raises(ConfigError) as e:
+        config.load(None, over)
+    assert msg in str(e.value)
+
+
+def test_yaml_errors_carry_file_and_line(tmp_path: Path):
+    p = tmp_path / "x.yaml"
+    p.write_text("name: a\nclient:\n  lr: 0.1\n  batch_sise: 8\n")
+    with pytest.raises(ConfigError, match=r"x.yaml:4: client.batch_sise: unknown key .*batch_size"):
+        config.load(p)
+    p.write_text("federation:\n  rounds: -2\n")
+    with pytest.raises(ConfigError, match=r"x.yaml:2: federation.rounds: must be >= 1"):
+        config.load(p)
+
+
+def test_overrides_and_round_trip(tmp_path: Path):
+    p = tmp_path / "x.yaml"
+    p.write_text("name: a\nclient:\n  lr: 1.0e-4\n")
+    cfg = config.load(p, config.parse_overrides(["federation.rounds=7", "client.mu=0.01"]))
+    assert (cfg.name, cfg.client.lr, cfg.federation.rounds, cfg.client.mu) == ("a", 1e-4, 7, 0.01)
+    again = config.from_dict(__import__("yaml").safe_load(config.dump(cfg)))
+    assert again == cfg
+    assert cfg.replace(**{"federation.rounds": 3}).federation.rounds == 3
+    with pytest.raises(ConfigError, match="expected key=value"):
+        config.parse_overrides(["rounds"])
+
+
+def test_config_is_frozen():
+    cfg = config.RunConfig()
+    with pytest.raises(AttributeError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+def test_every_params_file_loads():
+    for p in sorted(Path(__file__).resolve().parent.parent.joinpath("params").rglob("*.yaml")):
+        if p.parent.name == "params":
+            config.load(p)
+
+
+def test_describe_lists_every_key():
+    keys = [k for k, _, _ in config.describe()]
+    assert "federation.aggregation" in keys and "client.mu" in keys and "seed" in keys

@@ -1,0 +1,47 @@
+"""The same config on 1, 2 and 4 MPI ranks (and in p2p mode) gives the same model."""
+
+import json
+
+import pytest
+import torch
+
+from fedlib import runner
+from tests.conftest import mpiexec, tiny_overrides
+
+pytestmark = pytest.mark.mpi
+
+
+def _mpi_weights(tmp_path, n, name, **extra):
+    over = tiny_overrides(tmp_path, name=name, threads=1, **extra)
+    sets = [a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    mpiexec(n, ["-m", "fedlib", "run", *sets, "--quiet"])
+    return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["weights"]
+
+
+def test_mpi_ranks_equal_single_process(tmp_path, tiny_cfg):
+    ref = runner.run(tiny_cfg(name="one", **{"federation.num_clients": 5}), progress=False)
+    for n in (2, 4):
+        w = _mpi_weights(tmp_path, n, f"mpi{n}", **{"federation.num_clients": 5})
+        torch.testing.assert_close(w, ref.state.weights, rtol=0, atol=1e-5)
+
+
+def test_p2p_equals_collective(tmp_path):
+    a = _mpi_weights(tmp_path, 2, "coll", **{"strategy.algorithm": "fedadam",
+                                             "strategy.server_lr": 0.01})
+    b = _mpi_weights(tmp_path, 2, "p2p", **{"strategy.algorithm": "fedadam",
+                                            "strategy.server_lr": 0.01,
+                                            "federation.aggregation": "p2p"})
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_mpi_chunked_allreduce(tmp_path):
+    prog = (
+        "import numpy as np; from fedlib.comm import MPIComm\n"
+        "c = MPIComm(chunk_bytes=12)\n"
+        "b = np.arange(10, dtype=np.float32) * (c.rank + 1)\n"
+        "c.allreduce(b)\n"
+        "assert np.array_equal(b, np.arange(10, dtype=np.float32) * 3), b\n"
+        "w = np.arange(7, dtype=np.float64) if c.rank == 0 else np.zeros(7)\n"
+        "c.broadcast(w); assert np.array_equal(w, np.arange(7)), w\n"
+    )
+    mpiexec(2, ["-c", prog])
