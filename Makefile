@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: install test reproduce run lab bench lint lock clean
+.PHONY: install test reproduce run lab bench lint lock clean docs
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,3 +54,6 @@ lock: $(VENV)
 
 clean:
 	rm -rf $(VENV) outputs/*/ .pytest_cache
+
+docs: $(VENV)
+	$(PY) -m fedlib.docs

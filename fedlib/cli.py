@@ -22,9 +22,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _keys(_: argparse.Namespace) -> int:
-    print("| key | type | default |\n|---|---|---|")
-    for key, tp, default in config.describe():
-        print(f"| `{key}` | {tp} | `{default}` |")
+    from .docs import table
+
+    print(table(), end="")
     return 0
 
 

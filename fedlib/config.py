@@ -54,7 +54,6 @@ class ModelConfig:
     pretrained: bool = True  # presets are always random-init (for time/bytes measurements)
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {num_hidden_layers: 2}
     freeze: Literal["none", "embeddings", "lower_half", "all_but_head"] = "none"
-    dtype: Literal["float32"] = "float32"
 
 
 @dataclass(frozen=True)
@@ -121,8 +120,8 @@ class FederationConfig:
     fraction: float = 1.0  # fraction of clients sampled per round, in (0, 1]
     clients_per_round: int | None = None  # when set, overrides fraction
     aggregation: Literal["collective", "p2p"] = "collective"
-    eval_every: int = 1
-    checkpoint_every: int = 1
+    eval_every: int = 1  # 0 = never (timing runs); otherwise every k rounds and the last
+    checkpoint_every: int = 1  # 0 = never
     chunk_mb: int = 1024  # message chunk size; MPI counts are int32, so stay < 2 GiB
 
     def __post_init__(self) -> None:
@@ -137,7 +136,7 @@ class FederationConfig:
             "federation.clients_per_round",
             f"must be in [1, num_clients={self.num_clients}] or null",
         )
-        _require(self.eval_every >= 1, "federation.eval_every", "must be >= 1")
+        _require(self.eval_every >= 0, "federation.eval_every", "must be >= 0")
         _require(self.checkpoint_every >= 0, "federation.checkpoint_every", "must be >= 0")
         _require(1 <= self.chunk_mb < 2048, "federation.chunk_mb", "must be in [1, 2047]")
 
@@ -216,7 +215,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " / ".join(str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(names) + (" or null" if type(None) in typing.get_args(tp) else "")
+    if origin is not None:
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PHASES = ("compute", "pack", "wait", "comm", "aggregate", "eval", "other")
+PHASES = ("compute", "pack", "wait", "comm", "aggregate", "eval", "checkpoint", "other")
 
 
 class Timer:
@@ -60,6 +60,7 @@ class RoundRow:
     comm_s: float
     aggregate_s: float
     eval_s: float
+    checkpoint_s: float
     other_s: float
     compute_max_s: float  # slowest rank's compute (the critical path)
     wait_max_s: float  # longest barrier wait of any rank (load imbalance)

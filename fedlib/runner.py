@@ -149,9 +149,12 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 ex.distribute(weights_buf, timer)
                 state = state if r0 else replace(state, weights=weights_buf.clone(), round=rnd)
             ev = (None, None, None)
-            if rnd % fed.eval_every == 0 or rnd == fed.rounds:
+            if fed.eval_every and (rnd % fed.eval_every == 0 or rnd == fed.rounds):
                 with timer("eval"):
                     ev = ctx.evaluate(state.weights)
+            if r0 and fed.checkpoint_every and (rnd % fed.checkpoint_every == 0 or rnd == fed.rounds):
+                with timer("checkpoint"):
+                    checkpoint.save(run_dir, state, cfg.to_dict())
             t = timer.close()
             per_rank = comm.allgather((t, [vars(r) for r in results], comm.bytes_sent - sent0))
             if r0:
@@ -161,8 +164,6 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                     for r in res_list:
                         clog.write(ClientRow(rnd, r["client_id"], rank, r["num_samples"],
                                              r["steps"], r["loss"], r["compute_s"]))
-                if fed.checkpoint_every and (rnd % fed.checkpoint_every == 0 or rnd == fed.rounds):
-                    checkpoint.save(run_dir, state, cfg.to_dict())
                 bar.set_postfix(loss=f"{row.train_loss:.3f}",
                                 acc="-" if row.accuracy is None else f"{row.accuracy:.3f}")
             bar.update(1)
@@ -185,7 +186,8 @@ def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, sampled: l
         sampled=len(sampled), aggregated=aggregated, params=ctx.flat.numel,
         payload_bytes=ctx.flat.nbytes, bytes_comm=int(sum(b for _, _, b in per_rank)),
         round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
-        comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"], other_s=t0["other"],
+        comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
+        checkpoint_s=t0["checkpoint"], other_s=t0["other"],
         compute_max_s=max(t["compute"] for t, _, _ in per_rank),
         wait_max_s=max(t["wait"] for t, _, _ in per_rank),
         train_loss=sum(v * n for v, n in losses) / max(w, 1),
@@ -201,11 +203,12 @@ def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState) -> 
     if comm.rank == 0:
         rounds = pd.read_csv(run_dir / "rounds.csv")
         clients = pd.read_csv(run_dir / "clients.csv")
-        last = rounds.dropna(subset=["accuracy"]).iloc[-1]
+        scored = rounds.dropna(subset=["accuracy"])
+        last = scored.iloc[-1] if len(scored) else {}
         summary = {
             "name": cfg.name, "rounds": int(state.round), "ranks": comm.size,
-            "accuracy": float(last["accuracy"]), "macro_f1": float(last["macro_f1"]),
-            "eval_loss": float(last["eval_loss"]), "params": ctx.flat.numel,
+            **{k: float(last[k]) if k in last else None for k in ("accuracy", "macro_f1", "eval_loss")},
+            "params": ctx.flat.numel,
             "majority_rate": _majority_rate(ctx.data.eval),
             "mean_round_s": float(rounds["round_s"].mean()),
             "total_s": float(rounds["round_s"].sum()),

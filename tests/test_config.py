@@ -81,3 +81,11 @@ def test_every_params_file_loads():
 def test_describe_lists_every_key():
     keys = [k for k, _, _ in config.describe()]
     assert "federation.aggregation" in keys and "client.mu" in keys and "seed" in keys
+
+
+def test_readme_config_table_in_sync():
+    from fedlib import docs
+
+    readme = docs.README.read_text()
+    assert f"<!-- config-keys:start -->\n{docs.table()}<!-- config-keys:end -->" in readme, (
+        "README config table is stale: run `make docs`")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fedlib import runner
+from fedlib.metrics import PHASES
 
 
 def _w(cfg):
@@ -54,8 +55,7 @@ def test_outputs_and_time_breakdown(tiny_cfg):
         assert (d / f).is_file(), f
     rounds = pd.read_csv(d / "rounds.csv")
     assert list(rounds["sampled"]) == [3, 3] and list(rounds["aggregated"]) == [3, 3]
-    parts = rounds[[f"{p}_s" for p in ("compute", "pack", "wait", "comm", "aggregate", "eval",
-                                       "other")]].sum(axis=1)
+    parts = rounds[[f"{p}_s" for p in PHASES]].sum(axis=1)
     assert ((parts - rounds["round_s"]).abs() < 1e-3).all()
     clients = pd.read_csv(d / "clients.csv")
     assert len(clients) == 6 and clients["steps"].eq(3).all()

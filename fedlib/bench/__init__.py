@@ -13,6 +13,8 @@ from pathlib import Path
 
 BENCHES: dict[str, str] = {
     "overhead": "fedlib.bench.overhead",
+    "clients": "fedlib.bench.clients",
+    "accuracy": "fedlib.bench.accuracy",
 }
 
 
