@@ -96,7 +96,10 @@ def _load_hub(cfg: DataConfig, splits: tuple[str, ...]) -> Any:
     import datasets
 
     try:
-        ds = datasets.load_dataset(cfg.name)
+        if (Path(cfg.name) / "dataset_dict.json").is_file():  # a `save_to_disk` folder
+            ds = datasets.load_from_disk(cfg.name)
+        else:
+            ds = datasets.load_dataset(cfg.name)
     except Exception as e:  # noqa: BLE001 - re-raised with the key that caused it
         where = ", ".join(str(p) for p in search_path())
         raise DataError(

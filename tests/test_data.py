@@ -1,0 +1,71 @@
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedlib import config, data, models
+
+
+def _folder(tmp_path: Path, lines: list[str], labels=("a", "b")) -> Path:
+    d = tmp_path / "set"
+    d.mkdir()
+    (d / "labels.json").write_text(json.dumps(list(labels)))
+    for split in ("train", "test"):
+        (d / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return d
+
+
+@pytest.mark.parametrize(("line", "msg"), [
+    ('{"text": "x", "label": 0', "train.jsonl:2: not valid JSON"),
+    ('{"text": "", "label": 0}', "train.jsonl:2: 'text' must be a non-empty string"),
+    ('{"text": "x", "label": 5}', "train.jsonl:2: 'label' must be an integer in [0, 2)"),
+    ('{"text": "x", "label": "a"}', "train.jsonl:2: 'label' must be an integer"),
+    ('["x", 0]', 'train.jsonl:2: expected an object with "text" and "label"'),
+])
+def test_malformed_line_names_file_and_line(tmp_path, line, msg):
+    d = _folder(tmp_path, ['{"text": "ok", "label": 1}', line])
+    with pytest.raises(data.DataError, match=re.escape(msg)):
+        data.load_texts(config.DataConfig(name=str(d), subset="full"))
+
+
+def test_vendored_scicite_tiny_and_full():
+    tiny = data.resolve("scicite", "tiny")
+    full = data.resolve("scicite", "full")
+    assert tiny is not None and tiny.name == "tiny" and (full / "train.jsonl").is_file()
+    raw, names = data.load_texts(config.DataConfig(name="scicite", subset="tiny"))
+    assert names == ["background", "method", "result"]
+    assert len(raw["train"][0]) == 2000 and len(raw["test"][0]) == 500
+
+
+def test_unknown_dataset_error_names_the_key():
+    with pytest.raises(data.DataError, match="data.name='no-such-set'"):
+        data.load_texts(config.DataConfig(name="no-such-set"))
+
+
+def test_tokenize_batches_cut_to_longest(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDLIB_CACHE", str(tmp_path / "cache"))
+    tok = models.load_tokenizer(config.ModelConfig(name="minilm"))
+    d = _folder(tmp_path, ['{"text": "short", "label": 0}',
+                           '{"text": "a much longer sentence about citations", "label": 1}'])
+    td = data.load(config.DataConfig(name=str(d), subset="full", max_length=32), tok)
+    b = td.train.batch(torch.tensor([0]))
+    assert b["input_ids"].shape == (1, 3)  # [CLS] short [SEP]
+    assert td.train.batch(torch.tensor([0, 1]))["attention_mask"].sum().item() == int(td.train.lengths.sum())
+    again = data.load(config.DataConfig(name=str(d), subset="full", max_length=32), tok)  # cached
+    assert torch.equal(again.train.input_ids, td.train.input_ids)
+    folded = data.tokenize(["a much longer sentence"], [0], tok, 16, vocab_size=100)
+    assert int(folded.input_ids.max()) < 100
+
+
+def test_hf_saved_dataset(tmp_path):
+    import datasets
+
+    feats = datasets.Features({"text": datasets.Value("string"),
+                               "label": datasets.ClassLabel(names=["neg", "pos"])})
+    split = datasets.Dataset.from_dict({"text": ["good", "bad", "fine"], "label": [1, 0, 1]},
+                                       features=feats)
+    datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "hf"))
+    raw, names = data.load_texts(config.DataConfig(name=str(tmp_path / "hf")))
+    assert names == ["neg", "pos"] and raw["train"] == (["good", "bad", "fine"], [1, 0, 1])
