@@ -12,10 +12,18 @@ from . import config
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .comm import make_comm
     from .runner import run
 
     cfg = config.load(args.config, config.parse_overrides(args.set))
-    result = run(cfg, resume=args.resume, progress=not args.quiet)
+    comm = make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
+    try:
+        result = run(cfg, comm=comm, resume=args.resume, progress=not args.quiet)
+    except BaseException as e:
+        if comm.size > 1:  # the other ranks may be blocked in a collective: end them all
+            print(f"fedlib: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            comm.abort(2 if isinstance(e, (config.ConfigError, ValueError)) else 1)
+        raise
     if result.summary:
         print(json.dumps(result.summary, indent=2))
     return 0

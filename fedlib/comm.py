@@ -28,6 +28,7 @@ class Comm(Protocol):
     def allgather(self, obj: Any) -> list[Any]: ...
     def bcast_obj(self, obj: Any, root: int = 0) -> Any: ...
     def barrier(self) -> None: ...
+    def abort(self, code: int = 1) -> None: ...
 
 
 def _chunks(buf: np.ndarray, chunk_bytes: int) -> list[np.ndarray]:
@@ -64,6 +65,9 @@ class LocalComm:
         return obj
 
     def barrier(self) -> None:
+        return None
+
+    def abort(self, code: int = 1) -> None:
         return None
 
 
@@ -108,6 +112,10 @@ class MPIComm:
 
     def barrier(self) -> None:
         self._comm.Barrier()
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank: one failing rank must not leave the others blocked in a collective."""
+        self._comm.Abort(code)
 
 
 def under_mpi() -> bool:

@@ -75,6 +75,22 @@ class Run:
         return float(buf[-1] / max(cm.sum(), 1)), acc, f1
 
 
+RESUMABLE = {"federation.rounds", "federation.eval_every", "federation.checkpoint_every", "threads"}
+
+
+def _changed_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ (besides those a resumed run may change)."""
+    out = []
+    for k in sorted(set(saved) | set(now)):
+        key = f"{prefix}{k}"
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and k != "overrides":
+            out += _changed_keys(a, b, key + ".")
+        elif a != b and key not in RESUMABLE:
+            out.append(key)
+    return out
+
+
 def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
     threads = cfg.threads
     if threads is None and comm.size > 1:
@@ -103,10 +119,11 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     fed = cfg.federation
     state = ServerState(ctx.flat.get())
     if resume:
-        state, _ = checkpoint.load(run_dir)
-        if state.weights.numel() != ctx.flat.numel:
-            raise ValueError(f"{run_dir}: checkpoint has {state.weights.numel()} values, model "
-                             f"needs {ctx.flat.numel} — was the model config changed?")
+        state, saved = checkpoint.load(run_dir)
+        changed = _changed_keys(saved, cfg.to_dict())
+        if changed:
+            raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in "
+                                     f"{run_dir}; only federation.rounds may change on resume")
     if r0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.dump(cfg))

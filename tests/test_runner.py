@@ -77,3 +77,12 @@ def test_minilm_quickstart_beats_majority(tmp_path):
     cfg = config.load("params/quickstart.yaml", {"output_dir": str(tmp_path)})
     res = runner.run(cfg, progress=False)
     assert res.summary["accuracy"] > res.summary["majority_rate"] + 0.05, res.summary
+
+
+def test_resume_refuses_a_changed_config(tiny_cfg):
+    from fedlib.config import ConfigError
+
+    cfg = tiny_cfg(name="r", **{"federation.rounds": 1})
+    runner.run(cfg, progress=False)
+    with pytest.raises(ConfigError, match="client.lr differ from the checkpoint"):
+        runner.run(cfg.replace(**{"client.lr": 0.5, "federation.rounds": 2}), resume=True, progress=False)

@@ -12,7 +12,7 @@ from ..comm import LocalComm
 
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:
-    rounds = 2 if quick else 3
+    rounds = 2 if quick else 5
     cfg = config.load(None, {
         "name": "accuracy-fedavg", "output_dir": str(out / "runs"), "model.name": "minilm",
         "data.max_length": 64, "data.max_train_samples": 320 if quick else 960,
