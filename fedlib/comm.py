@@ -13,6 +13,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# Environment for launching Open MPI from fedlib (tests, benchmarks, notebook engines): allow
+# root (containers, CI), more ranks than cores, and keep Hugging Face offline.
+LAUNCH_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
 _DEFAULT_CHUNK = 1 << 30  # bytes; MPI counts are int32, keep every message below 2 GiB
 
 

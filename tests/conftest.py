@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from fedlib import config
+from fedlib.comm import LAUNCH_ENV as MPI_ENV  # light: no torch, no transformers
 
 ROOT = Path(__file__).resolve().parent.parent
-MPI_ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 os.environ.update({k: v for k, v in MPI_ENV.items() if k not in os.environ})
+
+from fedlib import config  # noqa: E402 - after the environment: huggingface_hub reads it on import
 
 # A 2-layer, 32-wide BERT: real architecture code, random init, milliseconds per step.
 TINY_MODEL = {

@@ -12,14 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-MPI_ENV = {
-    "OMPI_ALLOW_RUN_AS_ROOT": "1",
-    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-    "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+from ..comm import LAUNCH_ENV
 
 _PEAK = (
     "import resource, runpy, sys, json\n"
@@ -46,7 +39,7 @@ def run(over: dict[str, Any], ranks: int = 1, timeout: int = 3600) -> tuple[pd.D
     cmd = [sys.executable, *args]
     if ranks > 1:
         cmd = [str(Path(sys.executable).with_name("mpiexec")), "-n", str(ranks), *cmd]
-    env = {**os.environ, **{k: v for k, v in MPI_ENV.items() if k not in os.environ}}
+    env = {**os.environ, **{k: v for k, v in LAUNCH_ENV.items() if k not in os.environ}}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
