@@ -90,11 +90,11 @@ class Exchange:
             return self.acc
         return None
 
-    def distribute(self, weights: torch.Tensor, timer: Timer) -> None:
-        """p2p: rank 0 broadcasts the new global weights (in place on the other ranks)."""
-        if self.server_on_every_rank:
-            return
+    def distribute(self, weights: torch.Tensor, timer: Timer) -> torch.Tensor:
+        """p2p: rank 0 broadcasts its new global weights; other ranks get a fresh copy."""
+        out = weights if self.comm.rank == 0 else torch.empty(self.numel, dtype=torch.float32)
         with timer("wait"):
             self.comm.barrier()
         with timer("comm"):
-            self.comm.broadcast(weights.numpy(), root=0)
+            self.comm.broadcast(out.numpy(), root=0)
+        return out

@@ -31,25 +31,29 @@ def _base(hidden: int, layers: int, heads: int) -> dict[str, Any]:
                 intermediate_size=4 * hidden, max_position_embeddings=512)
 
 
-# Sizes are set explicitly: AlbertConfig() alone defaults to xxlarge.
-PRESETS: dict[str, Any] = {
-    "albert-base-v2": lambda: AlbertConfig(vocab_size=30000, embedding_size=128,
-                                           hidden_act="gelu_new", **_base(768, 12, 12)),
-    "albert-large-v2": lambda: AlbertConfig(vocab_size=30000, embedding_size=128,
-                                            hidden_act="gelu_new", **_base(1024, 24, 16)),
-    "bert-base-uncased": lambda: BertConfig(vocab_size=30522, **_base(768, 12, 12)),
-    "bert-large-uncased": lambda: BertConfig(vocab_size=30522, **_base(1024, 24, 16)),
-    "deberta-v3-base": lambda: DebertaV2Config(
-        vocab_size=128100, relative_attention=True, position_buckets=256,
-        norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
-        layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False,
-        type_vocab_size=0, **_base(768, 12, 12)),
-    "deberta-v3-large": lambda: DebertaV2Config(
-        vocab_size=128100, relative_attention=True, position_buckets=256,
-        norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
-        layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False,
-        type_vocab_size=0, **_base(1024, 24, 16)),
+_DEBERTA_V3 = dict(vocab_size=128100, relative_attention=True, position_buckets=256,
+                  norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+                  layer_norm_eps=1e-7, max_relative_positions=-1, position_biased_input=False,
+                  type_vocab_size=0)
+_ALBERT = dict(vocab_size=30000, embedding_size=128, hidden_act="gelu_new")
+
+# The real architectures' configs, sizes set explicitly (AlbertConfig() alone is xxlarge).
+PRESETS: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
+    "albert-base-v2": (AlbertConfig, {**_ALBERT, **_base(768, 12, 12)}),
+    "albert-large-v2": (AlbertConfig, {**_ALBERT, **_base(1024, 24, 16)}),
+    "bert-base-uncased": (BertConfig, {"vocab_size": 30522, **_base(768, 12, 12)}),
+    "bert-large-uncased": (BertConfig, {"vocab_size": 30522, **_base(1024, 24, 16)}),
+    "deberta-v3-base": (DebertaV2Config, {**_DEBERTA_V3, **_base(768, 12, 12)}),
+    "deberta-v3-large": (DebertaV2Config, {**_DEBERTA_V3, **_base(1024, 24, 16)}),
 }
+
+
+def preset_config(name: str, overrides: dict[str, Any] | None = None) -> PretrainedConfig:
+    """A preset's config with `overrides` applied at construction (so derived sizes follow)."""
+    cls, kwargs = PRESETS[ALIASES.get(name, name)]
+    return cls(**{**kwargs, **(overrides or {})})
+
+
 ALIASES = {"albert": "albert-base-v2", "bert": "bert-base-uncased", "deberta": "deberta-v3-base",
            "bert-base": "bert-base-uncased", "albert-base": "albert-base-v2",
            "deberta-base": "deberta-v3-base"}
@@ -89,10 +93,7 @@ def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
     spec = resolve(cfg.name)
     torch.manual_seed(seed)
     if spec.kind == "preset":
-        hf_cfg: PretrainedConfig = PRESETS[spec.source]()
-        for k, v in cfg.overrides.items():
-            setattr(hf_cfg, k, v)
-        hf_cfg.num_labels = num_labels
+        hf_cfg = preset_config(spec.source, {**cfg.overrides, "num_labels": num_labels})
         model = AutoModelForSequenceClassification.from_config(hf_cfg)
     elif cfg.pretrained:
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -109,7 +110,7 @@ def preset_vocab(cfg: ModelConfig) -> int | None:
     spec = resolve(cfg.name)
     if spec.kind != "preset":
         return None
-    return int(cfg.overrides.get("vocab_size", PRESETS[spec.source]().vocab_size))
+    return int(preset_config(spec.source, cfg.overrides).vocab_size)
 
 
 def _encoder_layers(model: nn.Module) -> list[nn.Module]:

@@ -130,7 +130,6 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
     ex = Exchange(comm, ctx.flat.numel, fed.aggregation)
-    weights_buf = torch.empty(ctx.flat.numel, dtype=torch.float32)
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
                unit="round", dynamic_ncols=True)
     try:
@@ -162,9 +161,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             else:
                 aggregated = 0
             if not ex.server_on_every_rank:
-                weights_buf.copy_(state.weights) if r0 else None
-                ex.distribute(weights_buf, timer)
-                state = state if r0 else replace(state, weights=weights_buf.clone(), round=rnd)
+                received = ex.distribute(state.weights, timer)
+                state = state if r0 else replace(state, weights=received, round=rnd)
             ev = (None, None, None)
             if fed.eval_every and (rnd % fed.eval_every == 0 or rnd == fed.rounds):
                 with timer("eval"):

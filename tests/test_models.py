@@ -9,7 +9,7 @@ from fedlib.flat import FlatParams
     ("albert-base-v2", 11.7), ("bert-base-uncased", 109.5), ("deberta-v3-base", 184.4),
 ])
 def test_presets_have_the_real_sizes(name, params_m):
-    cfg = models.PRESETS[name]()
+    cfg = models.preset_config(name)
     with torch.device("meta"):
         m = models.AutoModelForSequenceClassification.from_config(cfg)
     n = sum(p.numel() for p in m.parameters()) / 1e6
@@ -55,3 +55,16 @@ def test_flat_params_round_trip_and_delta():
     torch.testing.assert_close(acc, 3.0 * v)
     with pytest.raises(ValueError, match="flat vector has"):
         flat.set(v[:-1])
+
+
+@pytest.mark.parametrize("name", ["albert-base-v2", "bert-base-uncased", "deberta-v3-base"])
+def test_each_family_trains_one_step(name, tiny_cfg):
+    from fedlib import runner
+
+    cfg = tiny_cfg(name=name, **{
+        "model.name": name, "federation.num_clients": 2, "federation.rounds": 1,
+        "client.local_steps": 1, "data.max_eval_samples": 16,
+        "model.overrides": {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2,
+                            "intermediate_size": 64}})
+    res = runner.run(cfg, progress=False)
+    assert res.state.round == 1 and res.rounds["train_loss"].notna().all()
