@@ -33,11 +33,11 @@ class DataConfig:
     """Which text-classification set, and how much of it."""
 
     name: str = "scicite"  # folder under data/ or ../shared/data/, a path, or a HF dataset id
-    subset: Literal["tiny", "full"] = "tiny"
-    max_length: int = 128
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    eval_split: Literal["dev", "test"] = "test"
+    subset: Literal["tiny", "full"] = "tiny"  # tiny = the 2,000/500/500 slice when the set has one
+    max_length: int = 128  # tokens per example (batches are cut to their longest example)
+    max_train_samples: int | None = None  # use the first N training examples
+    max_eval_samples: int | None = None  # use the first N evaluation examples
+    eval_split: Literal["dev", "test"] = "test"  # split scored by evaluation
 
     def __post_init__(self) -> None:
         _require(self.max_length >= 8, "data.max_length", "must be >= 8")
@@ -50,24 +50,24 @@ class DataConfig:
 class ModelConfig:
     """A sequence classifier: `minilm`, a preset name, a local checkpoint dir or a hub id."""
 
-    name: str = "minilm"
+    name: str = "minilm"  # minilm, a preset (see README), a checkpoint dir or hub id
     pretrained: bool = True  # presets are always random-init (for time/bytes measurements)
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {num_hidden_layers: 2}
-    freeze: Literal["none", "embeddings", "lower_half", "all_but_head"] = "none"
+    freeze: Literal["none", "embeddings", "lower_half", "all_but_head"] = "none"  # frozen: not sent
 
 
 @dataclass(frozen=True)
 class ClientConfig:
     """Local training on one client."""
 
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 5e-5
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # client optimizer, new each round
+    lr: float = 5e-5  # client learning rate
     weight_decay: float = 0.0
-    momentum: float = 0.0
+    momentum: float = 0.0  # SGD momentum (client)
     batch_size: int = 16
-    local_epochs: int = 1
+    local_epochs: int = 1  # passes over the client shard per round
     local_steps: int | None = None  # when set, overrides local_epochs
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = 1.0  # gradient clipping per step; null = off
     mu: float = 0.0  # FedProx proximal weight; > 0 adds mu/2 * ||w - w_global||^2
 
     def __post_init__(self) -> None:
@@ -96,11 +96,11 @@ Algorithm = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fe
 class StrategyConfig:
     """Server-side aggregation rule and its hyper-parameters (Reddi et al., 2021)."""
 
-    algorithm: Algorithm = "fedavg"
-    server_lr: float = 1.0
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
+    algorithm: Algorithm = "fedavg"  # server rule
+    server_lr: float = 1.0  # server step size (FedAvg: 1.0 = plain averaging)
+    beta1: float = 0.9  # FedAdam/FedYogi first moment
+    beta2: float = 0.99  # FedAdam/FedYogi second moment
+    tau: float = 1e-3  # adaptivity (epsilon) of FedAdam/FedYogi/FedAdagrad
     momentum: float = 0.9  # FedAvgM server momentum
 
     def __post_init__(self) -> None:
@@ -115,11 +115,11 @@ class StrategyConfig:
 class FederationConfig:
     """Who takes part, how often, and how updates travel."""
 
-    num_clients: int = 4
-    rounds: int = 2
+    num_clients: int = 4  # virtual clients (any number of ranks hosts them)
+    rounds: int = 2  # federated rounds (total, also when resuming)
     fraction: float = 1.0  # fraction of clients sampled per round, in (0, 1]
     clients_per_round: int | None = None  # when set, overrides fraction
-    aggregation: Literal["collective", "p2p"] = "collective"
+    aggregation: Literal["collective", "p2p"] = "collective"  # allreduce, or the rank-0 star baseline
     eval_every: int = 1  # 0 = never (timing runs); otherwise every k rounds and the last
     checkpoint_every: int = 1  # 0 = never
     chunk_mb: int = 1024  # message chunk size; MPI counts are int32, so stay < 2 GiB
@@ -156,10 +156,10 @@ class PartitionConfig:
 class RunConfig:
     """The whole run. `name` names the folder under `output_dir`."""
 
-    name: str = "run"
-    seed: int = 0
-    output_dir: str = "outputs"
-    threads: int | None = None  # torch intra-op threads per rank; null = leave torch's default
+    name: str = "run"  # run folder under output_dir
+    seed: int = 0  # every random draw derives from (seed, round, client)
+    output_dir: str = "outputs"  # where run folders go
+    threads: int | None = None  # torch threads per rank; null = cores / local ranks under MPI
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
@@ -369,12 +369,26 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def describe() -> list[tuple[str, str, str]]:
-    """(dotted key, type, default) rows for every config key; the README table comes from here."""
-    rows: list[tuple[str, str, str]] = []
+def _comments(cls: type) -> dict[str, str]:
+    """Field name -> its trailing `# comment` in the class source: the keys' help text."""
+    import inspect
+    import re
+
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every config key; the README table comes from here."""
+    rows: list[tuple[str, str, str, str]] = []
 
     def walk(cls: type, prefix: str) -> None:
         hints = typing.get_type_hints(cls)
+        helps = _comments(cls)
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
             key = f"{prefix}{f.name}"
@@ -382,7 +396,7 @@ def describe() -> list[tuple[str, str, str]]:
                 walk(tp, key + ".")
                 continue
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            rows.append((key, _type_name(tp), repr(default)))
+            rows.append((key, _type_name(tp), repr(default), helps.get(f.name, "")))
 
     walk(RunConfig, "")
     return rows

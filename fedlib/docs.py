@@ -11,8 +11,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def table() -> str:
-    return "| key | type | default |\n|---|---|---|\n" + "".join(
-        f"| `{k}` | {t} | `{d}` |\n" for k, t, d in describe())
+    return "| key | type | default | meaning |\n|---|---|---|---|\n" + "".join(
+        f"| `{k}` | {t} | `{d}` | {h.replace('|', '/')} |\n" for k, t, d, h in describe())
 
 
 def main() -> None:
