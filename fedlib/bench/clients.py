@@ -39,7 +39,7 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
                 "payload_mb": last["payload_bytes"] / 2**20,
                 "bytes_comm_mb": last["bytes_comm"] / 2**20,
                 "round_s": last["round_s"], "compute_s": last["compute_s"],
-                "comm_s": last["comm_s"], "wait_s": last["wait_s"],
+                "comm_s": last["comm_s"], "wait_s": last["wait_s"], "wait_max_s": last["wait_max_s"],
                 "comm_wait_s": last["comm_s"] + last["wait_s"],
                 "peak_rss_mb_rank0": peaks[0] / 1024 if peaks else None,
                 "peak_rss_mb_max": max(peaks) / 1024 if peaks else None,
