@@ -145,11 +145,39 @@ class FederationConfig:
 class PartitionConfig:
     """How the training set is split across clients."""
 
-    kind: Literal["iid"] = "iid"
-    min_samples: int = 1
+    kind: Literal["iid", "dirichlet", "quantity", "shards"] = "iid"  # label skew, size skew, k classes
+    min_samples: int = 1  # every client gets at least this many training examples
+    alpha: float = 0.5  # Dirichlet concentration per label (dirichlet) or per client (quantity=dirichlet)
+    quantity: Literal["dirichlet", "lognormal"] = "lognormal"  # client-size law for kind=quantity
+    sigma: float = 1.0  # lognormal sigma of client sizes (kind=quantity, quantity=lognormal)
+    classes_per_client: int = 2  # kind=shards: classes each client holds
 
     def __post_init__(self) -> None:
         _require(self.min_samples >= 1, "partition.min_samples", "must be >= 1")
+        _require(self.alpha > 0, "partition.alpha", f"must be > 0, got {self.alpha}")
+        _require(self.sigma >= 0, "partition.sigma", f"must be >= 0, got {self.sigma}")
+        _require(self.classes_per_client >= 1, "partition.classes_per_client", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ParticipationConfig:
+    """Dropout and stragglers among the clients sampled in a round (see fedlib.participation)."""
+
+    dropout: float = 0.0  # probability a sampled client drops out (its update is lost)
+    dropout_when: Literal["before", "mid"] = "before"  # before training, or after part of its steps
+    speed: Literal["constant", "lognormal", "uniform"] = "constant"  # per-client slowness factor law
+    speed_sigma: float = 0.5  # speed=lognormal: factor ~ lognormal(0, sigma)
+    speed_max: float = 4.0  # speed=uniform: factor ~ U[1, speed_max]
+    deadline_s: float | None = None  # simulated seconds; later clients are dropped. null = wait for all
+    min_clients: int = 1  # fewer surviving updates than this: the round is skipped (weights kept)
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.dropout < 1, "participation.dropout", f"must be in [0, 1), got {self.dropout}")
+        _require(self.speed_sigma >= 0, "participation.speed_sigma", "must be >= 0")
+        _require(self.speed_max >= 1, "participation.speed_max", "must be >= 1")
+        _require(self.deadline_s is None or self.deadline_s > 0, "participation.deadline_s",
+                 "must be > 0 or null")
+        _require(self.min_clients >= 1, "participation.min_clients", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -166,6 +194,7 @@ class RunConfig:
     client: ClientConfig = field(default_factory=ClientConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    participation: ParticipationConfig = field(default_factory=ParticipationConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty folder name")
@@ -175,6 +204,11 @@ class RunConfig:
             "partition.min_samples",
             "impossible",
         )
+        fed = self.federation
+        per_round = min(fed.num_clients,
+                        fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients)))
+        _require(self.participation.min_clients <= per_round, "participation.min_clients",
+                 f"is {self.participation.min_clients} but only {per_round} clients are sampled per round")
 
     @property
     def run_dir(self) -> Path:

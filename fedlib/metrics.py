@@ -68,7 +68,13 @@ class RoundRow:
     eval_loss: float | None
     accuracy: float | None
     macro_f1: float | None
-    extra: str = ""  # JSON of wrapper metrics (epsilon, dropped clients, ...)
+    extra: str = ""  # JSON of wrapper metrics
+    dropped: int = 0  # sampled clients that dropped out (before or during training)
+    late: int = 0  # clients whose simulated time exceeded participation.deadline_s
+    rejected: int = 0  # updates with NaN/Inf, not aggregated
+    skipped: bool = False  # fewer than participation.min_clients survived: weights unchanged
+    sim_round_s: float = 0.0  # simulated device time: slowest kept client (or the deadline)
+    sim_wait_s: float = 0.0  # mean simulated idle time of kept clients waiting for the slowest
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,9 @@ class ClientRow:
     steps: int
     loss: float
     compute_s: float
+    speed: float = 1.0  # straggler factor: simulated time = compute_s x speed
+    sim_s: float = 0.0
+    outcome: str = "ok"  # ok, dropped (mid-training), late or rejected
 
 
 class CsvLog:

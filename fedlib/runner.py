@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, partition
+from . import checkpoint, client, config, data, models, participation, partition
 from .comm import Comm, make_comm
 from .exchange import EXTRA, Exchange
 from .flat import FlatParams
@@ -24,16 +24,6 @@ from .strategies import ServerState, server_step
 
 def client_seed(seed: int, rnd: int, cid: int) -> int:
     return int(np.random.SeedSequence([seed, rnd, cid]).generate_state(1)[0])
-
-
-def sample_clients(cfg: config.RunConfig, rnd: int) -> list[int]:
-    """The clients taking part in round `rnd` (sorted), seeded by (seed, round)."""
-    fed = cfg.federation
-    k = fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients))
-    if k >= fed.num_clients:
-        return list(range(fed.num_clients))
-    rng = np.random.default_rng([cfg.seed, rnd, 0x5A])
-    return sorted(int(c) for c in rng.choice(fed.num_clients, size=k, replace=False))
 
 
 def place(clients: list[int], ranks: int) -> list[list[int]]:
@@ -137,8 +127,9 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             rnd = state.round + 1
             timer = Timer()
             sent0 = comm.bytes_sent
-            sampled = sample_clients(cfg, rnd)
-            plan = place(sampled, comm.size)
+            fates = participation.fates(cfg, rnd)
+            plan = place([f.client for f in fates if f.drop != "before"], comm.size)
+            fate = {f.client: f for f in fates}
             ex.begin(plan)
             global_w = state.weights
             penalty = (client.prox_term(ctx.flat.params, ctx.flat.views(global_w), cfg.client.mu)
@@ -146,18 +137,28 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             results = []
             for cid in plan[comm.rank]:
                 ctx.flat.set(global_w)
+                f = fate[cid]
+                steps = participation.steps_done(f, client.num_steps(len(ctx.shards[cid]), cfg.client))
                 with timer("compute"):
-                    res = client.train(ctx.model, ctx.shards[cid], cfg.client,
+                    res = client.train(ctx.model, ctx.shards[cid], replace(cfg.client, local_steps=steps),
                                        client_seed(cfg.seed, rnd, cid), cid, penalty)
-                results.append(res)
-                ex.add(ctx.flat, global_w, float(res.num_samples), timer)
+                sim_s = res.compute_s * f.speed
+                out = participation.outcome(f, sim_s, cfg.participation.deadline_s,
+                                            participation.finite(ctx.flat.params))
+                results.append({**vars(res), "speed": f.speed, "sim_s": sim_s, "outcome": out})
+                if out == "ok":
+                    ex.add(ctx.flat, global_w, float(res.num_samples), timer)
             summed = ex.reduce(timer)
+            skipped = False
             if summed is not None:
-                with timer("aggregate"):
-                    total = float(summed[-EXTRA])
-                    delta = summed[: ctx.flat.numel] / total
-                    state = server_step(state, delta, cfg.strategy)
                 aggregated = int(round(float(summed[-1])))
+                skipped = aggregated < cfg.participation.min_clients
+                with timer("aggregate"):
+                    if skipped:  # too few survivors: keep the weights, count the round
+                        state = replace(state, round=rnd)
+                    else:
+                        delta = summed[: ctx.flat.numel] / float(summed[-EXTRA])
+                        state = server_step(state, delta, cfg.strategy)
             else:
                 aggregated = 0
             if not ex.server_on_every_rank:
@@ -171,14 +172,14 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 with timer("checkpoint"):
                     checkpoint.save(run_dir, state, cfg.to_dict())
             t = timer.close()
-            per_rank = comm.allgather((t, [vars(r) for r in results], comm.bytes_sent - sent0))
+            per_rank = comm.allgather((t, results, comm.bytes_sent - sent0))
             if r0:
-                row = _round_row(cfg, ctx, comm.size, rnd, sampled, aggregated, per_rank, ev)
+                row = _round_row(cfg, ctx, comm.size, rnd, fates, aggregated, skipped, per_rank, ev)
                 rlog.write(row)
                 for rank, (_, res_list, _) in enumerate(per_rank):
                     for r in res_list:
-                        clog.write(ClientRow(rnd, r["client_id"], rank, r["num_samples"],
-                                             r["steps"], r["loss"], r["compute_s"]))
+                        clog.write(ClientRow(rnd, r["client_id"], rank, r["num_samples"], r["steps"],
+                                             r["loss"], r["compute_s"], r["speed"], r["sim_s"], r["outcome"]))
                 bar.set_postfix(loss=f"{row.train_loss:.3f}",
                                 acc="-" if row.accuracy is None else f"{row.accuracy:.3f}")
             bar.update(1)
@@ -190,15 +191,20 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     return _finish(cfg, comm, ctx, state)
 
 
-def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, sampled: list[int],
-               aggregated: int, per_rank: list[Any], ev: tuple[Any, Any, Any]) -> RoundRow:
+def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: list[participation.Fate],
+               aggregated: int, skipped: bool, per_rank: list[Any], ev: tuple[Any, Any, Any]) -> RoundRow:
     t0 = per_rank[0][0]
-    losses = [(r["loss"], r["num_samples"]) for _, res, _ in per_rank for r in res]
+    trained = [r for _, res, _ in per_rank for r in res]
+    kept = [r for r in trained if r["outcome"] == "ok"]
+    losses = [(r["loss"], r["num_samples"]) for r in (kept or trained)]
     w = sum(n for _, n in losses)
+    n_out = {k: sum(r["outcome"] == k for r in trained) for k in ("dropped", "late", "rejected")}
+    sim_round, sim_wait = participation.simulated_times(
+        [r["sim_s"] for r in kept], cfg.participation.deadline_s, n_out["late"] > 0)
     return RoundRow(
         round=rnd, algorithm=cfg.strategy.algorithm, model=cfg.model.name,
         aggregation=cfg.federation.aggregation, ranks=ranks, clients=cfg.federation.num_clients,
-        sampled=len(sampled), aggregated=aggregated, params=ctx.flat.numel,
+        sampled=len(fates), aggregated=aggregated, params=ctx.flat.numel,
         payload_bytes=ctx.flat.nbytes, bytes_comm=int(sum(b for _, _, b in per_rank)),
         round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
         comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
@@ -207,6 +213,8 @@ def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, sampled: l
         wait_max_s=max(t["wait"] for t, _, _ in per_rank),
         train_loss=sum(v * n for v, n in losses) / max(w, 1),
         eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2],
+        dropped=n_out["dropped"] + sum(f.drop == "before" for f in fates), late=n_out["late"],
+        rejected=n_out["rejected"], skipped=skipped, sim_round_s=sim_round, sim_wait_s=sim_wait,
     )
 
 

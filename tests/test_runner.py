@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fedlib import runner
+from fedlib import participation, runner
 from fedlib.metrics import PHASES
 
 
@@ -65,8 +65,8 @@ def test_outputs_and_time_breakdown(tiny_cfg):
 
 def test_sampling_is_seeded_per_round(tiny_cfg):
     cfg = tiny_cfg(**{"federation.clients_per_round": 2})
-    picks = [runner.sample_clients(cfg, r) for r in range(1, 6)]
-    assert picks == [runner.sample_clients(cfg, r) for r in range(1, 6)]
+    picks = [participation.sample_clients(cfg, r) for r in range(1, 6)]
+    assert picks == [participation.sample_clients(cfg, r) for r in range(1, 6)]
     assert len({tuple(p) for p in picks}) > 1 and all(len(p) == 2 for p in picks)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import client, config, runner
+from .. import client, config, participation, runner
 from ..comm import LocalComm
 
 
@@ -37,7 +37,7 @@ def bare_round(ctx: runner.Run, cfg: config.RunConfig, rnd: int) -> float:
     """The local steps of one round with nothing around them (no aggregation, no logging)."""
     t0 = time.perf_counter()
     model = ctx.model
-    for cid in runner.sample_clients(cfg, rnd):
+    for cid in participation.sample_clients(cfg, rnd):
         shard = ctx.shards[cid]
         gen = torch.Generator().manual_seed(runner.client_seed(cfg.seed, rnd, cid))
         params = [p for p in model.parameters() if p.requires_grad]

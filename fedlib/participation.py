@@ -1,0 +1,84 @@
+"""Who takes part in a round and what happens to them: client sampling, dropout (before or in
+the middle of local training), stragglers (a speed factor per client turning measured compute
+into simulated device time), a round deadline, and rejection of non-finite updates.
+
+Every draw comes from a generator seeded by (run seed, round, client id) — never by the rank —
+so the same clients drop, straggle and arrive late whether 1 or 96 ranks host them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ParticipationConfig, RunConfig
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What round `rnd` holds for one sampled client, decided before anyone trains."""
+
+    client: int
+    drop: str  # "" (stays), "before" (never trains) or "mid" (trains, update lost)
+    step_fraction: float  # share of local steps a "mid" dropout completes
+    speed: float  # simulated device time = measured compute x speed
+
+
+def sample_clients(cfg: RunConfig, rnd: int) -> list[int]:
+    """The clients taking part in round `rnd` (sorted), seeded by (seed, round)."""
+    fed = cfg.federation
+    k = fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients))
+    if k >= fed.num_clients:
+        return list(range(fed.num_clients))
+    rng = np.random.default_rng([cfg.seed, rnd, 0x5A])
+    return sorted(int(c) for c in rng.choice(fed.num_clients, size=k, replace=False))
+
+
+def speed_factor(p: ParticipationConfig, rng: np.random.Generator) -> float:
+    if p.speed == "lognormal":
+        return float(rng.lognormal(0.0, p.speed_sigma))
+    if p.speed == "uniform":
+        return float(rng.uniform(1.0, p.speed_max))
+    return 1.0
+
+
+def fate(cfg: RunConfig, rnd: int, cid: int) -> Fate:
+    p = cfg.participation
+    rng = np.random.default_rng([cfg.seed, rnd, cid, 0xD4])
+    u, frac, speed = rng.random(), rng.random(), speed_factor(p, rng)
+    drop = p.dropout_when if u < p.dropout else ""
+    return Fate(cid, drop, frac, speed)
+
+
+def fates(cfg: RunConfig, rnd: int) -> list[Fate]:
+    """Sampled clients of round `rnd` with their draws; identical on every rank."""
+    return [fate(cfg, rnd, c) for c in sample_clients(cfg, rnd)]
+
+
+def steps_done(f: Fate, steps: int) -> int:
+    """Local steps the client runs: all, or the part a mid-round dropout completes (>= 1)."""
+    return max(1, int(f.step_fraction * steps)) if f.drop == "mid" else steps
+
+
+def finite(params: list[torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def outcome(f: Fate, sim_s: float, deadline_s: float | None, is_finite: bool) -> str:
+    """'ok' (folded into the sum), 'dropped', 'late' or 'rejected' (NaN/Inf update)."""
+    if f.drop:
+        return "dropped"
+    if deadline_s is not None and sim_s > deadline_s:
+        return "late"
+    return "ok" if is_finite else "rejected"
+
+
+def simulated_times(sims: list[float], deadline_s: float | None, any_late: bool) -> tuple[float, float]:
+    """(round time, mean wait) on simulated devices: the round lasts until its slowest kept
+    client (or the deadline when someone was late); each kept client idles the difference."""
+    if not sims:
+        return (deadline_s or 0.0) if any_late else 0.0, 0.0
+    end = deadline_s if any_late and deadline_s is not None else max(sims)
+    return float(end), float(np.mean([end - s for s in sims]))

@@ -1,0 +1,92 @@
+"""Dropout, stragglers, deadlines, non-finite updates and skipped rounds."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from fedlib import client, participation, runner
+from tests.conftest import mpiexec, tiny_overrides
+
+DROPS = {"participation.dropout": 0.4, "participation.dropout_when": "mid",
+         "participation.speed": "lognormal", "federation.num_clients": 8, "federation.rounds": 3}
+
+
+def test_fates_seeded_per_client_not_per_call(tiny_cfg):
+    cfg = tiny_cfg(**DROPS)
+    fates = [participation.fates(cfg, r) for r in (1, 2, 3)]
+    assert fates == [participation.fates(cfg, r) for r in (1, 2, 3)]
+    drops = [f.drop for fs in fates for f in fs]
+    assert "mid" in drops and "" in drops
+    assert len({f.speed for fs in fates for f in fs}) > 1
+    # one client's fate does not depend on who else is sampled
+    assert participation.fate(cfg, 2, 5) == fates[1][5]
+
+
+def test_dropout_rate_matches_probability(tiny_cfg):
+    cfg = tiny_cfg(**{**DROPS, "federation.num_clients": 100})
+    drops = [f.drop != "" for r in range(1, 21) for f in participation.fates(cfg, r)]
+    assert abs(sum(drops) / len(drops) - 0.4) < 0.03
+
+
+def test_dropped_and_late_clients_not_aggregated(tiny_cfg):
+    res = runner.run(tiny_cfg(**DROPS, **{"participation.deadline_s": 0.05,
+                                          "participation.speed_sigma": 1.5}), progress=False)
+    c, r = res.clients, res.rounds
+    assert ((c["outcome"] == "late") == ((c["sim_s"] > 0.05) & (c["outcome"] != "dropped"))).all()
+    kept = c[c["outcome"] == "ok"].groupby("round").size().reindex(r["round"], fill_value=0)
+    assert (r.set_index("round")["aggregated"] == kept).all()
+    assert (r["dropped"] + r["aggregated"] + r["late"] + r["rejected"] == r["sampled"]).all()
+    assert r["dropped"].sum() > 0
+    mid = c[c["outcome"] == "dropped"]  # mid-training dropouts did part of their steps
+    assert (mid["steps"] <= 3).all()
+
+
+def _poison(monkeypatch, bad: set[int]):
+    real = client.train
+
+    def train(model, shard, cfg, seed, client_id, penalty=None):
+        res = real(model, shard, cfg, seed, client_id, penalty)
+        if client_id in bad:
+            with torch.no_grad():
+                next(p for p in model.parameters() if p.requires_grad).view(-1)[0] = float("nan")
+        return res
+    monkeypatch.setattr(client, "train", train)
+
+
+def test_nan_update_rejected_and_counted(tiny_cfg, monkeypatch):
+    _poison(monkeypatch, {1, 4})
+    res = runner.run(tiny_cfg(), progress=False)
+    assert res.rounds["rejected"].tolist() == [2, 2]
+    assert res.rounds["aggregated"].tolist() == [4, 4]
+    assert torch.isfinite(res.state.weights).all()
+
+
+def test_round_skipped_below_min_clients(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg(**{"participation.min_clients": 5})
+    start = runner.Run.build(cfg, runner.make_comm("local")).flat.get()
+    _poison(monkeypatch, {0, 1})
+    res = runner.run(cfg, progress=False)
+    assert res.rounds["skipped"].tolist() == [True, True] and res.state.round == 2
+    torch.testing.assert_close(res.state.weights, start, rtol=0, atol=0)
+
+
+def test_min_clients_above_sample_size_is_a_config_error(tiny_cfg):
+    with pytest.raises(Exception, match="participation.min_clients"):
+        tiny_cfg(**{"participation.min_clients": 7})
+
+
+@pytest.mark.mpi
+def test_dropout_identical_for_1_and_2_ranks(tmp_path, tiny_cfg):
+    one = runner.run(tiny_cfg(name="one", **DROPS), progress=False)
+    over = tiny_overrides(tmp_path, name="two", **DROPS)
+    mpiexec(2, ["-m", "fedlib", "run", "--quiet",
+                *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    two = pd.read_csv(tmp_path / "two" / "clients.csv")
+    cols = ["round", "client_id", "steps", "speed", "outcome"]
+    key = ["round", "client_id"]
+    pd.testing.assert_frame_equal(one.clients[cols].sort_values(key).reset_index(drop=True),
+                                  two[cols].sort_values(key).reset_index(drop=True))
+    w2 = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["weights"]
+    torch.testing.assert_close(w2, one.state.weights, rtol=0, atol=1e-5)
