@@ -181,6 +181,35 @@ class ParticipationConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy (see fedlib.privacy): per-sample DP-SGD or client-level DP-FedAvg."""
+
+    mode: Literal["none", "sample", "client"] = "none"  # sample = DP-SGD (Opacus); client = DP-FedAvg
+    noise_multiplier: float | None = None  # sigma; or set target_epsilon and it is derived
+    target_epsilon: float | None = None  # epsilon the whole run should spend (per client for sample)
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0  # mode=sample: per-example gradient clip
+    clip: float = 1.0  # mode=client: L2 bound C on each client update
+    epsilon_budget: float | None = None  # mode=client: stop before a round would exceed it
+    accountant: Literal["rdp", "prv"] = "rdp"  # Opacus accountant
+
+    def __post_init__(self) -> None:
+        if self.mode == "none":
+            return
+        _require((self.noise_multiplier is None) != (self.target_epsilon is None), "privacy.noise_multiplier",
+                 f"privacy.mode={self.mode!r} needs exactly one of noise_multiplier or target_epsilon")
+        _require(self.noise_multiplier is None or self.noise_multiplier > 0, "privacy.noise_multiplier",
+                 "must be > 0")
+        _require(self.target_epsilon is None or self.target_epsilon > 0, "privacy.target_epsilon",
+                 "must be > 0")
+        _require(0 < self.delta < 1, "privacy.delta", f"must be in (0, 1), got {self.delta}")
+        _require(self.max_grad_norm > 0, "privacy.max_grad_norm", "must be > 0")
+        _require(self.clip > 0, "privacy.clip", "must be > 0")
+        _require(self.epsilon_budget is None or self.epsilon_budget > 0, "privacy.epsilon_budget",
+                 "must be > 0 or null")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The whole run. `name` names the folder under `output_dir`."""
 
@@ -195,6 +224,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     participation: ParticipationConfig = field(default_factory=ParticipationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty folder name")
@@ -204,11 +234,17 @@ class RunConfig:
             "partition.min_samples",
             "impossible",
         )
-        fed = self.federation
-        per_round = min(fed.num_clients,
-                        fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients)))
+        per_round = self.clients_per_round
         _require(self.participation.min_clients <= per_round, "participation.min_clients",
                  f"is {self.participation.min_clients} but only {per_round} clients are sampled per round")
+        _require(not (self.privacy.mode == "sample" and self.client.mu > 0), "client.mu",
+                 "FedProx's penalty is not per-example, so it cannot be combined with privacy.mode=sample")
+
+    @property
+    def clients_per_round(self) -> int:
+        """Clients sampled each round (before dropout)."""
+        fed = self.federation
+        return min(fed.num_clients, fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients)))
 
     @property
     def run_dir(self) -> Path:

@@ -75,6 +75,9 @@ class RoundRow:
     skipped: bool = False  # fewer than participation.min_clients survived: weights unchanged
     sim_round_s: float = 0.0  # simulated device time: slowest kept client (or the deadline)
     sim_wait_s: float = 0.0  # mean simulated idle time of kept clients waiting for the slowest
+    epsilon: float | None = None  # privacy.mode=client: epsilon spent by the run so far
+    eps_max: float | None = None  # privacy.mode=sample: max / mean epsilon of this round's clients
+    eps_mean: float | None = None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class Fate:
 def sample_clients(cfg: RunConfig, rnd: int) -> list[int]:
     """The clients taking part in round `rnd` (sorted), seeded by (seed, round)."""
     fed = cfg.federation
-    k = fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients))
+    k = cfg.clients_per_round
     if k >= fed.num_clients:
         return list(range(fed.num_clients))
     rng = np.random.default_rng([cfg.seed, rnd, 0x5A])

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, participation, partition
+from . import checkpoint, client, config, data, models, participation, partition, privacy
 from .comm import Comm, make_comm
 from .exchange import EXTRA, Exchange
 from .flat import FlatParams
@@ -120,11 +120,18 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
     ex = Exchange(comm, ctx.flat.numel, fed.aggregation)
+    mech = privacy.make(cfg, ctx.shards, ctx.model)
+    stopped = None
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
                unit="round", dynamic_ncols=True)
     try:
         while state.round < fed.rounds:
             rnd = state.round + 1
+            if stopped := mech.admit(state, rnd):
+                if r0:
+                    checkpoint.save(run_dir, state, cfg.to_dict())
+                    tqdm.write(f"{cfg.name}: {stopped}")
+                break
             timer = Timer()
             sent0 = comm.bytes_sent
             fates = participation.fates(cfg, rnd)
@@ -140,14 +147,15 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 f = fate[cid]
                 steps = participation.steps_done(f, client.num_steps(len(ctx.shards[cid]), cfg.client))
                 with timer("compute"):
-                    res = client.train(ctx.model, ctx.shards[cid], replace(cfg.client, local_steps=steps),
-                                       client_seed(cfg.seed, rnd, cid), cid, penalty)
+                    res = mech.train(ctx.model, ctx.shards[cid], replace(cfg.client, local_steps=steps),
+                                     client_seed(cfg.seed, rnd, cid), cid, penalty)
                 sim_s = res.compute_s * f.speed
                 out = participation.outcome(f, sim_s, cfg.participation.deadline_s,
                                             participation.finite(ctx.flat.params))
                 results.append({**vars(res), "speed": f.speed, "sim_s": sim_s, "outcome": out})
                 if out == "ok":
-                    ex.add(ctx.flat, global_w, float(res.num_samples), timer)
+                    mech.bound(ctx.flat, global_w)
+                    ex.add(ctx.flat, global_w, mech.weight(res.num_samples), timer)
             summed = ex.reduce(timer)
             skipped = False
             if summed is not None:
@@ -157,6 +165,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                     if skipped:  # too few survivors: keep the weights, count the round
                         state = replace(state, round=rnd)
                     else:
+                        mech.perturb(summed, ctx.flat.numel, rnd)
                         delta = summed[: ctx.flat.numel] / float(summed[-EXTRA])
                         state = server_step(state, delta, cfg.strategy)
             else:
@@ -164,6 +173,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             if not ex.server_on_every_rank:
                 received = ex.distribute(state.weights, timer)
                 state = state if r0 else replace(state, weights=received, round=rnd)
+            state = mech.record(state, comm)
             ev = (None, None, None)
             if fed.eval_every and (rnd % fed.eval_every == 0 or rnd == fed.rounds):
                 with timer("eval"):
@@ -174,7 +184,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             t = timer.close()
             per_rank = comm.allgather((t, results, comm.bytes_sent - sent0))
             if r0:
-                row = _round_row(cfg, ctx, comm.size, rnd, fates, aggregated, skipped, per_rank, ev)
+                row = _round_row(cfg, ctx, comm.size, rnd, fates, aggregated, skipped, per_rank, ev,
+                                 mech.metrics(state, rnd))
                 rlog.write(row)
                 for rank, (_, res_list, _) in enumerate(per_rank):
                     for r in res_list:
@@ -188,11 +199,12 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         if r0:
             rlog.close()
             clog.close()
-    return _finish(cfg, comm, ctx, state)
+    return _finish(cfg, comm, ctx, state, stopped)
 
 
 def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: list[participation.Fate],
-               aggregated: int, skipped: bool, per_rank: list[Any], ev: tuple[Any, Any, Any]) -> RoundRow:
+               aggregated: int, skipped: bool, per_rank: list[Any], ev: tuple[Any, Any, Any],
+               privacy_metrics: dict[str, float]) -> RoundRow:
     t0 = per_rank[0][0]
     trained = [r for _, res, _ in per_rank for r in res]
     kept = [r for r in trained if r["outcome"] == "ok"]
@@ -215,10 +227,12 @@ def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: lis
         eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2],
         dropped=n_out["dropped"] + sum(f.drop == "before" for f in fates), late=n_out["late"],
         rejected=n_out["rejected"], skipped=skipped, sim_round_s=sim_round, sim_wait_s=sim_wait,
+        **privacy_metrics,
     )
 
 
-def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState) -> Result:
+def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, stopped: str | None
+            ) -> Result:
     run_dir = cfg.run_dir
     rounds = pd.DataFrame()
     clients = pd.DataFrame()
@@ -236,6 +250,8 @@ def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState) -> 
             "mean_round_s": float(rounds["round_s"].mean()),
             "total_s": float(rounds["round_s"].sum()),
             "bytes_comm": int(rounds["bytes_comm"].sum()),
+            "stopped": stopped,
+            **{k: float(rounds[k].iloc[-1]) for k in ("epsilon", "eps_max") if rounds[k].notna().any()},
         }
         write_json(run_dir / "summary.json", summary)
     return Result(rounds, clients, summary, state)

@@ -1,0 +1,62 @@
+"""Differential privacy as a wrapper around the round: a `Mechanism` decides how a client
+trains, how its update is bounded and weighted, what noise the aggregate gets, what it costs
+in ε, and whether the budget allows another round. The runner calls the same hooks whatever
+the mode; `none` leaves everything as it is.
+
+- ``sample``: DP-SGD on every client with Opacus (fedlib.privacy.dpsgd);
+- ``client``: DP-FedAvg, clip each update, Gaussian noise on the sum (fedlib.privacy.client_level).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from .. import client
+from ..config import ClientConfig, RunConfig
+
+if TYPE_CHECKING:
+    from ..comm import Comm
+    from ..data import TextSplit
+    from ..flat import FlatParams
+    from ..strategies import ServerState
+
+
+class Mechanism:
+    """No privacy: the engine's own behaviour."""
+
+    def admit(self, state: ServerState, rnd: int) -> str | None:
+        """Why round `rnd` must not run (budget), or None."""
+        return None
+
+    def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
+              penalty: Any = None) -> client.ClientResult:
+        return client.train(model, shard, cfg, seed, cid, penalty)
+
+    def weight(self, num_samples: int) -> float:
+        return float(num_samples)
+
+    def bound(self, flat: FlatParams, base: torch.Tensor) -> None:
+        """Bound the client's update (its weights minus `base`) in place before it is summed."""
+
+    def perturb(self, summed: torch.Tensor, numel: int, rnd: int) -> None:
+        """Noise the reduced sum in place (identically wherever the server step runs)."""
+
+    def record(self, state: ServerState, comm: Comm) -> ServerState:
+        """Fold this round's privacy spending into the (checkpointed) server state."""
+        return state
+
+    def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
+        return {}
+
+
+def make(cfg: RunConfig, shards: list[TextSplit], model: nn.Module) -> Mechanism:
+    if cfg.privacy.mode == "client":
+        from .client_level import ClientLevel
+        return ClientLevel(cfg)
+    if cfg.privacy.mode == "sample":
+        from .dpsgd import SampleLevel
+        return SampleLevel(cfg, [len(s) for s in shards], model)
+    return Mechanism()
