@@ -35,7 +35,7 @@ test: $(VENV)
 	$(PY) -m pytest -q
 
 reproduce: $(VENV)
-	$(PY) -m fedlib run params/quickstart.yaml
+	$(PY) -m fedlib reproduce --profile $(PROFILE) $(foreach n,$(NB),--nb $(n))
 
 run: $(VENV)
 	$(VENV)/bin/mpiexec -n $(RANKS) $(PY) -m fedlib run params/quickstart.yaml

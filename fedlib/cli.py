@@ -1,5 +1,6 @@
 """`python -m fedlib run params/x.yaml [--set k=v ...] [--resume]` (also under mpiexec),
-`python -m fedlib bench ...`, `python -m fedlib config-keys`.
+`python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
+`python -m fedlib config-keys`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from . import reproduce
+
+    try:
+        table = reproduce.run(args.profile, args.nb or None)
+    except reproduce.NotebookFailed as e:
+        print(f"fedlib reproduce: {e}", file=sys.stderr)
+        return 1
+    print(table.to_string(index=False))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fedlib", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -59,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="outputs/bench", help="output folder")
     b.add_argument("--quick", action="store_true", help="smaller sizes for a fast check")
     b.set_defaults(fn=_bench)
+    m = sub.add_parser("reproduce", help="execute the notebooks into outputs/<profile>/ (papermill)")
+    m.add_argument("--profile", default="quick", help="parameter set under params/ (quick, full)")
+    m.add_argument("--nb", action="append", default=[], help="only this notebook (repeatable)")
+    m.set_defaults(fn=_reproduce)
     return p
 
 

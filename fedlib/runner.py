@@ -19,6 +19,7 @@ from .comm import Comm, make_comm
 from .exchange import EXTRA, Exchange
 from .flat import FlatParams
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
+from .partition_report import report as part_report
 from .strategies import ServerState, server_step
 
 
@@ -41,6 +42,7 @@ class Run:
     flat: FlatParams
     data: data.TextData
     shards: list[data.TextSplit]
+    parts: list[np.ndarray]  # training-set indices of each client
 
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
@@ -50,7 +52,7 @@ class Run:
         parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
-        return cls(cfg, comm, model, FlatParams(model), td, shards)
+        return cls(cfg, comm, model, FlatParams(model), td, shards, parts)
 
     def evaluate(self, weights: torch.Tensor) -> tuple[float, float, float]:
         """(loss, accuracy, macro-F1) on the eval split, each rank scoring every size-th row."""
@@ -95,7 +97,7 @@ class Result:
     rounds: pd.DataFrame
     clients: pd.DataFrame
     summary: dict[str, Any]
-    state: ServerState
+    state: ServerState | None  # None when the tables came back from engines
 
 
 def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
@@ -117,6 +119,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     if r0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.dump(cfg))
+        part_report(ctx.parts, ctx.data.train.labels.numpy(), ctx.data.num_labels).to_csv(
+            run_dir / "partition.csv", index=False)
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
     ex = Exchange(comm, ctx.flat.numel, fed.aggregation)
@@ -246,6 +250,7 @@ def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, sto
             "name": cfg.name, "rounds": int(state.round), "ranks": comm.size,
             **{k: float(last[k]) if k in last else None for k in ("accuracy", "macro_f1", "eval_loss")},
             "params": ctx.flat.numel,
+            "partition_tv_mean": float(pd.read_csv(run_dir / "partition.csv")["tv"].mean()),
             "majority_rate": _majority_rate(ctx.data.eval),
             "mean_round_s": float(rounds["round_s"].mean()),
             "total_s": float(rounds["round_s"].sum()),

@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "overhead": "fedlib.bench.overhead",
     "clients": "fedlib.bench.clients",
     "accuracy": "fedlib.bench.accuracy",
+    "axes": "fedlib.bench.axes",
 }
 
 

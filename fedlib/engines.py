@@ -1,0 +1,107 @@
+"""Where a notebook's federated runs execute.
+
+``mpi``: ipyparallel engines launched with mpiexec, one engine per MPI rank; every engine
+runs ``fedlib.runner.run`` with the MPI comm and rank 0's tables come back to the notebook.
+``connect``: attach to engines someone else started (the Slurm/PBS recipes in ``cluster/``),
+leave them running afterwards. ``local``: in this process, no MPI.
+
+    with engines.start("mpi", n=2) as pool:
+        result = pool.run(cfg)                  # runner.Result (tables + summary)
+        table = pool.sweep(cfg, grid)           # one row per run (fedlib.sweep)
+
+Engines stop when the block exits, also when a cell fails; an engine's error is re-raised
+here naming the engine and its original exception.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from . import config, runner, sweep
+from .comm import LAUNCH_ENV
+
+Mode = Literal["mpi", "connect", "local"]
+
+
+class EngineError(RuntimeError):
+    """A run failed on an engine."""
+
+
+def _engine_run(cfg: config.RunConfig) -> runner.Result | None:
+    """Executed on every engine (one MPI rank each); rank 0 returns the tables."""
+    from fedlib import comm as fcomm
+    from fedlib import runner as frunner
+
+    c = fcomm.make_comm("mpi", chunk_bytes=cfg.federation.chunk_mb << 20)
+    res = frunner.run(cfg, comm=c, progress=False)
+    return frunner.Result(res.rounds, res.clients, res.summary, None) if c.rank == 0 else None
+
+
+class Pool:
+    def __init__(self, mode: Mode, n: int = 2, profile: str | None = None,
+                 cluster_id: str | None = None) -> None:
+        self.mode, self.cluster, self.client = mode, None, None
+        if mode == "local":
+            return
+        import ipyparallel as ipp
+
+        if mode == "mpi":
+            os.environ.update({k: v for k, v in LAUNCH_ENV.items() if k not in os.environ})
+            venv_bin = str(Path(sys.executable).parent)  # mpiexec and ipengine of this venv
+            os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+            self.cluster = ipp.Cluster(engines="mpi", n=n, log_level=40)
+            atexit.register(self.close)
+            self.client = self.cluster.start_and_connect_sync()
+        elif mode == "connect":
+            self.client = ipp.Client(profile=profile or "default", cluster_id=cluster_id or "")
+        else:
+            raise ValueError(f"engines mode {mode!r}: choose mpi, connect or local")
+        self.client.wait_for_engines(n if mode == "mpi" else 1, timeout=300)
+
+    @property
+    def size(self) -> int:
+        return 1 if self.client is None else len(self.client.ids)
+
+    def run(self, cfg: config.RunConfig) -> runner.Result:
+        if self.client is None:
+            return runner.run(cfg, progress=False)
+        import ipyparallel as ipp
+
+        ar = self.client[:].apply_async(_engine_run, cfg)
+        try:
+            out = ar.get()
+        except ipp.error.CompositeError as e:
+            ename, evalue, tb, info = e.elist[0]
+            eid = info.get("engine_id") if isinstance(info, dict) else info
+            raise EngineError(f"run {cfg.name!r} failed on engine {eid}: {ename}: {evalue}\n"
+                              f"{''.join(tb) if isinstance(tb, list) else tb or ''}") from None
+        return next(r for r in out if r is not None)
+
+    def sweep(self, base: config.RunConfig, grid: Sequence[Mapping[str, Any]], desc: str = "runs"
+              ) -> pd.DataFrame:
+        return sweep.run_grid(base, grid, run=self.run, desc=desc)
+
+    def close(self) -> None:
+        if self.client is not None and self.mode == "mpi":
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.stop_cluster_sync()
+            self.cluster = None
+
+
+@contextmanager
+def start(mode: Mode = "mpi", n: int = 2, profile: str | None = None,
+          cluster_id: str | None = None) -> Iterator[Pool]:
+    pool = Pool(mode, n, profile, cluster_id)
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -1,0 +1,80 @@
+"""Notebooks: one papermill `parameters` cell whose keys match every params/<profile>/ YAML,
+committed without outputs, `reproduce` stopping at a failing notebook, and a smoke run of
+00_quickstart on 2 MPI engines."""
+
+import ast
+import json
+
+import nbformat
+import pytest
+import scrapbook as sb
+import yaml
+
+from fedlib import reproduce
+
+NOTEBOOKS = sorted(reproduce.NOTEBOOKS.glob("*.ipynb"))
+PROFILES = sorted(p.name for p in reproduce.PARAMS.iterdir() if p.is_dir())
+
+
+def _parameters(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged 'parameters'"
+    return {n.targets[0].id for n in ast.parse(cells[0].source).body if isinstance(n, ast.Assign)}
+
+
+def test_there_are_notebooks():
+    assert {"00_quickstart", "01_comm_scaling", "02_accuracy_vs_clients", "99_summary"} <= {
+        p.stem for p in NOTEBOOKS}
+    assert reproduce.available()[-1] == "99_summary"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_params_files_match_parameters_cell(nb):
+    keys = _parameters(nb)
+    for profile in ("quick", "full"):
+        assert set(reproduce.parameters(profile, nb.stem)) == keys, f"params/{profile}/{nb.stem}.yaml"
+    for profile in PROFILES:
+        path = reproduce.PARAMS / profile / f"{nb.stem}.yaml"
+        if path.is_file():
+            assert set(yaml.safe_load(path.read_text())) == keys, str(path)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(nb):
+    for cell in json.loads(nb.read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{nb.name}: strip outputs"
+
+
+def test_reproduce_stops_at_failing_notebook(tmp_path):
+    books, params = tmp_path / "nb", tmp_path / "params"
+    books.mkdir()
+    (params / "p").mkdir(parents=True)
+    for name, body in (("01_ok", "x = 1"), ("02_bad", "1 / 0"), ("03_never", "x = 3")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("profile = ''\nout_dir = ''"),
+                                             nbformat.v4.new_code_cell(body)])
+        nb.cells[0].metadata["tags"] = ["parameters"]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, books / f"{name}.ipynb")
+        (params / "p" / f"{name}.yaml").write_text("profile: p\nout_dir: x\n")
+    with pytest.raises(reproduce.NotebookFailed, match=r"02_bad failed in cell .*ZeroDivisionError"):
+        reproduce.run("p", notebooks=books, out_root=tmp_path / "out", params=params)
+    out = tmp_path / "out" / "p"
+    assert (out / "01_ok.ipynb").is_file() and (out / "01_ok.html").is_file()
+    assert (out / "02_bad.ipynb").is_file() and not (out / "03_never.ipynb").exists()
+    times = (out / "reproduce_times.csv").read_text()
+    assert "01_ok" in times and "failed" in times
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_quickstart_notebook_on_two_mpi_engines(tmp_path):
+    table = reproduce.run("tiny", ["00_quickstart"], out_root=tmp_path)
+    assert table["status"].tolist() == ["ok"]
+    scraps = sb.read_notebook(str(tmp_path / "tiny" / "00_quickstart.ipynb")).scraps
+    m = {k: v.data for k, v in scraps.items()}
+    assert m["ranks"] == 2
+    assert m["accuracy"] > m["majority_rate"] + 0.03
+    assert m["breakdown_error"] < 0.02
+    assert (tmp_path / "tiny" / "00_quickstart.png").is_file()
