@@ -54,6 +54,16 @@ class ModelConfig:
     pretrained: bool = True  # presets are always random-init (for time/bytes measurements)
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {num_hidden_layers: 2}
     freeze: Literal["none", "embeddings", "lower_half", "all_but_head"] = "none"  # frozen: not sent
+    lora_r: int = 0  # LoRA rank (peft); 0 = off. Only adapters + classifier train and travel
+    lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.0
+    lora_targets: list[str] | None = None  # module names; null = peft's default for the family
+
+    def __post_init__(self) -> None:
+        _require(self.lora_r >= 0, "model.lora_r", "must be >= 0")
+        _require(not (self.lora_r and self.freeze != "none"), "model.freeze",
+                 "LoRA already freezes the backbone; leave model.freeze at none when model.lora_r > 0")
+        _require(0 <= self.lora_dropout < 1, "model.lora_dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,9 @@ class FederationConfig:
     eval_every: int = 1  # 0 = never (timing runs); otherwise every k rounds and the last
     checkpoint_every: int = 1  # 0 = never
     chunk_mb: int = 1024  # message chunk size; MPI counts are int32, so stay < 2 GiB
+    placement: Literal["round_robin", "balanced"] = "round_robin"  # balanced = LPT by local steps
+    payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # client updates on the wire (summed in fp32)
+    error_feedback: bool = False  # keep what rounding lost per client, add it to its next update
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "federation.num_clients", "must be >= 1")

@@ -11,14 +11,20 @@ of clients — so memory does not grow with the number of clients.
   message; rank 0 sums them, steps the server state and broadcasts the new weights. Rank 0
   receives slot by slot (its j-th client, then every other rank's j-th), so one receive
   buffer suffices and the summation order is fixed.
+
+With a lossy `Codec` (bf16/fp16 payloads) each client update is rounded before it is summed
+(the sum itself stays fp32); in p2p mode the messages are 16-bit, halving the bytes. The
+collective's per-rank partial sums stay fp32 on the wire.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
+from .codec import TAIL, Codec, pack, unpack
 from .comm import Comm
 from .flat import FlatParams
 from .metrics import Timer
@@ -29,10 +35,18 @@ EXTRA = 2  # trailing slots: total weight, number of clients
 class Exchange:
     """Accumulates this rank's client updates and combines them across ranks."""
 
-    def __init__(self, comm: Comm, numel: int, mode: str) -> None:
+    def __init__(self, comm: Comm, numel: int, mode: str, codec: Codec | None = None) -> None:
         self.comm, self.numel, self.mode = comm, numel, mode
+        self.codec = codec or Codec()
         self.acc = torch.zeros(numel + EXTRA, dtype=torch.float32)
-        self._buf = torch.zeros(numel + EXTRA, dtype=torch.float32) if mode == "p2p" else None
+        p2p = mode == "p2p" and comm.size > 1
+        self._buf = torch.zeros(numel + EXTRA, dtype=torch.float32) if p2p else None
+        self._wire = np.zeros(numel + TAIL, dtype=np.int16) if p2p and not self.codec.lossless else None
+
+    @property
+    def payload_bytes(self) -> int:
+        """One client update as it travels."""
+        return self.numel * self.codec.itemsize
 
     @property
     def server_on_every_rank(self) -> bool:
@@ -44,8 +58,10 @@ class Exchange:
         self.acc.zero_()
         self._slot = 0
 
-    def add(self, flat: FlatParams, base: torch.Tensor, weight: float, timer: Timer) -> None:
-        """Fold the client just trained (its weights are in `flat`) into the round's sum."""
+    def add(self, flat: FlatParams, base: torch.Tensor, weight: float, timer: Timer, cid: int = 0) -> None:
+        """Fold client `cid`, just trained (its weights are in `flat`), into the round's sum."""
+        if not self.codec.lossless:
+            return self._add_coded(flat, base, weight, timer, cid)
         if self.mode == "collective" or self.comm.size == 1:
             with timer("pack"):
                 flat.add_delta_to(self.acc[: self.numel], base, weight)
@@ -65,9 +81,35 @@ class Exchange:
                 self.comm.send(buf.numpy(), dest=0, tag=self._slot)
         self._slot += 1
 
+    def _add_coded(self, flat: FlatParams, base: torch.Tensor, weight: float, timer: Timer, cid: int) -> None:
+        with timer("pack"):
+            q = self.codec.encode(cid, flat.get() - base)
+        if self._wire is None or self.comm.rank == 0:  # summed here: no message
+            with timer("pack"):
+                self._fold(q, weight, 1.0)
+            if self._wire is not None:
+                self._receive_slot(self._slot, timer)
+        else:
+            with timer("pack"):
+                pack(q, weight, 1.0, self._wire)
+            with timer("comm"):
+                self.comm.send(self._wire, dest=0, tag=self._slot)
+        self._slot += 1
+
+    def _fold(self, q: torch.Tensor, weight: float, count: float) -> None:
+        self.acc[: self.numel].add_(q.float(), alpha=weight)
+        self.acc[self.numel] += weight
+        self.acc[self.numel + 1] += count
+
     def _receive_slot(self, j: int, timer: Timer) -> None:
         for r in range(1, self.comm.size):
             if j < len(self.plan[r]):
+                if self._wire is not None:
+                    with timer("comm"):
+                        self.comm.recv(self._wire, source=r, tag=j)
+                    with timer("pack"):
+                        self._fold(*unpack(self._wire, self.codec.wire))
+                    continue
                 with timer("comm"):
                     self.comm.recv(self._buf.numpy(), source=r, tag=j)
                 with timer("pack"):

@@ -102,7 +102,23 @@ def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
         hf_cfg = AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
         model = AutoModelForSequenceClassification.from_config(hf_cfg)
     freeze(model, cfg.freeze)
-    return model
+    return lora(model, cfg) if cfg.lora_r else model
+
+
+# Attention query/value projections per family (peft has no default for some of them).
+LORA_TARGETS = {"bert": ["query", "value"], "albert": ["query", "value"],
+                "deberta-v2": ["query_proj", "value_proj"]}
+
+
+def lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """Wrap with peft LoRA adapters: the backbone freezes, adapters and classifier train."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    kind = getattr(model.config, "model_type", "")
+    targets = list(cfg.lora_targets) if cfg.lora_targets else LORA_TARGETS.get(kind)
+    spec = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=targets)
+    return get_peft_model(model, spec)
 
 
 def preset_vocab(cfg: ModelConfig) -> int | None:

@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, participation, partition, privacy
+from . import checkpoint, client, config, data, models, participation, partition, placement, privacy
+from .codec import WIRE, Codec, ResidualStore
 from .comm import Comm, make_comm
 from .exchange import EXTRA, Exchange
 from .flat import FlatParams
@@ -25,11 +26,6 @@ from .strategies import ServerState, server_step
 
 def client_seed(seed: int, rnd: int, cid: int) -> int:
     return int(np.random.SeedSequence([seed, rnd, cid]).generate_state(1)[0])
-
-
-def place(clients: list[int], ranks: int) -> list[list[int]]:
-    """Round-robin client -> rank placement."""
-    return [clients[r::ranks] for r in range(ranks)]
 
 
 @dataclass
@@ -53,6 +49,13 @@ class Run:
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
         return cls(cfg, comm, model, FlatParams(model), td, shards, parts)
+
+    def place(self, clients: list[int]) -> list[list[int]]:
+        """Client -> rank plan for this round (federation.placement)."""
+        if self.cfg.federation.placement == "balanced":
+            steps = [client.num_steps(len(self.shards[c]), self.cfg.client) for c in clients]
+            return placement.balanced(clients, steps, self.comm.size)
+        return placement.round_robin(clients, self.comm.size)
 
     def evaluate(self, weights: torch.Tensor) -> tuple[float, float, float]:
         """(loss, accuracy, macro-F1) on the eval split, each rank scoring every size-th row."""
@@ -123,7 +126,9 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             run_dir / "partition.csv", index=False)
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
-    ex = Exchange(comm, ctx.flat.numel, fed.aggregation)
+    store = (ResidualStore(run_dir / "residuals") if fed.error_feedback and fed.payload_dtype != "fp32"
+             else None)
+    ex = Exchange(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store))
     mech = privacy.make(cfg, ctx.shards, ctx.model)
     stopped = None
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
@@ -139,7 +144,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             timer = Timer()
             sent0 = comm.bytes_sent
             fates = participation.fates(cfg, rnd)
-            plan = place([f.client for f in fates if f.drop != "before"], comm.size)
+            plan = ctx.place([f.client for f in fates if f.drop != "before"])
             fate = {f.client: f for f in fates}
             ex.begin(plan)
             global_w = state.weights
@@ -159,7 +164,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 results.append({**vars(res), "speed": f.speed, "sim_s": sim_s, "outcome": out})
                 if out == "ok":
                     mech.bound(ctx.flat, global_w)
-                    ex.add(ctx.flat, global_w, mech.weight(res.num_samples), timer)
+                    ex.add(ctx.flat, global_w, mech.weight(res.num_samples), timer, cid)
             summed = ex.reduce(timer)
             skipped = False
             if summed is not None:
@@ -221,7 +226,8 @@ def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: lis
         round=rnd, algorithm=cfg.strategy.algorithm, model=cfg.model.name,
         aggregation=cfg.federation.aggregation, ranks=ranks, clients=cfg.federation.num_clients,
         sampled=len(fates), aggregated=aggregated, params=ctx.flat.numel,
-        payload_bytes=ctx.flat.nbytes, bytes_comm=int(sum(b for _, _, b in per_rank)),
+        payload_bytes=ctx.flat.numel * torch.finfo(WIRE[cfg.federation.payload_dtype]).bits // 8,
+        bytes_comm=int(sum(b for _, _, b in per_rank)),
         round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
         comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
         checkpoint_s=t0["checkpoint"], other_s=t0["other"],

@@ -1,0 +1,96 @@
+"""System-aware strategies: only trainable tensors travel (LoRA / freezing), 16-bit payloads
+with error feedback, balanced placement; each equivalent across rank counts."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fedlib import placement, runner
+from fedlib.codec import Codec, ResidualStore, pack, unpack
+from tests.conftest import mpiexec, tiny_overrides
+
+
+@pytest.mark.parametrize("extra", [{"model.lora_r": 4}, {"model.freeze": "lower_half"}],
+                         ids=["lora", "freeze"])
+def test_only_trainable_tensors_packed_and_round_trip(tiny_cfg, extra):
+    full = runner.Run.build(tiny_cfg(), runner.make_comm("local"))
+    ctx = runner.Run.build(tiny_cfg(**extra), runner.make_comm("local"))
+    assert 0 < ctx.flat.numel < full.flat.numel
+    assert ctx.flat.numel == sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
+    vec = torch.randn(ctx.flat.numel, generator=torch.Generator().manual_seed(0))
+    frozen = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if not p.requires_grad}
+    ctx.flat.set(vec)
+    assert torch.equal(ctx.flat.get(), vec)
+    assert all(torch.equal(p, frozen[n]) for n, p in ctx.model.named_parameters() if not p.requires_grad)
+
+
+def test_lora_payload_fraction_on_bert_base(tiny_cfg):
+    ctx = runner.Run.build(tiny_cfg(**{"model.overrides": {}, "model.lora_r": 8}), runner.make_comm("local"))
+    total = sum(p.numel() for p in ctx.model.parameters())
+    assert total > 100e6 and ctx.flat.numel / total < 0.01
+
+
+@pytest.mark.parametrize("dtype,bits,floor", [("bf16", 8, 0.0), ("fp16", 11, 2.0**-25)])
+def test_16bit_payload_error_bound_and_wire_round_trip(dtype, bits, floor):
+    """Relative error <= 2^-bits (round to nearest); fp16 also has an absolute floor: updates
+    below 6e-5 are subnormal there (one reason to prefer bf16)."""
+    x = torch.randn(10_000, generator=torch.Generator().manual_seed(1)) * 1e-3
+    q = Codec(dtype).encode(0, x)
+    assert q.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert ((q.float() - x).abs() <= x.abs() * 2.0**-bits + floor + 1e-12).all()
+    wire = pack(q, 37.0, 1.0, np.zeros(x.numel() + 4, dtype=np.int16))
+    back, w, c = unpack(wire, q.dtype)
+    assert torch.equal(back, q) and (w, c) == (37.0, 1.0)
+
+
+def test_error_feedback_keeps_the_running_sum_unbiased(tmp_path):
+    gen = torch.Generator().manual_seed(2)
+    store = ResidualStore(tmp_path)
+    codec = Codec("bf16", store)
+    true = torch.zeros(5000, dtype=torch.float64)
+    sent = torch.zeros(5000, dtype=torch.float64)
+    plain = torch.zeros(5000, dtype=torch.float64)
+    for _ in range(50):
+        d = torch.randn(5000, generator=gen) * 1e-3 + 3e-4
+        true += d.double()
+        sent += codec.encode(7, d).double()
+        plain += d.to(torch.bfloat16).double()
+    final = store.get(7, 5000).double()
+    torch.testing.assert_close(sent + final, true, rtol=0, atol=1e-7)
+    assert (sent - true).abs().mean() < (plain - true).abs().mean() / 2  # without EF errors pile up
+
+
+def test_balanced_placement_within_4_3_of_optimal():
+    work = [7, 5, 4, 4, 3, 3, 2, 2, 1]
+    clients = list(range(len(work)))
+    cost = dict(zip(clients, work, strict=True))
+    best = min(max(sum(w for w, a in zip(work, assign, strict=True) if a == r) for r in range(3))
+               for assign in itertools.product(range(3), repeat=len(work)))
+    plan = placement.balanced(clients, work, 3)
+    assert plan == placement.balanced(clients, work, 3)  # deterministic
+    assert sorted(c for p in plan for c in p) == clients
+    assert placement.makespan(plan, cost) <= 4 / 3 * best
+    assert placement.makespan(plan, cost) < placement.makespan(placement.round_robin(clients, 3), cost)
+
+
+def _mpi_run(tmp_path, n, name, **extra):
+    over = tiny_overrides(tmp_path, name=name, threads=1, **extra)
+    mpiexec(n, ["-m", "fedlib", "run", "--quiet",
+                *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["weights"]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("extra", [
+    {"model.lora_r": 4},
+    {"federation.payload_dtype": "bf16", "federation.error_feedback": True, "federation.aggregation": "p2p",
+     "federation.clients_per_round": 4},
+    {"federation.placement": "balanced", "partition.kind": "quantity", "partition.sigma": 1.0},
+], ids=["lora", "bf16-ef-p2p", "balanced"])
+def test_strategy_same_on_one_and_two_ranks(tmp_path, tiny_cfg, extra):
+    one = runner.run(tiny_cfg(name="one", **extra), progress=False)
+    two = _mpi_run(tmp_path, 2, "two", **extra)
+    torch.testing.assert_close(two, one.state.weights, rtol=0, atol=1e-5)
