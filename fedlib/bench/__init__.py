@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "clients": "fedlib.bench.clients",
     "accuracy": "fedlib.bench.accuracy",
     "axes": "fedlib.bench.axes",
+    "system": "fedlib.bench.system",
 }
 
 
