@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: install test reproduce run lab bench lint lock clean docs
+.PHONY: install test reproduce run lab bench lint lock clean docs strip
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,3 +57,6 @@ clean:
 
 docs: $(VENV)
 	$(PY) -m fedlib.docs
+
+strip: $(VENV)
+	$(VENV)/bin/nbstripout notebooks/*.ipynb

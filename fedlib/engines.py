@@ -10,7 +10,9 @@ leave them running afterwards. ``local``: in this process, no MPI.
         table = pool.sweep(cfg, grid)           # one row per run (fedlib.sweep)
 
 Engines stop when the block exits, also when a cell fails; an engine's error is re-raised
-here naming the engine and its original exception.
+here naming the engine and its original exception. The environment variables
+``FEDLIB_ENGINES`` (mode) and ``FEDLIB_IPP_PROFILE`` override what a notebook asks for, so a
+batch job (cluster/slurm.sbatch) points every notebook at the engines it started.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ class Pool:
 @contextmanager
 def start(mode: Mode = "mpi", n: int = 2, profile: str | None = None,
           cluster_id: str | None = None) -> Iterator[Pool]:
-    pool = Pool(mode, n, profile, cluster_id)
+    mode = os.environ.get("FEDLIB_ENGINES", mode)  # type: ignore[assignment]
+    pool = Pool(mode, n, profile or os.environ.get("FEDLIB_IPP_PROFILE"), cluster_id)
     try:
         yield pool
     finally:

@@ -7,6 +7,7 @@ already executed stay where they are.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -50,7 +51,9 @@ def execute(src: Path, dest: Path, params: dict) -> None:
                              f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {dest}") from None
     finally:
         if dest.is_file():
-            html, _ = HTMLExporter().from_notebook_node(nbformat.read(dest, as_version=4))
+            with warnings.catch_warnings():  # scrapbook's records have no HTML form: skipped
+                warnings.filterwarnings("ignore", message="Your element with mimetype")
+                html, _ = HTMLExporter().from_notebook_node(nbformat.read(dest, as_version=4))
             dest.with_suffix(".html").write_text(html)
 
 
