@@ -69,7 +69,7 @@ def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: Run
     for entry in tqdm(grid, desc=desc, disable=not progress, unit="run"):
         labels = {k: v for k, v in entry.items() if "." not in k}
         over = {k: v for k, v in entry.items() if "." in k}
-        name = slug(f"{base.name}-" + "-".join(f"{k}={v}" for k, v in entry.items()))
+        name = slug(f"{base.name}-" + "-".join(str(v) for v in entry.values()))
         cfg = base.replace(name=name, **over)
         rows.append(summarize(cfg, run(cfg), {**labels, **over}))
     return pd.DataFrame(rows)
