@@ -66,10 +66,10 @@ def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: Run
     that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``."""
     run = run or local_run
     rows = []
-    for entry in tqdm(grid, desc=desc, disable=not progress, unit="run"):
+    for i, entry in enumerate(tqdm(grid, desc=desc, disable=not progress, unit="run")):
         labels = {k: v for k, v in entry.items() if "." not in k}
         over = {k: v for k, v in entry.items() if "." in k}
-        name = slug(f"{base.name}-" + "-".join(str(v) for v in entry.values()))
+        name = slug(f"{base.name}-{i:02d}-" + "-".join(str(v) for v in entry.values()))
         cfg = base.replace(name=name, **over)
         rows.append(summarize(cfg, run(cfg), {**labels, **over}))
     return pd.DataFrame(rows)
