@@ -39,11 +39,11 @@ def grid() -> list[dict]:
 def base(out: Path, quick: bool) -> config.RunConfig:
     return config.load(None, {
         "name": "axes", "output_dir": str(out / "runs"), "model.name": "minilm",
-        "data.max_length": 64, "data.max_train_samples": 320 if quick else 960,
-        "data.max_eval_samples": 100 if quick else 400,
+        "data.max_length": 64, "data.max_train_samples": 640 if quick else 960,
+        "data.max_eval_samples": 200 if quick else 400,
         "client.lr": 5e-4, "client.batch_size": 16, "client.local_epochs": 2,
-        "federation.num_clients": 16, "federation.rounds": 1 if quick else 3,
-        "federation.eval_every": 1 if quick else 3, "federation.checkpoint_every": 0,
+        "federation.num_clients": 16, "federation.rounds": 2 if quick else 3,
+        "federation.eval_every": 2 if quick else 3, "federation.checkpoint_every": 0,
     })
 
 
