@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +49,12 @@ def _engine_run(cfg: config.RunConfig) -> runner.Result | None:
     return frunner.Result(res.rounds, res.clients, res.summary, None) if c.rank == 0 else None
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so `finally`/atexit stop the engines."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 class Pool:
     def __init__(self, mode: Mode, n: int = 2, profile: str | None = None,
                  cluster_id: str | None = None) -> None:
@@ -61,6 +69,7 @@ class Pool:
             os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
             self.cluster = ipp.Cluster(engines="mpi", n=n, log_level=40)
             atexit.register(self.close)
+            _exit_on_sigterm()  # a killed kernel must not leave its MPI engines computing
             self.client = self.cluster.start_and_connect_sync()
         elif mode == "connect":
             self.client = ipp.Client(profile=profile or "default", cluster_id=cluster_id or "")
