@@ -47,7 +47,7 @@ bench: $(VENV)
 	$(PY) -m fedlib bench --out outputs/bench
 
 lint: $(VENV)
-	$(VENV)/bin/ruff check fedlib tests
+	$(VENV)/bin/ruff check fedlib tests notebooks
 
 lock: $(VENV)
 	{ head -3 constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.new && mv constraints.new constraints.txt

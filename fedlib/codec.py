@@ -34,6 +34,15 @@ class ResidualStore:
         os.replace(tmp, self.folder / f"{cid}.pt")
 
 
+CHUNK = 1 << 20  # elements converted at a time: a cache-sized fp32 temporary, not a model-sized one
+
+
+def add_decoded(acc: torch.Tensor, q: torch.Tensor, alpha: float) -> None:
+    """acc += alpha * q for a 16-bit q, chunk by chunk (mixed-dtype in-place ops are ~5x slower)."""
+    for i in range(0, q.numel(), CHUNK):
+        acc[i : i + CHUNK].add_(q[i : i + CHUNK].float(), alpha=alpha)
+
+
 class Codec:
     def __init__(self, dtype: str = "fp32", residuals: ResidualStore | None = None) -> None:
         self.wire = WIRE[dtype]
@@ -47,26 +56,35 @@ class Codec:
     def itemsize(self) -> int:
         return torch.finfo(self.wire).bits // 8
 
-    def encode(self, cid: int, delta: torch.Tensor) -> torch.Tensor:
-        """`delta` (fp32, plus the client's residual) rounded to the wire dtype."""
+    def encode(self, cid: int, delta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """`delta` (fp32, plus the client's residual) rounded to the wire dtype, into `out` if
+        given. `delta` is scratch: with error feedback it ends up holding the new residual."""
         if self.residuals is not None:
-            delta = delta + self.residuals.get(cid, delta.numel())
-        q = delta.to(self.wire)
+            delta.add_(self.residuals.get(cid, delta.numel()))
+        q = torch.empty(delta.shape, dtype=self.wire) if out is None else out
+        q.copy_(delta)
         if self.residuals is not None:
-            self.residuals.put(cid, delta - q.float())
+            add_decoded(delta, q, -1.0)
+            self.residuals.put(cid, delta)
         return q
+
+
+def wire_update(buf: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """The update part of an int16 wire buffer, seen as `dtype` (no copy)."""
+    return torch.from_numpy(buf[: buf.size - TAIL]).view(dtype)
+
+
+def set_tail(buf: np.ndarray, weight: float, count: float) -> None:
+    buf[buf.size - TAIL :] = np.array([weight, count], dtype=np.float32).view(np.int16)
 
 
 def pack(q: torch.Tensor, weight: float, count: float, out: np.ndarray) -> np.ndarray:
     """Wire bytes as int16: the 16-bit update, then (weight, count) as two float32."""
-    n = q.numel()
-    out[:n] = q.view(torch.int16).numpy()
-    out[n:] = np.array([weight, count], dtype=np.float32).view(np.int16)
+    wire_update(out, q.dtype).copy_(q)
+    set_tail(out, weight, count)
     return out
 
 
 def unpack(buf: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, float, float]:
-    n = buf.size - TAIL
-    q = torch.from_numpy(buf[:n]).view(dtype)
-    weight, count = buf[n:].view(np.float32)
-    return q, float(weight), float(count)
+    weight, count = buf[buf.size - TAIL :].view(np.float32)
+    return wire_update(buf, dtype), float(weight), float(count)

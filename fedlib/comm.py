@@ -94,6 +94,8 @@ class MPIComm:
         self.size = self._comm.Get_size()
         self.chunk_bytes = chunk_bytes
         self.bytes_sent = 0
+        # a background thread may make every MPI call while this one computes (federation.overlap)
+        self.serialized_threads = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
 
     def allreduce(self, buf: np.ndarray) -> None:
         for part in _chunks(buf, self.chunk_bytes):

@@ -129,9 +129,10 @@ class FederationConfig:
     eval_every: int = 1  # 0 = never (timing runs); otherwise every k rounds and the last
     checkpoint_every: int = 1  # 0 = never
     chunk_mb: int = 1024  # message chunk size; MPI counts are int32, so stay < 2 GiB
-    placement: Literal["round_robin", "balanced"] = "round_robin"  # balanced = LPT by local steps
+    placement: Literal["round_robin", "balanced"] = "round_robin"  # balanced = LPT on estimated work
     payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # client updates on the wire (summed in fp32)
     error_feedback: bool = False  # keep what rounding lost per client, add it to its next update
+    overlap: bool = False  # p2p: send/receive updates on a background thread while the next client trains
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "federation.num_clients", "must be >= 1")
@@ -148,6 +149,10 @@ class FederationConfig:
         _require(self.eval_every >= 0, "federation.eval_every", "must be >= 0")
         _require(self.checkpoint_every >= 0, "federation.checkpoint_every", "must be >= 0")
         _require(1 <= self.chunk_mb < 2048, "federation.chunk_mb", "must be in [1, 2047]")
+        _require(not self.overlap or self.aggregation == "p2p", "federation.overlap",
+                 "overlaps the p2p star's per-client messages with training; the collective sends "
+                 "once per round after the last client, so set federation.aggregation: p2p or "
+                 "leave overlap false")
 
 
 @dataclass(frozen=True)

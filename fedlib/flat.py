@@ -47,6 +47,16 @@ class FlatParams:
                 a.add_(base[offset : offset + n], alpha=-weight)
                 offset += n
 
+    def delta_into(self, out: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """out = current - base, tensor by tensor (no full-size temporary)."""
+        with torch.no_grad():
+            offset = 0
+            for p in self.params:
+                n = p.numel()
+                torch.sub(p.detach().reshape(-1), base[offset : offset + n], out=out[offset : offset + n])
+                offset += n
+        return out
+
     def views(self, vec: torch.Tensor) -> list[torch.Tensor]:
         """`vec` cut into tensors shaped like the parameters (no copy)."""
         out, offset = [], 0

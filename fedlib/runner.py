@@ -6,7 +6,7 @@ ranks give the same model.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ class Run:
     data: data.TextData
     shards: list[data.TextSplit]
     parts: list[np.ndarray]  # training-set indices of each client
+    costs: placement.CostModel = field(default_factory=placement.CostModel)
 
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
@@ -52,10 +53,17 @@ class Run:
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
-        if self.cfg.federation.placement == "balanced":
+        if self.cfg.federation.placement == "balanced" and self.comm.size > 1:
             steps = [client.num_steps(len(self.shards[c]), self.cfg.client) for c in clients]
-            return placement.balanced(clients, steps, self.comm.size)
+            extra = self.comm.bcast_obj(self.costs.per_client_steps())  # rank 0's fit: one plan everywhere
+            return placement.balanced(clients, [s + extra for s in steps], self.comm.size)
         return placement.round_robin(clients, self.comm.size)
+
+    def observe(self, per_rank: list[Any]) -> None:
+        """Feed every rank's busy seconds (compute + pack + other) to the placement cost model."""
+        for t, results, _ in per_rank:
+            self.costs.observe(sum(r["steps"] for r in results), len(results),
+                               t["compute"] + t["pack"] + t["other"])
 
     def evaluate(self, weights: torch.Tensor) -> tuple[float, float, float]:
         """(loss, accuracy, macro-F1) on the eval split, each rank scoring every size-th row."""
@@ -128,7 +136,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
     store = (ResidualStore(run_dir / "residuals") if fed.error_feedback and fed.payload_dtype != "fp32"
              else None)
-    ex = Exchange(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store))
+    ex = Exchange(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap)
     mech = privacy.make(cfg, ctx.shards, ctx.model)
     stopped = None
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
@@ -165,6 +173,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 if out == "ok":
                     mech.bound(ctx.flat, global_w)
                     ex.add(ctx.flat, global_w, mech.weight(res.num_samples), timer, cid)
+                else:
+                    ex.skip(timer)
             summed = ex.reduce(timer)
             skipped = False
             if summed is not None:
@@ -192,6 +202,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                     checkpoint.save(run_dir, state, cfg.to_dict())
             t = timer.close()
             per_rank = comm.allgather((t, results, comm.bytes_sent - sent0))
+            ctx.observe(per_rank)
             if r0:
                 row = _round_row(cfg, ctx, comm.size, rnd, fates, aggregated, skipped, per_rank, ev,
                                  mech.metrics(state, rnd))
@@ -205,6 +216,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             bar.update(1)
     finally:
         bar.close()
+        ex.close()
         if r0:
             rlog.close()
             clog.close()

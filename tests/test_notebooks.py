@@ -41,6 +41,15 @@ def test_params_files_match_parameters_cell(nb):
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_sees_every_parameter(nb):
+    """papermill's line parser skips an assignment whose value contains '=' (then warns
+    'Passed unknown parameter' at run time): every parameter must be visible to it."""
+    import papermill as pm
+
+    assert set(pm.inspect_notebook(str(nb))) == _parameters(nb)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(nb):
     for cell in json.loads(nb.read_text())["cells"]:
         if cell["cell_type"] == "code":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedlib import placement, runner
+from fedlib import config, placement, runner
 from fedlib.codec import Codec, ResidualStore, pack, unpack
 from tests.conftest import mpiexec, tiny_overrides
 
@@ -38,7 +38,9 @@ def test_16bit_payload_error_bound_and_wire_round_trip(dtype, bits, floor):
     """Relative error <= 2^-bits (round to nearest); fp16 also has an absolute floor: updates
     below 6e-5 are subnormal there (one reason to prefer bf16)."""
     x = torch.randn(10_000, generator=torch.Generator().manual_seed(1)) * 1e-3
-    q = Codec(dtype).encode(0, x)
+    q = Codec(dtype).encode(0, x.clone())
+    into = torch.empty(x.numel(), dtype=q.dtype)
+    assert Codec(dtype).encode(0, x.clone(), out=into) is into and torch.equal(into, q)
     assert q.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     assert ((q.float() - x).abs() <= x.abs() * 2.0**-bits + floor + 1e-12).all()
     wire = pack(q, 37.0, 1.0, np.zeros(x.numel() + 4, dtype=np.int16))
@@ -56,8 +58,8 @@ def test_error_feedback_keeps_the_running_sum_unbiased(tmp_path):
     for _ in range(50):
         d = torch.randn(5000, generator=gen) * 1e-3 + 3e-4
         true += d.double()
-        sent += codec.encode(7, d).double()
         plain += d.to(torch.bfloat16).double()
+        sent += codec.encode(7, d).double()  # d is scratch: it becomes the residual
     final = store.get(7, 5000).double()
     torch.testing.assert_close(sent + final, true, rtol=0, atol=1e-7)
     assert (sent - true).abs().mean() < (plain - true).abs().mean() / 2  # without EF errors pile up
@@ -76,6 +78,20 @@ def test_balanced_placement_within_4_3_of_optimal():
     assert placement.makespan(plan, cost) < placement.makespan(placement.round_robin(clients, 3), cost)
 
 
+def test_cost_model_recovers_per_client_cost_and_changes_the_plan():
+    costs = placement.CostModel()
+    assert costs.per_client_steps() == 0.0
+    for steps, n in ((10, 2), (4, 6), (7, 3), (12, 5)):  # busy = 0.5 s/step + 1.5 s/client
+        costs.observe(steps, n, 0.5 * steps + 1.5 * n)
+    assert costs.per_client_steps() == pytest.approx(3.0)
+    clients, steps = list(range(6)), [9, 1, 1, 1, 1, 1]  # one long client, five short ones
+    by_steps = placement.balanced(clients, steps, 2)
+    by_cost = placement.balanced(clients, [s + 3.0 for s in steps], 2)
+    assert by_steps == [[0], [1, 2, 3, 4, 5]] and by_cost == [[0, 4], [1, 2, 3, 5]]
+    true = {c: 0.5 * s + 1.5 for c, s in zip(clients, steps, strict=True)}
+    assert placement.makespan(by_steps, true) == 10.0 and placement.makespan(by_cost, true) == 8.0
+
+
 def _mpi_run(tmp_path, n, name, **extra):
     over = tiny_overrides(tmp_path, name=name, threads=1, **extra)
     mpiexec(n, ["-m", "fedlib", "run", "--quiet",
@@ -89,7 +105,11 @@ def _mpi_run(tmp_path, n, name, **extra):
     {"federation.payload_dtype": "bf16", "federation.error_feedback": True, "federation.aggregation": "p2p",
      "federation.clients_per_round": 4},
     {"federation.placement": "balanced", "partition.kind": "quantity", "partition.sigma": 1.0},
-], ids=["lora", "bf16-ef-p2p", "balanced"])
+    {"federation.aggregation": "p2p", "federation.overlap": True, "participation.dropout": 0.4,
+     "participation.dropout_when": "mid"},
+    {"federation.aggregation": "p2p", "federation.overlap": True, "federation.payload_dtype": "bf16",
+     "federation.clients_per_round": 5, "federation.placement": "balanced", "partition.kind": "quantity"},
+], ids=["lora", "bf16-ef-p2p", "balanced", "p2p-overlap-dropout", "p2p-overlap-bf16-uneven"])
 def test_strategy_same_on_one_and_two_ranks(tmp_path, tiny_cfg, extra):
     one = runner.run(tiny_cfg(name="one", **extra), progress=False)
     two = _mpi_run(tmp_path, 2, "two", **extra)
@@ -120,3 +140,39 @@ def test_scaling_fit_recovers_a_known_model_and_projects():
     star = [scaling.project(4e8, n, n, "p2p", net) for n in (8, 96, 1024)]
     assert coll[-1] < 2 * 0.4 + 1e-9 and star[1] == pytest.approx((96 * 95 / 96 + 95) * 0.4)
     assert star[-1] / star[0] > 100 and coll[-1] / coll[0] < 1.2
+
+
+def test_overlap_pipeline_keeps_order_waits_for_buffers_and_reraises():
+    import time
+
+    from fedlib.metrics import Timer
+    from fedlib.overlap import Pipeline, Ring
+
+    done: list[int] = []
+
+    def job(k: int, delay: float, t: Timer) -> None:
+        time.sleep(delay)
+        done.append(k)
+
+    timer, pipe, ring = Timer(), Pipeline(True), Ring(["a", "b"])
+    for k in range(4):
+        i, _ = ring.take(timer)  # buffer k % 2: its last job (k-2) and all before it are done
+        assert done[: k - 1] == list(range(k - 1))
+        ring.hold(i, pipe.run(lambda t, k=k: job(k, 0.05 * (4 - k), t), timer))
+    pipe.drain(timer)
+    assert done == [0, 1, 2, 3] and timer.s["comm"] > 0.05
+
+    def boom(t: Timer) -> None:
+        raise ValueError("lost message")
+
+    pipe.run(boom, timer)
+    with pytest.raises(ValueError, match="lost message"):
+        pipe.drain(timer)
+    pipe.close()
+    inline = Pipeline(False)
+    assert inline.run(lambda t: done.append(9), timer) is None and done[-1] == 9
+
+
+def test_overlap_needs_the_p2p_star(tiny_cfg):
+    with pytest.raises(config.ConfigError, match="federation.overlap"):
+        tiny_cfg(**{"federation.overlap": True})

@@ -1,10 +1,12 @@
 """System-aware strategies, each on/off on the same work: bytes per round and
 communicate+wait seconds on 2 MPI ranks for the plain collective baseline, the p2p star, and
-each strategy (frozen lower half, LoRA, bf16 payload (+ error feedback) on the star, balanced
-placement under quantity skew), at several client counts; plus the scaling-model fit of the
-collective/p2p rows. bert-base preset (random init: time and bytes do not depend on weights),
-one short local step per client. Accuracy effects (LoRA vs full, bf16 vs fp32) are measured on
-MiniLM in `accuracy_rows`.
+each strategy (frozen lower half, LoRA, bf16 payload (+ error feedback) on the star, the star
+with its messages overlapped with training, balanced placement under quantity skew), at
+several client counts, for the bert-base preset (random init: time and bytes do not depend on
+weights) and MiniLM, one short local step per client; plus the scaling-model fit of the
+collective/p2p rows. On MiniLM and scicite: accuracy for LoRA vs full fine-tuning and bf16 vs
+fp32 payloads (`system_accuracy.csv`), and the local-steps trade-off — the same local steps
+per client split into fewer, longer rounds (`system_local_steps.csv`).
 """
 
 from __future__ import annotations
@@ -20,16 +22,24 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "collective (baseline)": {},
     "p2p star": {"federation.aggregation": "p2p"},
     "freeze lower half": {"model.freeze": "lower_half"},
-    "LoRA r=8": {"model.lora_r": 8},
+    "LoRA r8": {"model.lora_r": 8},
     "bf16 p2p": {"federation.aggregation": "p2p", "federation.payload_dtype": "bf16"},
     "bf16+EF p2p": {"federation.aggregation": "p2p", "federation.payload_dtype": "bf16",
                     "federation.error_feedback": True},
+    "p2p overlapped": {"federation.aggregation": "p2p", "federation.overlap": True},
+    # 3 rounds: balanced placement fits its per-client cost on round 1, rounds 2-3 are measured
     "quantity skew, round-robin": {"partition.kind": "quantity", "partition.sigma": 1.5,
-                                   "client.local_steps": None, "client.local_epochs": 1},
+                                   "client.local_steps": None, "client.local_epochs": 1,
+                                   "federation.rounds": 3},
     "quantity skew, balanced": {"partition.kind": "quantity", "partition.sigma": 1.5,
                                 "client.local_steps": None, "client.local_epochs": 1,
-                                "federation.placement": "balanced"},
+                                "federation.rounds": 3, "federation.placement": "balanced"},
 }
+
+
+# Error feedback sends what bf16 sends; its residual files (one model-sized file per client,
+# 40 GB for bert-base at 96 clients) are a property of the simulation, so it is timed only in 06.
+TIMED = [s for s in STRATEGIES if s != "bf16+EF p2p"]
 
 
 def timing_base(out: Path, max_clients: int, model: str = "bert-base-uncased") -> config.RunConfig:
@@ -51,7 +61,7 @@ def timing_grid(clients: list[int], strategies: list[str] | None = None) -> list
 def accuracy_grid() -> list[dict[str, Any]]:
     bf16 = {"federation.payload_dtype": "bf16"}
     return [{"strategy": "full fine-tuning fp32"},
-            {"strategy": "LoRA r=8", "model.lora_r": 8, "client.lr": 2e-3},
+            {"strategy": "LoRA r8", "model.lora_r": 8, "client.lr": 2e-3},
             {"strategy": "bf16 payload", **bf16},
             {"strategy": "bf16+EF payload", **bf16, "federation.error_feedback": True}]
 
@@ -65,15 +75,41 @@ def accuracy_base(out: Path, quick: bool) -> config.RunConfig:
     })
 
 
+def local_steps_grid(budget: int) -> list[dict[str, Any]]:
+    """`budget` local steps per client in total, as 1 round of `budget` steps ... `budget` rounds of 1."""
+    out, steps = [], 1
+    while steps <= budget:
+        rounds = budget // steps  # evaluated once, after the last round
+        out.append({"strategy": f"{steps} steps x {rounds} rounds", "client.local_steps": steps,
+                    "federation.rounds": rounds, "federation.eval_every": rounds})
+        steps *= 2
+    return out
+
+
+def local_steps_base(out: Path, quick: bool) -> config.RunConfig:
+    return accuracy_base(out, quick).replace(name="system-steps")
+
+
 def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
-    """comm+wait and bytes relative to the collective baseline and to the p2p star, per client count."""
-    ref = df.set_index(["strategy", "clients"])
+    """comm+wait, bytes and round time relative to the collective baseline and to the p2p star,
+    per (model, client count)."""
     out = df.copy()
+    key = list(zip(df["model"], df["clients"], strict=True))
     for name, col in (("collective (baseline)", "vs_collective"), ("p2p star", "vs_p2p")):
-        if name in ref.index.get_level_values(0):
-            base = ref.loc[name]
-            out[f"comm_wait_{col}"] = out["comm_wait_s"] / out["clients"].map(base["comm_wait_s"])
-            out[f"bytes_{col}"] = out["bytes_per_round"] / out["clients"].map(base["bytes_per_round"])
+        base = df[df["strategy"] == name].set_index(["model", "clients"])
+        if len(base):
+            for m in ("comm_wait_s", "bytes_per_round", "round_s"):
+                ref = pd.Series([base[m].get(k, float("nan")) for k in key], index=df.index)
+                out[f"{m.removesuffix('_s').removesuffix('_per_round')}_{col}"] = df[m] / ref
+    return out
+
+
+def sync_share(df: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per round spent synchronizing (pack, comm, wait, aggregate) and their share."""
+    out = df.copy()
+    out["sync_s"] = df[["pack_s", "comm_s", "wait_s", "aggregate_s"]].sum(axis=1)
+    out["sync_share"] = out["sync_s"] / df["round_s"]
+    out["sync_total_s"] = out["sync_s"] * df["federation.rounds"]
     return out
 
 
@@ -81,10 +117,17 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
     from ..engines import start
 
     clients = [4, 16] if quick else [8, 32, 96]
+    models = ["bert-base-uncased"] if quick else ["bert-base-uncased", "minilm"]
     with start("mpi", n=2) as pool:
-        timing = with_ratios(pool.sweep(timing_base(out, max(clients)), timing_grid(clients), desc="system"))
+        timing = with_ratios(pd.concat([
+            pool.sweep(timing_base(out, max(clients), m), timing_grid(clients, TIMED), desc=f"system {m}")
+            for m in models], ignore_index=True))
+        timing.to_csv(out / "system.csv", index=False)  # written early: the runs below are long
         acc = pool.sweep(accuracy_base(out, quick), accuracy_grid(), desc="system accuracy")
+        acc.to_csv(out / "system_accuracy.csv", index=False)
+        steps = pool.sweep(local_steps_base(out, quick), local_steps_grid(4 if quick else 16),
+                           desc="system local steps")
+    sync_share(steps).to_csv(out / "system_local_steps.csv", index=False)
     fit = scaling.fit(timing[timing["strategy"].isin(["collective (baseline)", "p2p star"])])
     fit.to_csv(out / "system_fit.csv", index=False)
-    acc.to_csv(out / "system_accuracy.csv", index=False)
     return timing
