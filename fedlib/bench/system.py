@@ -91,14 +91,14 @@ def local_steps_base(out: Path, quick: bool) -> config.RunConfig:
 
 
 def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
-    """comm+wait, bytes and round time relative to the collective baseline and to the p2p star,
+    """comm, comm+wait, bytes and round time relative to the collective baseline and the p2p star,
     per (model, client count)."""
     out = df.copy()
     key = list(zip(df["model"], df["clients"], strict=True))
     for name, col in (("collective (baseline)", "vs_collective"), ("p2p star", "vs_p2p")):
         base = df[df["strategy"] == name].set_index(["model", "clients"])
         if len(base):
-            for m in ("comm_wait_s", "bytes_per_round", "round_s"):
+            for m in ("comm_s", "comm_wait_s", "bytes_per_round", "round_s"):
                 ref = pd.Series([base[m].get(k, float("nan")) for k in key], index=df.index)
                 out[f"{m.removesuffix('_s').removesuffix('_per_round')}_{col}"] = df[m] / ref
     return out
