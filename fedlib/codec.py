@@ -78,13 +78,7 @@ def set_tail(buf: np.ndarray, weight: float, count: float) -> None:
     buf[buf.size - TAIL :] = np.array([weight, count], dtype=np.float32).view(np.int16)
 
 
-def pack(q: torch.Tensor, weight: float, count: float, out: np.ndarray) -> np.ndarray:
-    """Wire bytes as int16: the 16-bit update, then (weight, count) as two float32."""
-    wire_update(out, q.dtype).copy_(q)
-    set_tail(out, weight, count)
-    return out
-
-
 def unpack(buf: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, float, float]:
+    """Wire bytes (int16: the 16-bit update, then weight and count as two float32) -> views."""
     weight, count = buf[buf.size - TAIL :].view(np.float32)
     return wire_update(buf, dtype), float(weight), float(count)

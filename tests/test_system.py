@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedlib import config, placement, runner
-from fedlib.codec import Codec, ResidualStore, pack, unpack
+from fedlib.codec import Codec, ResidualStore, set_tail, unpack, wire_update
 from tests.conftest import mpiexec, tiny_overrides
 
 
@@ -43,7 +43,9 @@ def test_16bit_payload_error_bound_and_wire_round_trip(dtype, bits, floor):
     assert Codec(dtype).encode(0, x.clone(), out=into) is into and torch.equal(into, q)
     assert q.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     assert ((q.float() - x).abs() <= x.abs() * 2.0**-bits + floor + 1e-12).all()
-    wire = pack(q, 37.0, 1.0, np.zeros(x.numel() + 4, dtype=np.int16))
+    wire = np.zeros(x.numel() + 4, dtype=np.int16)
+    wire_update(wire, q.dtype).copy_(q)
+    set_tail(wire, 37.0, 1.0)
     back, w, c = unpack(wire, q.dtype)
     assert torch.equal(back, q) and (w, c) == (37.0, 1.0)
 
