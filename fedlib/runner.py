@@ -53,14 +53,20 @@ class Run:
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
-        if self.cfg.federation.placement == "balanced" and self.comm.size > 1:
+        if self.balances:
             steps = [client.num_steps(len(self.shards[c]), self.cfg.client) for c in clients]
             extra = self.comm.bcast_obj(self.costs.per_client_steps())  # rank 0's fit: one plan everywhere
             return placement.balanced(clients, [s + extra for s in steps], self.comm.size)
         return placement.round_robin(clients, self.comm.size)
 
+    @property
+    def balances(self) -> bool:
+        return self.cfg.federation.placement == "balanced" and self.comm.size > 1
+
     def observe(self, per_rank: list[Any]) -> None:
         """Feed every rank's busy seconds (compute + pack + other) to the placement cost model."""
+        if not self.balances:
+            return
         for t, results, _ in per_rank:
             self.costs.observe(sum(r["steps"] for r in results), len(results),
                                t["compute"] + t["pack"] + t["other"])
