@@ -1,6 +1,6 @@
 """fedlib: federated fine-tuning of transformer text classifiers on HPC systems (MPI).
 
-The top-level names are imported lazily, so `import fedlib.comm` stays light (no torch or
+The top-level names are imported lazily, so `import fedlib.wire.comm` stays light (no torch or
 transformers) — launchers and test fixtures rely on that.
 """
 

@@ -13,8 +13,8 @@ from . import config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .comm import make_comm
     from .runner import run
+    from .wire.comm import make_comm
 
     cfg = config.load(args.config, config.parse_overrides(args.set))
     comm = make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
@@ -44,7 +44,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from . import reproduce
+    from .lab import reproduce
 
     try:
         table = reproduce.run(args.profile, args.nb or None)

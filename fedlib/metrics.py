@@ -8,37 +8,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PHASES = ("compute", "pack", "wait", "comm", "aggregate", "eval", "checkpoint", "other")
+from .wire.timer import PHASES, Timer
 
-
-class Timer:
-    """Seconds per phase on this rank; `with timer("comm"): ...`."""
-
-    def __init__(self) -> None:
-        self.s: dict[str, float] = dict.fromkeys(PHASES, 0.0)
-        self.t0 = time.perf_counter()
-
-    @contextmanager
-    def __call__(self, phase: str) -> Iterator[None]:
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.s[phase] += time.perf_counter() - t
-
-    def close(self) -> dict[str, float]:
-        """The phases plus `round` (wall) and `other` (what no phase covered)."""
-        wall = time.perf_counter() - self.t0
-        self.s["other"] = max(0.0, wall - sum(v for k, v in self.s.items() if k != "other"))
-        return {**self.s, "round": wall}
-
+__all__ = ["PHASES", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
 
 @dataclass(frozen=True)
 class RoundRow:

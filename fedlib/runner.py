@@ -14,14 +14,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, participation, partition, placement, privacy
-from .codec import WIRE, Codec, ResidualStore
-from .comm import Comm, make_comm
-from .exchange import EXTRA, Exchange
-from .flat import FlatParams
+from . import checkpoint, client, config, data, models, participation, partition, privacy
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
 from .strategies import ServerState, server_step
+from .wire import exchange, placement
+from .wire.aggregate import Update
+from .wire.codec import WIRE, Codec, ResidualStore
+from .wire.comm import Comm, make_comm
+from .wire.flat import FlatParams
 
 
 def client_seed(seed: int, rnd: int, cid: int) -> int:
@@ -142,7 +143,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
     store = (ResidualStore(run_dir / "residuals") if fed.error_feedback and fed.payload_dtype != "fp32"
              else None)
-    ex = Exchange(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap)
+    ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap)
     mech = privacy.make(cfg, ctx.shards, ctx.model)
     stopped = None
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
@@ -178,21 +179,19 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 results.append({**vars(res), "speed": f.speed, "sim_s": sim_s, "outcome": out})
                 if out == "ok":
                     mech.bound(ctx.flat, global_w)
-                    ex.add(ctx.flat, global_w, mech.weight(res.num_samples), timer, cid)
+                    ex.submit(Update(cid, ctx.flat, global_w, mech.weight(res.num_samples)), timer)
                 else:
-                    ex.skip(timer)
-            summed = ex.reduce(timer)
+                    ex.submit(None, timer)
+            agg = ex.finish(timer)
             skipped = False
-            if summed is not None:
-                aggregated = int(round(float(summed[-1])))
+            if agg is not None:
+                aggregated = agg.count
                 skipped = aggregated < cfg.participation.min_clients
                 with timer("aggregate"):
                     if skipped:  # too few survivors: keep the weights, count the round
                         state = replace(state, round=rnd)
                     else:
-                        mech.perturb(summed, ctx.flat.numel, rnd)
-                        delta = summed[: ctx.flat.numel] / float(summed[-EXTRA])
-                        state = server_step(state, delta, cfg.strategy)
+                        state = server_step(state, mech.finish(agg, rnd).mean(), cfg.strategy)
             else:
                 aggregated = 0
             if not ex.server_on_every_rank:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fedlib.comm import LAUNCH_ENV as MPI_ENV  # light: no torch, no transformers
+from fedlib.wire.comm import LAUNCH_ENV as MPI_ENV  # light: no torch, no transformers
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.update({k: v for k, v in MPI_ENV.items() if k not in os.environ})

@@ -61,7 +61,7 @@ def test_overrides_and_round_trip(tmp_path: Path):
     assert (cfg.name, cfg.client.lr, cfg.federation.rounds, cfg.client.mu) == ("a", 1e-4, 7, 0.01)
     again = config.from_dict(__import__("yaml").safe_load(config.dump(cfg)))
     assert again == cfg
-    assert cfg.replace(**{"federation.rounds": 3}).federation.rounds == 3
+    assert config.replace(cfg, **{"federation.rounds": 3}).federation.rounds == 3
     with pytest.raises(ConfigError, match="expected key=value"):
         config.parse_overrides(["rounds"])
 

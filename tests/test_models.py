@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fedlib import config, models
-from fedlib.flat import FlatParams
+from fedlib.wire.flat import FlatParams
 
 
 @pytest.mark.parametrize(("name", "params_m"), [

@@ -36,7 +36,7 @@ def test_p2p_equals_collective(tmp_path):
 
 def test_mpi_chunked_allreduce(tmp_path):
     prog = (
-        "import numpy as np; from fedlib.comm import MPIComm\n"
+        "import numpy as np; from fedlib.wire.comm import MPIComm\n"
         "c = MPIComm(chunk_bytes=12)\n"
         "b = np.arange(10, dtype=np.float32) * (c.rank + 1)\n"
         "c.allreduce(b)\n"

@@ -10,7 +10,7 @@ import pytest
 import scrapbook as sb
 import yaml
 
-from fedlib import reproduce
+from fedlib.lab import reproduce
 
 NOTEBOOKS = sorted(reproduce.NOTEBOOKS.glob("*.ipynb"))
 PROFILES = sorted(p.name for p in reproduce.PARAMS.iterdir() if p.is_dir())

@@ -7,10 +7,11 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
-from fedlib import checkpoint, runner
-from fedlib.flat import FlatParams
+from fedlib import checkpoint, config, runner
 from fedlib.privacy import accounting
-from fedlib.privacy.client_level import add_noise_, clip_
+from fedlib.privacy.client_level import clip_, noised
+from fedlib.wire.aggregate import Aggregate
+from fedlib.wire.flat import FlatParams
 from tests.conftest import mpiexec, tiny_overrides
 
 
@@ -32,14 +33,14 @@ def test_clip_bounds_every_update():
 
 def test_noise_std_on_zero_update_is_sigma_c_over_m():
     numel, sigma, c, m = 200_000, 1.3, 0.5, 8
-    summed = torch.zeros(numel + 2)
-    add_noise_(summed, numel, sigma * c, m, seed=(0, 1))
-    avg = summed[:numel] / summed[-2]
+    zero = Aggregate.zeros(numel)
+    summed = noised(zero, sigma * c, m, seed=(0, 1))
+    assert summed.weight == m and summed.count == 0 and not zero.total.any()
+    avg = summed.mean()
     assert float(avg.std()) == pytest.approx(sigma * c / m, rel=0.01)
     assert abs(float(avg.mean())) < 4 * sigma * c / m / numel**0.5
-    again = torch.zeros(numel + 2)
-    add_noise_(again, numel, sigma * c, m, seed=(0, 1))
-    assert torch.equal(summed, again)  # every rank draws the same noise
+    again = noised(zero, sigma * c, m, seed=(0, 1))
+    assert torch.equal(summed.buf, again.buf)  # every rank draws the same noise
 
 
 def test_accountant_known_answer():
@@ -57,7 +58,7 @@ def test_client_level_reports_epsilon_and_stops_at_budget(tiny_cfg):
                       "federation.rounds": 5, "federation.clients_per_round": 3})
     eps = [accounting.epsilon([(1.0, 0.5, r)], 1e-5) for r in range(1, 6)]
     budget = (eps[1] + eps[2]) / 2  # allows 2 rounds, not 3
-    res = runner.run(cfg.replace(**{"privacy.epsilon_budget": budget}), progress=False)
+    res = runner.run(config.replace(cfg, **{"privacy.epsilon_budget": budget}), progress=False)
     assert res.state.round == 2 and "privacy budget" in res.summary["stopped"]
     assert res.rounds["epsilon"].tolist() == pytest.approx(eps[:2])
     state, _ = checkpoint.load(cfg.run_dir)

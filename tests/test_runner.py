@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fedlib import participation, runner
+from fedlib import config, participation, runner
 from fedlib.metrics import PHASES
 
 
@@ -40,7 +40,7 @@ def test_resume_equals_uninterrupted(tiny_cfg):
     full = runner.run(tiny_cfg(name="full", **{"federation.rounds": 3}), progress=False)
     part = tiny_cfg(name="part", **{"federation.rounds": 2})
     runner.run(part, progress=False)
-    resumed = runner.run(part.replace(**{"federation.rounds": 3}), resume=True, progress=False)
+    resumed = runner.run(config.replace(part, **{"federation.rounds": 3}), resume=True, progress=False)
     torch.testing.assert_close(full.state.weights, resumed.state.weights, rtol=0, atol=1e-6)
     assert resumed.state.round == 3
     cols = ["round", "train_loss", "accuracy", "macro_f1"]
@@ -85,4 +85,5 @@ def test_resume_refuses_a_changed_config(tiny_cfg):
     cfg = tiny_cfg(name="r", **{"federation.rounds": 1})
     runner.run(cfg, progress=False)
     with pytest.raises(ConfigError, match="client.lr differ from the checkpoint"):
-        runner.run(cfg.replace(**{"client.lr": 0.5, "federation.rounds": 2}), resume=True, progress=False)
+        runner.run(config.replace(cfg, **{"client.lr": 0.5, "federation.rounds": 2}), resume=True,
+                   progress=False)

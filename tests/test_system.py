@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedlib import config, placement, runner
-from fedlib.codec import Codec, ResidualStore, set_tail, unpack, wire_update
+from fedlib import config, runner
+from fedlib.wire import placement
+from fedlib.wire.codec import Codec, ResidualStore, set_tail, unpack, wire_update
 from tests.conftest import mpiexec, tiny_overrides
 
 
@@ -121,7 +122,7 @@ def test_strategy_same_on_one_and_two_ranks(tmp_path, tiny_cfg, extra):
 def test_scaling_fit_recovers_a_known_model_and_projects():
     import pandas as pd
 
-    from fedlib import scaling
+    from fedlib.lab import scaling
 
     rows = [{"aggregation": m, "payload_bytes": b, "clients": n, "ranks": p}
             for m in ("collective", "p2p") for b in (1e6, 4e8) for n in (4, 32, 96) for p in (2, 4)]
@@ -147,8 +148,8 @@ def test_scaling_fit_recovers_a_known_model_and_projects():
 def test_overlap_pipeline_keeps_order_waits_for_buffers_and_reraises():
     import time
 
-    from fedlib.metrics import Timer
-    from fedlib.overlap import Pipeline, Ring
+    from fedlib.wire.overlap import Pipeline, Ring
+    from fedlib.wire.timer import Timer
 
     done: list[int] = []
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import client, config, runner
-from ..comm import LocalComm
+from ..wire.comm import LocalComm
 
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:

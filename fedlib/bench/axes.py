@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import config, sweep
+from .. import config
+from ..lab import sweep
 
 HEAD = {"model.freeze": "all_but_head", "client.lr": 1e-2}
 EMB = {"model.freeze": "embeddings"}

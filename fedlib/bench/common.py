@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..comm import LAUNCH_ENV
+from ..wire.comm import LAUNCH_ENV
 
 _PEAK = (
     "import resource, runpy, sys, json\n"

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from .. import client, config, participation, runner
-from ..comm import LocalComm
+from ..wire.comm import LocalComm
 
 
 def _cfg(out: Path, quick: bool, checkpoint_every: int) -> config.RunConfig:

@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from .. import config, scaling
+from .. import config
+from ..lab import scaling
 
 STRATEGIES: dict[str, dict[str, Any]] = {
     "collective (baseline)": {},
@@ -114,7 +115,7 @@ def sync_share(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:
-    from ..engines import start
+    from ..lab.engines import start
 
     clients = [4, 16] if quick else [8, 32, 96]
     models = ["bert-base-uncased"] if quick else ["bert-base-uncased", "minilm"]

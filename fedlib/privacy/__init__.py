@@ -18,10 +18,11 @@ from .. import client
 from ..config import ClientConfig, RunConfig
 
 if TYPE_CHECKING:
-    from ..comm import Comm
     from ..data import TextSplit
-    from ..flat import FlatParams
     from ..strategies import ServerState
+    from ..wire.aggregate import Aggregate
+    from ..wire.comm import Comm
+    from ..wire.flat import FlatParams
 
 
 class Mechanism:
@@ -41,8 +42,10 @@ class Mechanism:
     def bound(self, flat: FlatParams, base: torch.Tensor) -> None:
         """Bound the client's update (its weights minus `base`) in place before it is summed."""
 
-    def perturb(self, summed: torch.Tensor, numel: int, rnd: int) -> None:
-        """Noise the reduced sum in place (identically wherever the server step runs)."""
+    def finish(self, agg: Aggregate, rnd: int) -> Aggregate:
+        """The aggregate the server step uses: noised, with its denominator (identically
+        wherever the server step runs)."""
+        return agg
 
     def record(self, state: ServerState, comm: Comm) -> ServerState:
         """Fold this round's privacy spending into the (checkpointed) server state."""

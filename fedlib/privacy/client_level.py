@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
-from ..exchange import EXTRA
+from ..wire.aggregate import Aggregate
 from . import Mechanism, accounting
 
 if TYPE_CHECKING:
-    from ..flat import FlatParams
     from ..strategies import ServerState
+    from ..wire.flat import FlatParams
 
 
 def clip_(flat: FlatParams, base: torch.Tensor, c: float) -> float:
@@ -59,16 +59,15 @@ class ClientLevel(Mechanism):
     def bound(self, flat: FlatParams, base: torch.Tensor) -> None:
         clip_(flat, base, self.p.clip)
 
-    def perturb(self, summed: torch.Tensor, numel: int, rnd: int) -> None:
-        add_noise_(summed, numel, self.sigma * self.p.clip, self.m, seed=(self.cfg.seed, rnd))
+    def finish(self, agg: Aggregate, rnd: int) -> Aggregate:
+        return noised(agg, self.sigma * self.p.clip, self.m, seed=(self.cfg.seed, rnd))
 
     def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
         return {"epsilon": self.epsilon(rnd)}
 
 
-def add_noise_(summed: torch.Tensor, numel: int, std: float, denominator: int,
-               seed: tuple[int, int]) -> None:
-    """summed[:numel] += N(0, std²), and the weight slot becomes the fixed denominator."""
+def noised(agg: Aggregate, std: float, denominator: int, seed: tuple[int, int]) -> Aggregate:
+    """The aggregate with N(0, std²) added to its sum and the fixed `denominator` as its weight."""
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([*seed, 0xD9]).generate_state(1)[0]))
-    summed[:numel].add_(torch.randn(numel, generator=gen), alpha=std)
-    summed[-EXTRA] = float(denominator)
+    noise = torch.randn(agg.numel, generator=gen)
+    return agg.replace(total=agg.total + std * noise, weight=float(denominator))

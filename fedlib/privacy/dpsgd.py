@@ -31,9 +31,9 @@ from . import Mechanism, accounting
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 
 if TYPE_CHECKING:
-    from ..comm import Comm
     from ..data import TextSplit
     from ..strategies import ServerState
+    from ..wire.comm import Comm
 
 
 class SampleLevel(Mechanism):

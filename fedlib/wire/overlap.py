@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from .metrics import Timer
+from .timer import Timer
 
 Job = Callable[[Timer], None]
 B = TypeVar("B")

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .aggregate import Update
 
 WIRE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TAIL = 4  # int16 slots carrying the two float32 trailing values (weight, count)
@@ -47,6 +51,7 @@ class Codec:
     def __init__(self, dtype: str = "fp32", residuals: ResidualStore | None = None) -> None:
         self.wire = WIRE[dtype]
         self.residuals = residuals
+        self._delta: torch.Tensor | None = None  # fp32 scratch for the update being rounded
 
     @property
     def lossless(self) -> bool:
@@ -67,6 +72,15 @@ class Codec:
             add_decoded(delta, q, -1.0)
             self.residuals.put(cid, delta)
         return q
+
+
+    def encode_update(self, update: Update, out: torch.Tensor | None = None) -> torch.Tensor:
+        """A client's update (weights - base), rounded to the wire dtype (into `out` if given).
+        The fp32 difference is formed in a reusable buffer, tensor by tensor."""
+        flat = update.flat
+        if self._delta is None or self._delta.numel() != flat.numel:
+            self._delta = torch.empty(flat.numel, dtype=torch.float32)
+        return self.encode(update.cid, flat.delta_into(self._delta, update.base), out)
 
 
 def wire_update(buf: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """One frozen configuration tree for a federated run.
 
-Every knob lives in one of the section dataclasses below. The loader (fedlib.config_loader,
-re-exported here) is generic: it walks the dataclass fields and their type hints, so a new
+Every knob lives in one of the section dataclasses below. The loader (fedlib.config.loader)
+is generic: it walks the dataclass fields and their type hints, so a new
 section or key only needs a field here.
 Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the dotted
 key and, when the value came from a YAML file, the file and line.
@@ -267,13 +267,3 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> RunConfig:
-        """Dotted-key overrides, e.g. ``cfg.replace(**{"federation.rounds": 3})``."""
-        from .config_loader import _merge, _nest
-
-        return from_dict(_merge(self.to_dict(), _nest(changes)))
-
-
-from .config_loader import describe, dump, from_dict, load, parse_overrides  # noqa: E402
-
-__all__ = ["ConfigError", "RunConfig", "describe", "dump", "from_dict", "load", "parse_overrides"]

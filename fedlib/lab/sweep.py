@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import config, runner
-from .metrics import PHASES
+from .. import config, runner
+from ..metrics import PHASES
 
 RunFn = Callable[[config.RunConfig], runner.Result]
 
@@ -70,6 +70,6 @@ def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: Run
         labels = {k: v for k, v in entry.items() if "." not in k}
         over = {k: v for k, v in entry.items() if "." in k}
         name = slug(f"{base.name}-{i:02d}-" + "-".join(str(v) for v in entry.values()))
-        cfg = base.replace(name=name, **over)
+        cfg = config.replace(base, name=name, **over)
         rows.append(summarize(cfg, run(cfg), {**labels, **over}))
     return pd.DataFrame(rows)

@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from .data import REPO_ROOT
+from ..data import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PARAMS = REPO_ROOT / "params"

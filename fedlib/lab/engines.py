@@ -7,7 +7,7 @@ leave them running afterwards. ``local``: in this process, no MPI.
 
     with engines.start("mpi", n=2) as pool:
         result = pool.run(cfg)                  # runner.Result (tables + summary)
-        table = pool.sweep(cfg, grid)           # one row per run (fedlib.sweep)
+        table = pool.sweep(cfg, grid)           # one row per run (fedlib.lab.sweep)
 
 Engines stop when the block exits, also when a cell fails; an engine's error is re-raised
 here naming the engine and its original exception. The environment variables
@@ -29,8 +29,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from . import config, runner, sweep
-from .comm import LAUNCH_ENV
+from .. import config, runner
+from ..wire.comm import LAUNCH_ENV
+from . import sweep
 
 Mode = Literal["mpi", "connect", "local"]
 
@@ -41,8 +42,8 @@ class EngineError(RuntimeError):
 
 def _engine_run(cfg: config.RunConfig) -> runner.Result | None:
     """Executed on every engine (one MPI rank each); rank 0 returns the tables."""
-    from fedlib import comm as fcomm
     from fedlib import runner as frunner
+    from fedlib.wire import comm as fcomm
 
     c = fcomm.make_comm("mpi", chunk_bytes=cfg.federation.chunk_mb << 20)
     res = frunner.run(cfg, comm=c, progress=False)

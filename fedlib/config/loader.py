@@ -1,4 +1,4 @@
-"""Loading, dumping and describing the configuration tree of :mod:`fedlib.config`: a generic
+"""Loading, dumping and describing the configuration tree of :mod:`fedlib.config.schema`: a generic
 walker over the dataclass fields and type hints (so a new key only needs a field there), YAML
 line numbers for errors, dotted ``--set`` overrides, and the key table for the README.
 """
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .config import ConfigError, RunConfig, _require
+from .schema import ConfigError, RunConfig, _require
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -130,6 +130,12 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, data, "")
+
+
+def replace(cfg: RunConfig, **changes: Any) -> RunConfig:
+    """`cfg` with dotted-key overrides, validated like a fresh load:
+    ``config.replace(cfg, **{"federation.rounds": 3})``."""
+    return from_dict(_merge(cfg.to_dict(), _nest(changes)))
 
 
 def _key_lines(text: str) -> dict[str, int]:

@@ -1,0 +1,8 @@
+"""The wire: how client updates travel between ranks, below the learning core.
+
+`comm` (the one Comm interface: MPI and local), `flat` (trainable parameters as one vector),
+`aggregate` (the round's weighted sum: the only owner of the buffer layout), `codec` (reduced-
+precision payloads), `collective` and `star` (the two ways a round's updates combine),
+`overlap` (the star's background messages), `placement` (client -> rank plans), `timer`.
+Importing this package is light: no torch until a module that needs it is imported.
+"""
