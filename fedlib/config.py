@@ -104,9 +104,10 @@ class StrategyConfig:
 
     algorithm: Algorithm = "fedavg"  # server rule
     server_lr: float = 1.0  # server step size (FedAvg: 1.0 = plain averaging)
-    beta1: float = 0.9  # FedAdam/FedYogi first moment
-    beta2: float = 0.99  # FedAdam/FedYogi second moment
-    tau: float = 1e-3  # adaptivity (epsilon) of FedAdam/FedYogi/FedAdagrad
+    beta1: float = 0.9  # first-moment decay of FedAdam/FedYogi/FedAdagrad
+    beta2: float = 0.99  # second-moment decay of FedAdam/FedYogi
+    tau: float = 1e-3  # adaptivity of FedAdam/FedYogi/FedAdagrad; v starts at tau^2
+    bias_correction: bool = False  # fedadam/fedyogi: Adam's bias-corrected step; false = Reddi et al. Alg. 2
     momentum: float = 0.9  # FedAvgM server momentum
 
     def __post_init__(self) -> None:
@@ -115,6 +116,8 @@ class StrategyConfig:
         _require(0 <= self.beta2 < 1, "strategy.beta2", "must be in [0, 1)")
         _require(self.tau > 0, "strategy.tau", "must be > 0")
         _require(0 <= self.momentum < 1, "strategy.momentum", "must be in [0, 1)")
+        _require(not self.bias_correction or self.algorithm in ("fedadam", "fedyogi"),
+                 "strategy.bias_correction", f"applies to fedadam and fedyogi, not {self.algorithm}")
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,11 @@ def test_fedopt_sgd_lr1_equals_fedavg_run(tiny_cfg):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-def test_resume_equals_uninterrupted(tiny_cfg):
-    full = runner.run(tiny_cfg(name="full", **{"federation.rounds": 3}), progress=False)
-    part = tiny_cfg(name="part", **{"federation.rounds": 2})
+@pytest.mark.parametrize("server", [{}, {"strategy.algorithm": "fedyogi", "strategy.server_lr": 0.01}],
+                         ids=["fedavg", "fedyogi"])
+def test_resume_equals_uninterrupted(tiny_cfg, server):
+    full = runner.run(tiny_cfg(name="full", **{"federation.rounds": 3, **server}), progress=False)
+    part = tiny_cfg(name="part", **{"federation.rounds": 2, **server})
     runner.run(part, progress=False)
     resumed = runner.run(part.replace(**{"federation.rounds": 3}), resume=True, progress=False)
     torch.testing.assert_close(full.state.weights, resumed.state.weights, rtol=0, atol=1e-6)
