@@ -74,7 +74,7 @@ class ClientConfig:
     local_epochs: int = 1  # passes over the client shard per round
     local_steps: int | None = None  # when set, overrides local_epochs
     max_grad_norm: float | None = 1.0  # gradient clipping per step; null = off
-    mu: float = 0.0  # FedProx proximal weight; > 0 adds mu/2 * ||w - w_global||^2
+    mu: float = 0.0  # FedProx proximal weight mu/2 * ||w - w_global||^2; fedprox needs > 0, fedavg 0
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "client.lr", f"must be > 0, got {self.lr}")
@@ -254,6 +254,12 @@ class RunConfig:
         per_round = self.clients_per_round
         _require(self.participation.min_clients <= per_round, "participation.min_clients",
                  f"is {self.participation.min_clients} but only {per_round} clients are sampled per round")
+        alg = self.strategy.algorithm
+        _require(alg != "fedprox" or self.client.mu > 0, "client.mu",
+                 "strategy.algorithm=fedprox needs client.mu > 0 (with mu = 0 it is FedAvg)")
+        _require(alg != "fedavg" or self.client.mu == 0, "client.mu",
+                 f"is {self.client.mu}: a proximal term makes this FedProx; set strategy.algorithm: "
+                 "fedprox (or client.mu: 0)")
         _require(not (self.privacy.mode == "sample" and self.client.mu > 0), "client.mu",
                  "FedProx's penalty is not per-example, so it cannot be combined with privacy.mode=sample")
 

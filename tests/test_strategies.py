@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedlib import checkpoint
-from fedlib.config import ConfigError, StrategyConfig
+from fedlib.config import ConfigError, StrategyConfig, from_dict
 from fedlib.strategies import ServerState, server_step, weighted_average
 
 # The hand-made problem: x0, three average client updates Δ1..Δ3.
@@ -145,6 +145,11 @@ def test_server_state_round_trips_a_checkpoint(alg, tmp_path: Path):
     assert torch.equal(resumed.weights, whole.weights) and resumed.round == 3
 
 
-def test_bias_correction_is_only_for_adam_and_yogi():
+def test_config_rejects_what_the_algorithms_do_not_define():
     with pytest.raises(ConfigError, match="strategy.bias_correction"):
         StrategyConfig(algorithm="fedadagrad", bias_correction=True)
+    with pytest.raises(ConfigError, match="client.mu"):
+        from_dict({"strategy": {"algorithm": "fedprox"}, "client": {"mu": 0.0}})
+    with pytest.raises(ConfigError, match="client.mu.*fedprox"):
+        from_dict({"strategy": {"algorithm": "fedavg"}, "client": {"mu": 0.01}})
+    assert from_dict({"strategy": {"algorithm": "fedadam"}, "client": {"mu": 0.01}}).client.mu == 0.01
