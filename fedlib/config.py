@@ -158,13 +158,16 @@ class FederationConfig:
                  "leave overlap false")
 
 
+PartitionKind = Literal["iid", "dirichlet", "dirichlet_mix", "quantity", "shards"]
+
+
 @dataclass(frozen=True)
 class PartitionConfig:
     """How the training set is split across clients."""
 
-    kind: Literal["iid", "dirichlet", "quantity", "shards"] = "iid"  # label skew, size skew, k classes
-    min_samples: int = 1  # every client gets at least this many training examples
-    alpha: float = 0.5  # Dirichlet concentration per label (dirichlet) or per client (quantity=dirichlet)
+    kind: PartitionKind = "iid"  # iid; label skew (dirichlet, dirichlet_mix); size skew; k classes (shards)
+    min_samples: int = 1  # every client gets at least this many training examples (dirichlet: redraws)
+    alpha: float = 0.5  # Dirichlet concentration: class split (dirichlet), label mix (dirichlet_mix), sizes
     quantity: Literal["dirichlet", "lognormal"] = "lognormal"  # client-size law for kind=quantity
     sigma: float = 1.0  # lognormal sigma of client sizes (kind=quantity, quantity=lognormal)
     classes_per_client: int = 2  # kind=shards: classes each client holds
