@@ -3,9 +3,15 @@ disjoint and covering every example; it depends only on (labels, config, seed), 
 
 Kinds (``partition.kind``):
 - ``iid``: a seeded random split into equal parts;
-- ``dirichlet``: label skew; client label proportions ~ Dir(alpha · C · p_global), equal sizes;
+- ``dirichlet``: label skew as in the literature; each class is split over the clients with
+  proportions ~ Dir(alpha · 1_N), so client sizes vary too; redrawn until every client has
+  ``min_samples``;
+- ``dirichlet_mix``: label skew at equal sizes; client label mix ~ Dir(alpha · C · p_global);
 - ``quantity``: size skew with IID labels; client shares ~ Dir(alpha) or lognormal(0, sigma);
 - ``shards``: pathological; each client holds ``classes_per_client`` classes.
+
+``partition.min_samples`` defaults to 1 (every client can train at all), not the batch size:
+timing runs give clients a handful of examples on purpose, and a last partial batch is fine.
 """
 
 from __future__ import annotations
@@ -43,12 +49,46 @@ def quantity(labels: np.ndarray, n: int, cfg: PartitionConfig, rng: np.random.Ge
     return list(np.split(rng.permutation(len(labels)), cuts))
 
 
+MAX_DRAWS = 1000  # dirichlet: draws before giving up on partition.min_samples (~1 ms each here)
+
+
 def dirichlet(labels: np.ndarray, n: int, cfg: PartitionConfig, rng: np.random.Generator
               ) -> list[np.ndarray]:
-    """Label skew as in Hsu et al. (2019): client i has an equal share of examples and label
-    proportions q_i ~ Dir(alpha · p), p the global label distribution; draws come without
-    replacement, so when a class runs out the client's remaining draws follow q_i over the
-    classes still in stock (or the stock itself when q_i puts no mass there)."""
+    """Label skew as most FL papers define "Dirichlet alpha" (Yurochkin et al. 2019; Hsu et al.
+    2019's alpha; flwr-datasets' DirichletPartitioner without its self-balancing): for each class,
+    its examples are shuffled and cut into N pieces with proportions ~ Dir(alpha · 1_N), piece i
+    going to client i. Small alpha puts most of a class on a few clients; large alpha gives every
+    client ~1/N of each class. A draw that leaves some client below ``partition.min_samples`` is
+    redrawn whole, at most MAX_DRAWS times; then a PartitionError names alpha and min_samples."""
+    classes = np.unique(labels)
+    smallest = 0
+    for _ in range(MAX_DRAWS):
+        pieces: list[list[np.ndarray]] = [[] for _ in range(n)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(n, cfg.alpha)))[:-1] * len(idx)).astype(int)
+            for i, piece in enumerate(np.split(idx, cuts)):
+                pieces[i].append(piece)
+        parts = [np.concatenate(p).astype(np.int64) for p in pieces]
+        smallest = min(len(p) for p in parts)
+        if smallest >= cfg.min_samples:
+            return parts
+    raise PartitionError(
+        f"partition.kind='dirichlet': {MAX_DRAWS} draws with partition.alpha={cfg.alpha} over "
+        f"federation.num_clients={n} all left a client below partition.min_samples={cfg.min_samples} "
+        f"(smallest client in the last draw: {smallest} of {len(labels)} examples); raise "
+        f"partition.alpha, lower partition.min_samples, use fewer clients, or kind=dirichlet_mix "
+        f"(equal sizes)")
+
+
+def dirichlet_mix(labels: np.ndarray, n: int, cfg: PartitionConfig, rng: np.random.Generator
+                  ) -> list[np.ndarray]:
+    """Label skew at equal client sizes: client i draws its label proportions
+    q_i ~ Dir(alpha · C · p) (each entry floored at 1e-3), p the global label distribution and C
+    the number of classes — Hsu et al. (2019)'s per-client draw with alpha scaled by C, so that
+    with balanced classes alpha is the per-class concentration. Draws come without replacement,
+    so when a class runs out the client's remaining draws follow q_i over the classes still in
+    stock (or the stock itself when q_i puts no mass there)."""
     classes, inverse = np.unique(labels, return_inverse=True)
     pools = [list(rng.permutation(np.flatnonzero(inverse == c))) for c in range(len(classes))]
     glob = np.bincount(inverse) / len(labels)
@@ -67,7 +107,7 @@ def dirichlet(labels: np.ndarray, n: int, cfg: PartitionConfig, rng: np.random.G
 
 
 def alpha_vec(alpha: float, glob: np.ndarray) -> np.ndarray:
-    """Concentration alpha · p, floored so a rare class never gets exactly zero."""
+    """Concentration alpha · C · p, floored so a rare class never gets exactly zero."""
     return np.maximum(alpha * glob * len(glob), 1e-3)
 
 
@@ -93,7 +133,8 @@ def shards(labels: np.ndarray, n: int, cfg: PartitionConfig, rng: np.random.Gene
 
 
 _KINDS: dict[str, Callable[..., list[np.ndarray]]] = {
-    "iid": iid, "dirichlet": dirichlet, "quantity": quantity, "shards": shards,
+    "iid": iid, "dirichlet": dirichlet, "dirichlet_mix": dirichlet_mix, "quantity": quantity,
+    "shards": shards,
 }
 
 

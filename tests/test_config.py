@@ -57,7 +57,8 @@ def test_yaml_errors_carry_file_and_line(tmp_path: Path):
 def test_overrides_and_round_trip(tmp_path: Path):
     p = tmp_path / "x.yaml"
     p.write_text("name: a\nclient:\n  lr: 1.0e-4\n")
-    cfg = config.load(p, config.parse_overrides(["federation.rounds=7", "client.mu=0.01"]))
+    cfg = config.load(p, config.parse_overrides(["federation.rounds=7", "strategy.algorithm=fedprox",
+                                                  "client.mu=0.01"]))
     assert (cfg.name, cfg.client.lr, cfg.federation.rounds, cfg.client.mu) == ("a", 1e-4, 7, 0.01)
     again = config.from_dict(__import__("yaml").safe_load(config.dump(cfg)))
     assert again == cfg

@@ -74,7 +74,7 @@ class ClientConfig:
     local_epochs: int = 1  # passes over the client shard per round
     local_steps: int | None = None  # when set, overrides local_epochs
     max_grad_norm: float | None = 1.0  # gradient clipping per step; null = off
-    mu: float = 0.0  # FedProx proximal weight; > 0 adds mu/2 * ||w - w_global||^2
+    mu: float = 0.0  # FedProx proximal weight mu/2 * ||w - w_global||^2; fedprox needs > 0, fedavg 0
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "client.lr", f"must be > 0, got {self.lr}")
@@ -104,9 +104,10 @@ class StrategyConfig:
 
     algorithm: Algorithm = "fedavg"  # server rule
     server_lr: float = 1.0  # server step size (FedAvg: 1.0 = plain averaging)
-    beta1: float = 0.9  # FedAdam/FedYogi first moment
-    beta2: float = 0.99  # FedAdam/FedYogi second moment
-    tau: float = 1e-3  # adaptivity (epsilon) of FedAdam/FedYogi/FedAdagrad
+    beta1: float = 0.9  # first-moment decay of FedAdam/FedYogi/FedAdagrad
+    beta2: float = 0.99  # second-moment decay of FedAdam/FedYogi
+    tau: float = 1e-3  # adaptivity of FedAdam/FedYogi/FedAdagrad; v starts at tau^2
+    bias_correction: bool = False  # fedadam/fedyogi: Adam's bias-corrected step; false = Reddi et al. Alg. 2
     momentum: float = 0.9  # FedAvgM server momentum
 
     def __post_init__(self) -> None:
@@ -115,6 +116,8 @@ class StrategyConfig:
         _require(0 <= self.beta2 < 1, "strategy.beta2", "must be in [0, 1)")
         _require(self.tau > 0, "strategy.tau", "must be > 0")
         _require(0 <= self.momentum < 1, "strategy.momentum", "must be in [0, 1)")
+        _require(not self.bias_correction or self.algorithm in ("fedadam", "fedyogi"),
+                 "strategy.bias_correction", f"applies to fedadam and fedyogi, not {self.algorithm}")
 
 
 @dataclass(frozen=True)
@@ -155,13 +158,16 @@ class FederationConfig:
                  "leave overlap false")
 
 
+PartitionKind = Literal["iid", "dirichlet", "dirichlet_mix", "quantity", "shards"]
+
+
 @dataclass(frozen=True)
 class PartitionConfig:
     """How the training set is split across clients."""
 
-    kind: Literal["iid", "dirichlet", "quantity", "shards"] = "iid"  # label skew, size skew, k classes
-    min_samples: int = 1  # every client gets at least this many training examples
-    alpha: float = 0.5  # Dirichlet concentration per label (dirichlet) or per client (quantity=dirichlet)
+    kind: PartitionKind = "iid"  # iid; label skew (dirichlet, dirichlet_mix); size skew; k classes (shards)
+    min_samples: int = 1  # every client gets at least this many training examples (dirichlet: redraws)
+    alpha: float = 0.5  # Dirichlet concentration: class split (dirichlet), label mix (dirichlet_mix), sizes
     quantity: Literal["dirichlet", "lognormal"] = "lognormal"  # client-size law for kind=quantity
     sigma: float = 1.0  # lognormal sigma of client sizes (kind=quantity, quantity=lognormal)
     classes_per_client: int = 2  # kind=shards: classes each client holds
@@ -251,6 +257,12 @@ class RunConfig:
         per_round = self.clients_per_round
         _require(self.participation.min_clients <= per_round, "participation.min_clients",
                  f"is {self.participation.min_clients} but only {per_round} clients are sampled per round")
+        alg = self.strategy.algorithm
+        _require(alg != "fedprox" or self.client.mu > 0, "client.mu",
+                 "strategy.algorithm=fedprox needs client.mu > 0 (with mu = 0 it is FedAvg)")
+        _require(alg != "fedavg" or self.client.mu == 0, "client.mu",
+                 f"is {self.client.mu}: a proximal term makes this FedProx; set strategy.algorithm: "
+                 "fedprox (or client.mu: 0)")
         _require(not (self.privacy.mode == "sample" and self.client.mu > 0), "client.mu",
                  "FedProx's penalty is not per-example, so it cannot be combined with privacy.mode=sample")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import StrategyConfig
-from . import fedavg, fedopt, fedyogi
+from . import adaptive, fedavg, fedavgm
 from .fedavg import weighted_average
 from .state import ServerState
 
@@ -16,6 +16,6 @@ def server_step(state: ServerState, delta: torch.Tensor, cfg: StrategyConfig) ->
     """Apply the averaged client update `delta` with the configured algorithm."""
     if cfg.algorithm in ("fedavg", "fedprox"):
         return fedavg.step(state, delta, cfg.server_lr)
-    if cfg.algorithm == "fedyogi":
-        return fedyogi.step(state, delta, cfg)
-    return fedopt.step(state, delta, cfg)
+    if cfg.algorithm == "fedavgm":
+        return fedavgm.step(state, delta, cfg)
+    return adaptive.step(state, delta, cfg)

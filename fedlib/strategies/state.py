@@ -14,7 +14,7 @@ import torch
 class ServerState:
     weights: torch.Tensor  # flat float32 vector of trainable parameters
     round: int = 0  # rounds completed
-    opt_state: dict[str, Any] = field(default_factory=dict)  # torch optimizer state_dict
+    opt_state: dict[str, Any] = field(default_factory=dict)  # server optimizer moments (tensors, t)
     extra: dict[str, Any] = field(default_factory=dict)  # wrapper state (accountant, ...)
 
     def next(self, weights: torch.Tensor, opt_state: dict[str, Any]) -> ServerState:
