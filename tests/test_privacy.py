@@ -225,3 +225,19 @@ def test_secure_noise_is_not_reproducible_seeded_noise_is(tiny_cfg, mode):
     assert torch.equal(seeded[0], seeded[1])
     assert not torch.equal(secure[0], secure[1])
     assert not torch.equal(secure[0], seeded[0])
+
+
+@pytest.mark.mpi
+def test_client_level_same_on_two_ranks(tmp_path, tiny_cfg):
+    """Poisson sampling and the noise come from (seed, round): the ranks agree with one process."""
+    over = _client_cfg(**{"privacy.noise_multiplier": 1.0, "federation.clients_per_round": 2,
+                          "federation.rounds": 3})
+    one = runner.run(tiny_cfg(name="one", **over), progress=False)
+    args = tiny_overrides(tmp_path, name="two", **over)
+    mpiexec(2, ["-m", "fedlib", "run", "--quiet",
+                *[a for k, v in args.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    blob = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
+    assert blob["extra"]["client_dp"] == one.state.extra["client_dp"] == [[1.0, 1 / 3, 3]]
+    torch.testing.assert_close(blob["weights"], one.state.weights, rtol=0, atol=1e-5)
+    two = pd.read_csv(tmp_path / "two" / "rounds.csv")
+    assert two["sampled"].tolist() == one.rounds["sampled"].tolist()
