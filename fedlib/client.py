@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import seeds
 from .config import ClientConfig
 from .data import TextSplit
+from .seeds import Stream
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ def prox_term(params: list[nn.Parameter], global_params: list[torch.Tensor], mu:
 
 def train(model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, client_id: int,
           penalty: Callable[[], torch.Tensor] | None = None) -> ClientResult:
-    """Train `model` in place on `shard`; the caller has loaded the global weights."""
+    """Train `model` in place on `shard`; the caller has loaded the global weights. `seed` is
+    the client's training seed (`seeds.Stream.CLIENT`); batch order and dropout masks are two
+    streams derived from it."""
     t0 = time.perf_counter()
-    torch.manual_seed(seed)  # dropout masks
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seeds.seed(seed, Stream.DROPOUT))  # dropout masks (torch's global generator)
+    gen = seeds.generator(seed, Stream.BATCHES)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
     model.train()

@@ -52,8 +52,10 @@ class RoundRow:
     sim_round_s: float = 0.0  # simulated device time: slowest kept client (or the deadline)
     sim_wait_s: float = 0.0  # mean simulated idle time of kept clients waiting for the slowest
     epsilon: float | None = None  # privacy.mode=client: epsilon spent by the run so far
-    eps_max: float | None = None  # privacy.mode=sample: max / mean epsilon of this round's clients
+    eps_max: float | None = None  # privacy.mode=sample: max / mean epsilon over every client so far
     eps_mean: float | None = None
+    noise_multiplier: float | None = None  # privacy.mode=client: sigma of this round's noise
+    sample_rate: float | None = None  # privacy.mode=client: Poisson rate q (epsilon = Opacus(history))
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from transformers import (
     PretrainedConfig,
 )
 
+from . import seeds
 from .config import ModelConfig
+from .seeds import Stream
 
 
 def _base(hidden: int, layers: int, heads: int) -> dict[str, Any]:
@@ -91,7 +93,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
     """The classifier, with its head (and, for presets, all weights) seeded by `seed`."""
     spec = resolve(cfg.name)
-    torch.manual_seed(seed)
+    torch.manual_seed(seeds.seed(seed, Stream.MODEL_INIT))
     if spec.kind == "preset":
         hf_cfg = preset_config(spec.source, {**cfg.overrides, "num_labels": num_labels})
         model = AutoModelForSequenceClassification.from_config(hf_cfg)

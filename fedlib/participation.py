@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import seeds
 from .config import ParticipationConfig, RunConfig
+from .seeds import Stream
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,19 @@ class Fate:
 
 
 def sample_clients(cfg: RunConfig, rnd: int) -> list[int]:
-    """The clients taking part in round `rnd` (sorted), seeded by (seed, round)."""
+    """The clients taking part in round `rnd` (sorted), seeded by (seed, round).
+
+    Under client-level DP each client is included independently with probability
+    q = clients_per_round / num_clients (Poisson sampling, McMahan et al. 2018): that is the
+    sampling the RDP/PRV accountants assume, so the count varies from round to round (and can
+    be 0). Otherwise exactly clients_per_round clients, drawn without replacement."""
     fed = cfg.federation
     k = cfg.clients_per_round
+    rng = seeds.rng(cfg.seed, Stream.SAMPLING, rnd)
+    if cfg.privacy.mode == "client":
+        return [int(c) for c in np.flatnonzero(rng.random(fed.num_clients) < k / fed.num_clients)]
     if k >= fed.num_clients:
         return list(range(fed.num_clients))
-    rng = np.random.default_rng([cfg.seed, rnd, 0x5A])
     return sorted(int(c) for c in rng.choice(fed.num_clients, size=k, replace=False))
 
 
@@ -46,7 +55,7 @@ def speed_factor(p: ParticipationConfig, rng: np.random.Generator) -> float:
 
 def fate(cfg: RunConfig, rnd: int, cid: int) -> Fate:
     p = cfg.participation
-    rng = np.random.default_rng([cfg.seed, rnd, cid, 0xD4])
+    rng = seeds.rng(cfg.seed, Stream.FATE, rnd, cid)
     u, frac, speed = rng.random(), rng.random(), speed_factor(p, rng)
     drop = p.dropout_when if u < p.dropout else ""
     return Fate(cid, drop, frac, speed)

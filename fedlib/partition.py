@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import seeds
 from .config import PartitionConfig
 
 
@@ -146,7 +147,7 @@ def partition(labels: np.ndarray, num_clients: int, cfg: PartitionConfig, seed: 
             f"partition.min_samples={cfg.min_samples} x federation.num_clients={num_clients} "
             f"exceeds the {len(labels)} training examples"
         )
-    rng = np.random.default_rng([seed, 0x9A27])
+    rng = seeds.rng(seed, seeds.Stream.PARTITION)
     parts = [np.sort(p) for p in _KINDS[cfg.kind](labels, num_clients, cfg, rng)]
     small = [i for i, p in enumerate(parts) if len(p) < cfg.min_samples]
     if small:

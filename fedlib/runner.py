@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, participation, partition, privacy
+from . import checkpoint, client, config, data, models, participation, partition, privacy, seeds
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
 from .strategies import ServerState, server_step
@@ -23,10 +23,6 @@ from .wire.aggregate import Update
 from .wire.codec import WIRE, Codec, ResidualStore
 from .wire.comm import Comm, make_comm
 from .wire.flat import FlatParams
-
-
-def client_seed(seed: int, rnd: int, cid: int) -> int:
-    return int(np.random.SeedSequence([seed, rnd, cid]).generate_state(1)[0])
 
 
 @dataclass
@@ -134,6 +130,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         if changed:
             raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in "
                                      f"{run_dir}; only federation.rounds may change on resume")
+    mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
+    mech.plan(state)  # before writing anything: a resume that cannot keep the budget refuses here
     if r0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.dump(cfg))
@@ -144,7 +142,6 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     store = (ResidualStore(run_dir / "residuals") if fed.error_feedback and fed.payload_dtype != "fp32"
              else None)
     ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap)
-    mech = privacy.make(cfg, ctx.shards, ctx.model)
     stopped = None
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
                unit="round", dynamic_ncols=True)
@@ -172,7 +169,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 steps = participation.steps_done(f, client.num_steps(len(ctx.shards[cid]), cfg.client))
                 with timer("compute"):
                     res = mech.train(ctx.model, ctx.shards[cid], replace(cfg.client, local_steps=steps),
-                                     client_seed(cfg.seed, rnd, cid), cid, penalty)
+                                     seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
                 sim_s = res.compute_s * f.speed
                 out = participation.outcome(f, sim_s, cfg.participation.deadline_s,
                                             participation.finite(ctx.flat.params))
@@ -186,7 +183,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             skipped = False
             if agg is not None:
                 aggregated = agg.count
-                skipped = aggregated < cfg.participation.min_clients
+                skipped = not mech.always_releases and aggregated < cfg.participation.min_clients
                 with timer("aggregate"):
                     if skipped:  # too few survivors: keep the weights, count the round
                         state = replace(state, round=rnd)
@@ -250,7 +247,7 @@ def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: lis
         checkpoint_s=t0["checkpoint"], other_s=t0["other"],
         compute_max_s=max(t["compute"] for t, _, _ in per_rank),
         wait_max_s=max(t["wait"] for t, _, _ in per_rank),
-        train_loss=sum(v * n for v, n in losses) / max(w, 1),
+        train_loss=sum(v * n for v, n in losses) / w if w else float("nan"),
         eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2],
         dropped=n_out["dropped"] + sum(f.drop == "before" for f in fates), late=n_out["late"],
         rejected=n_out["rejected"], skipped=skipped, sim_round_s=sim_round, sim_wait_s=sim_wait,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import client, config, participation, runner
+from .. import client, config, participation, runner, seeds
 from ..wire.comm import LocalComm
 
 
@@ -39,7 +39,7 @@ def bare_round(ctx: runner.Run, cfg: config.RunConfig, rnd: int) -> float:
     model = ctx.model
     for cid in participation.sample_clients(cfg, rnd):
         shard = ctx.shards[cid]
-        gen = torch.Generator().manual_seed(runner.client_seed(cfg.seed, rnd, cid))
+        gen = seeds.generator(seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), seeds.Stream.BATCHES)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = client.make_optimizer(params, cfg.client)
         model.train()

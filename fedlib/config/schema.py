@@ -212,6 +212,7 @@ class PrivacyConfig:
     clip: float = 1.0  # mode=client: L2 bound C on each client update
     epsilon_budget: float | None = None  # mode=client: stop before a round would exceed it
     accountant: Literal["rdp", "prv"] = "rdp"  # Opacus accountant
+    secure_noise: bool = False  # DP noise from OS entropy (not reproducible); false = seeded simulation
 
     def __post_init__(self) -> None:
         if self.mode == "none":
@@ -263,6 +264,9 @@ class RunConfig:
         _require(alg != "fedavg" or self.client.mu == 0, "client.mu",
                  f"is {self.client.mu}: a proximal term makes this FedProx; set strategy.algorithm: "
                  "fedprox (or client.mu: 0)")
+        _require(not (self.privacy.mode == "client" and self.participation.min_clients > 1),
+                 "participation.min_clients", "privacy.mode=client releases every round's noised sum "
+                 "(skipping a round on the client count would leak it); leave min_clients at 1")
         _require(not (self.privacy.mode == "sample" and self.client.mu > 0), "client.mu",
                  "FedProx's penalty is not per-example, so it cannot be combined with privacy.mode=sample")
 

@@ -4,7 +4,15 @@ in ε, and whether the budget allows another round. The runner calls the same ho
 the mode; `none` leaves everything as it is.
 
 - ``sample``: DP-SGD on every client with Opacus (fedlib.privacy.dpsgd);
-- ``client``: DP-FedAvg, clip each update, Gaussian noise on the sum (fedlib.privacy.client_level).
+- ``client``: DP-FedAvg, clip each update, Gaussian noise on the sum (fedlib.privacy.client_level);
+  clients are Poisson-sampled (fedlib.participation.sample_clients), as its accountant assumes.
+
+ε always comes from an Opacus accountant over the history of what each round actually used,
+kept in ``ServerState.extra`` (so it is checkpointed and composes across resumes).
+
+Noise is drawn from a generator seeded by the run seed (fedlib.seeds): a reproducible
+*simulation* of the mechanism, not a privacy guarantee — anyone with the config can replay the
+noise. ``privacy.secure_noise: true`` draws it from the operating system's entropy instead.
 """
 
 from __future__ import annotations
@@ -27,6 +35,12 @@ if TYPE_CHECKING:
 
 class Mechanism:
     """No privacy: the engine's own behaviour."""
+
+    always_releases = False  # True: every round's (noised) aggregate is released, never skipped
+
+    def plan(self, state: ServerState) -> None:
+        """Fix what the remaining rounds use given what `state` already spent (ConfigError if
+        that cannot be done); called once before the first round, fresh or resumed."""
 
     def admit(self, state: ServerState, rnd: int) -> str | None:
         """Why round `rnd` must not run (budget), or None."""
@@ -55,10 +69,10 @@ class Mechanism:
         return {}
 
 
-def make(cfg: RunConfig, shards: list[TextSplit], model: nn.Module) -> Mechanism:
+def make(cfg: RunConfig, shards: list[TextSplit], model: nn.Module, comm: Comm) -> Mechanism:
     if cfg.privacy.mode == "client":
         from .client_level import ClientLevel
-        return ClientLevel(cfg)
+        return ClientLevel(cfg, comm)
     if cfg.privacy.mode == "sample":
         from .dpsgd import SampleLevel
         return SampleLevel(cfg, [len(s) for s in shards], model)

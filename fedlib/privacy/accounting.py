@@ -25,6 +25,31 @@ def noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: in
                                       sample_rate=sample_rate, steps=steps, accountant=accountant))
 
 
+def noise_after(history: History, target_epsilon: float, delta: float, sample_rate: float,
+                steps: int, accountant: str = "rdp", tolerance: float = 0.01) -> float:
+    """The noise multiplier for `steps` more steps at `sample_rate` so that `history` plus them
+    spends at most `target_epsilon` (within `tolerance` below it). With no history this is
+    Opacus's own search; otherwise the same bisection on σ, each probe an Opacus composition of
+    the whole history. Raises ValueError when the history has already spent the target."""
+    if not history:
+        return noise_for(target_epsilon, delta, sample_rate, steps, accountant)
+
+    def eps(sigma: float) -> float:
+        return epsilon([*history, (sigma, sample_rate, steps)], delta, accountant)
+
+    spent = epsilon(history, delta, accountant)
+    lo, hi = 0.0, 10.0
+    while spent < target_epsilon and eps(hi) > target_epsilon and hi < 1e6:
+        lo, hi = hi, 2 * hi
+    if spent >= target_epsilon or eps(hi) > target_epsilon:
+        raise ValueError(f"epsilon already spent is {spent:.4f}; no noise multiplier keeps {steps} "
+                         f"more steps at sample rate {sample_rate:g} within {target_epsilon}")
+    while target_epsilon - eps(hi) > tolerance and hi - lo > 1e-9 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if eps(mid) <= target_epsilon else (mid, hi)
+    return hi
+
+
 def merge(history: list[list[float]], sigma: float, q: float, steps: int) -> list[list[float]]:
     """Append `steps` steps at (sigma, q), merging with the last entry when it matches."""
     if history and history[-1][0] == sigma and history[-1][1] == q:

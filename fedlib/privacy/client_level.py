@@ -1,25 +1,40 @@
-"""Client-level DP-FedAvg (McMahan et al. 2018): each client's update is clipped to L2 norm C
-and weighted 1; the sum over the round gets Gaussian noise N(0, (σC)²) once, after the
-cross-rank reduce, from a generator seeded by (seed, round) so every rank adds the same noise;
-the average divides by the expected number of clients m (a fixed denominator keeps the
-sensitivity C/m whoever drops out). The accountant sees one step per round at sampling rate
-q = m / num_clients.
+"""Client-level DP-FedAvg (McMahan et al. 2018).
+
+- Sampling: each client joins a round independently with probability q = m / num_clients
+  (Poisson sampling, fedlib.participation.sample_clients), the sampling Opacus' RDP/PRV
+  accountants assume; the number of clients varies per round.
+- Each client's update is clipped to L2 norm C and weighted 1; the sum over the round gets
+  Gaussian noise N(0, (σC)²) once, after the cross-rank reduce, from a generator seeded by
+  (seed, round) (fedlib.seeds) so every rank adds the same noise; the average divides by the
+  *expected* number of clients m = q·N, a fixed denominator that keeps the sensitivity C/m
+  whoever is sampled or drops out.
+- Every round releases its noised sum, even when no client was sampled or survived (then the
+  release is noise / m): skipping a round because few clients came would reveal the count,
+  which the accountant does not cover. So every round is one accountant step at (σ, q).
+- Spending is an Opacus history [[σ, q, rounds], ...] in ``ServerState.extra["client_dp"]``;
+  ε is its composition. On resume under ``target_epsilon``, the remaining rounds get the σ
+  that spends only the remaining budget (the last σ when it still fits).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from ..config import RunConfig
+from .. import seeds
+from ..config import ConfigError, RunConfig
+from ..seeds import Stream
 from ..wire.aggregate import Aggregate
 from . import Mechanism, accounting
 
 if TYPE_CHECKING:
     from ..strategies import ServerState
+    from ..wire.comm import Comm
     from ..wire.flat import FlatParams
+
+KEY = "client_dp"
 
 
 def clip_(flat: FlatParams, base: torch.Tensor, c: float) -> float:
@@ -35,20 +50,50 @@ def clip_(flat: FlatParams, base: torch.Tensor, c: float) -> float:
 
 
 class ClientLevel(Mechanism):
-    def __init__(self, cfg: RunConfig) -> None:
+    always_releases = True
+
+    def __init__(self, cfg: RunConfig, comm: Comm) -> None:
         p = cfg.privacy
         self.cfg, self.p = cfg, p
-        self.m = cfg.clients_per_round
-        self.q = self.m / cfg.federation.num_clients
-        self.sigma = p.noise_multiplier or accounting.noise_for(
-            p.target_epsilon, p.delta, self.q, cfg.federation.rounds, p.accountant)
+        self.q = cfg.clients_per_round / cfg.federation.num_clients
+        self.m = self.q * cfg.federation.num_clients
+        self.sigma = p.noise_multiplier
+        # secure_noise: one OS-entropy root per run, shared by the ranks that all add the noise
+        self.root = (comm.bcast_obj(seeds.secure_entropy() if comm.rank == 0 else None)
+                     if p.secure_noise else cfg.seed)
 
-    def epsilon(self, rounds: int) -> float:
-        return accounting.epsilon([(self.sigma, self.q, rounds)], self.p.delta, self.p.accountant)
+    @staticmethod
+    def history(state: ServerState) -> list[list[float]]:
+        return list(state.extra.get(KEY, []))
+
+    def plan(self, state: ServerState) -> None:
+        p, hist = self.p, self.history(state)
+        if p.target_epsilon is None:
+            return
+        remaining = self.cfg.federation.rounds - state.round
+        if remaining <= 0:
+            return
+        last = hist[-1][0] if hist else None
+        if last is not None and accounting.epsilon(
+                [*hist, (last, self.q, remaining)], p.delta, p.accountant) <= p.target_epsilon:
+            self.sigma = last  # the plan still fits (e.g. an unchanged resume): keep it
+            return
+        try:
+            self.sigma = accounting.noise_after(hist, p.target_epsilon, p.delta, self.q, remaining,
+                                                p.accountant)
+        except ValueError as e:
+            raise ConfigError(
+                f"privacy.target_epsilon={p.target_epsilon}: the checkpoint's {state.round} rounds "
+                f"cannot be followed by {remaining} more (federation.rounds="
+                f"{self.cfg.federation.rounds}) within the budget: {e}") from None
+
+    def epsilon(self, history: accounting.History) -> float:
+        return accounting.epsilon(history, self.p.delta, self.p.accountant)
 
     def admit(self, state: ServerState, rnd: int) -> str | None:
         budget = self.p.epsilon_budget
-        if budget is not None and (eps := self.epsilon(rnd)) > budget:
+        if budget is not None and (
+                eps := self.epsilon([*self.history(state), (self.sigma, self.q, 1)])) > budget:
             return (f"privacy budget: round {rnd} would bring epsilon to {eps:.3f} > "
                     f"privacy.epsilon_budget={budget} (delta={self.p.delta}); stopped after round {rnd - 1}")
         return None
@@ -60,14 +105,19 @@ class ClientLevel(Mechanism):
         clip_(flat, base, self.p.clip)
 
     def finish(self, agg: Aggregate, rnd: int) -> Aggregate:
-        return noised(agg, self.sigma * self.p.clip, self.m, seed=(self.cfg.seed, rnd))
+        return noised(agg, self.sigma * self.p.clip, self.m,
+                      seeds.generator(self.root, Stream.CLIENT_NOISE, rnd))
+
+    def record(self, state: ServerState, comm: Comm) -> ServerState:
+        hist = accounting.merge(self.history(state), self.sigma, self.q, 1)
+        return replace(state, extra={**state.extra, KEY: hist})
 
     def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
-        return {"epsilon": self.epsilon(rnd)}
+        return {"epsilon": self.epsilon(self.history(state)), "noise_multiplier": self.sigma,
+                "sample_rate": self.q}
 
 
-def noised(agg: Aggregate, std: float, denominator: int, seed: tuple[int, int]) -> Aggregate:
+def noised(agg: Aggregate, std: float, denominator: float, generator: torch.Generator) -> Aggregate:
     """The aggregate with N(0, std²) added to its sum and the fixed `denominator` as its weight."""
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([*seed, 0xD9]).generate_state(1)[0]))
-    noise = torch.randn(agg.numel, generator=gen)
+    noise = torch.randn(agg.numel, generator=generator)
     return agg.replace(total=agg.total + std * noise, weight=float(denominator))

@@ -1,6 +1,9 @@
 """Sample-level DP-SGD on every client with Opacus: per-example gradients (GradSampleModule),
-clipping and Gaussian noise (DPOptimizer), Poisson-sampled batches seeded by (seed, round,
-client). Each client's spending is its own Opacus history — (σ, q, steps) per round it took
+clipping and Gaussian noise (DPOptimizer), Poisson-sampled batches; batches, dropout masks and
+noise are three streams of the client's (seed, round, client) training seed (fedlib.seeds).
+With ``privacy.secure_noise`` the noise generator is seeded from OS entropy per client round
+and Opacus's ``secure_mode`` (noise robust to floating-point attacks) is on.
+Each client's spending is its own Opacus history — (σ, q, steps) per round it took
 part in — kept in ``ServerState.extra["dp_sgd"]`` so it is checkpointed and, being gathered
 from all ranks every round, the same whatever rank trained the client.
 
@@ -12,6 +15,7 @@ which gives Opacus a batch dimension of 1 and breaks per-sample gradients; we pa
 from __future__ import annotations
 
 import inspect
+import secrets
 import time
 import warnings
 from dataclasses import replace
@@ -23,8 +27,9 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from .. import client
+from .. import client, seeds
 from ..config import ClientConfig, RunConfig
+from ..seeds import Stream
 from . import Mechanism, accounting
 
 # Opacus's hooks on the embedding layer fire with no input requiring grad; harmless.
@@ -43,7 +48,6 @@ class SampleLevel(Mechanism):
         self.gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         self.positions = "position_ids" in inspect.signature(model.forward).parameters
         self.pending: list[tuple[int, float, float, int]] = []
-        self.round_clients: list[int] = []
         self._sigma: dict[int, float] = {}
 
     def sigma_q(self, cid: int) -> tuple[float, float]:
@@ -58,14 +62,16 @@ class SampleLevel(Mechanism):
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
               penalty: Any = None) -> client.ClientResult:
         t0 = time.perf_counter()
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seeds.seed(seed, Stream.DROPOUT))  # dropout masks
+        gen = seeds.generator(seed, Stream.BATCHES)  # Poisson batches
+        noise = (torch.Generator().manual_seed(secrets.randbits(64)) if self.p.secure_noise
+                 else seeds.generator(seed, Stream.SAMPLE_NOISE))
         sigma, q = self.sigma_q(cid)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = DPOptimizer(client.make_optimizer(params, replace(cfg, max_grad_norm=None)),
                           noise_multiplier=sigma, max_grad_norm=self.p.max_grad_norm,
                           expected_batch_size=cfg.batch_size,
-                          generator=torch.Generator().manual_seed(seed ^ 0x5EED))
+                          generator=noise, secure_mode=self.p.secure_noise)
         model.train()
         steps = client.num_steps(len(shard), cfg)
         losses = []
@@ -93,7 +99,6 @@ class SampleLevel(Mechanism):
         hist = dict(state.extra.get("dp_sgd", {}))
         for cid, sigma, q, steps in spent:
             hist[cid] = accounting.merge(hist.get(cid, []), sigma, q, steps)
-        self.round_clients = sorted(cid for cid, *_ in spent)
         return replace(state, extra={**state.extra, "dp_sgd": hist})
 
     def client_epsilon(self, state: ServerState, cid: int) -> float:
@@ -101,5 +106,7 @@ class SampleLevel(Mechanism):
         return accounting.epsilon(hist, self.p.delta, self.p.accountant)
 
     def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
-        eps = [self.client_epsilon(state, c) for c in self.round_clients] or [0.0]
+        """Max and mean ε over every client that has trained so far (a client's spending stays
+        when it sits a round out, so eps_max never goes down)."""
+        eps = [self.client_epsilon(state, c) for c in state.extra.get("dp_sgd", {})] or [0.0]
         return {"eps_max": max(eps), "eps_mean": float(np.mean(eps))}

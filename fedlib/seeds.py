@@ -1,0 +1,69 @@
+"""Every random stream of a run, derived from the run seed with its own domain tag.
+
+A stream's 64-bit seed is ``SeedSequence([seed, TAG, *ids])``: the tag comes first and each
+tag always takes the same number of ids, so two streams can only coincide by a 64-bit
+accident (a SeedSequence pads short entropy with zeros, so ``[seed, rnd, cid]`` and
+``[seed, rnd, 0xD9]`` — once client 217's training and the DP noise — were the same stream).
+Nothing here depends on the rank, so 1 or 96 ranks draw the same numbers.
+
+Streams and their ids:
+- ``MODEL_INIT`` (): initial weights (head, or everything for random-init presets);
+- ``PARTITION`` (): which examples each client holds;
+- ``SAMPLING`` (round): which clients a round samples;
+- ``FATE`` (round, client): dropout and straggler draws;
+- ``CLIENT`` (round, client): the client's training seed, the root of its three streams
+  below (derived from that seed with no ids, so `client.train` needs only one number):
+  - ``BATCHES``: its batch order (or DP-SGD's Poisson batches);
+  - ``DROPOUT``: nn.Dropout masks (torch's global generator) while it trains;
+  - ``SAMPLE_NOISE``: DP-SGD's per-step Gaussian noise;
+- ``CLIENT_NOISE`` (round): client-level DP's Gaussian noise on the round's sum.
+
+With ``privacy.secure_noise`` the noise streams take OS entropy instead of the run seed
+(`secure_entropy`), so they cannot be replayed from the config.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import IntEnum
+
+import numpy as np
+import torch
+
+
+class Stream(IntEnum):
+    MODEL_INIT = 0x1D17
+    PARTITION = 0x9A27
+    SAMPLING = 0x5A5A
+    FATE = 0xFA7E
+    CLIENT = 0xC11E
+    BATCHES = 0xBA7C
+    DROPOUT = 0xD50F
+    CLIENT_NOISE = 0xC015
+    SAMPLE_NOISE = 0x5015
+
+
+ARITY = {Stream.MODEL_INIT: 0, Stream.PARTITION: 0, Stream.SAMPLING: 1, Stream.FATE: 2,
+         Stream.CLIENT: 2, Stream.BATCHES: 0, Stream.DROPOUT: 0, Stream.SAMPLE_NOISE: 0,
+         Stream.CLIENT_NOISE: 1}
+
+
+def seed(run_seed: int, stream: Stream, *ids: int) -> int:
+    """The stream's 64-bit seed (for torch.manual_seed / torch.Generator)."""
+    if len(ids) != ARITY[stream]:
+        raise ValueError(f"stream {stream.name} takes {ARITY[stream]} ids, got {len(ids)}")
+    ss = np.random.SeedSequence([int(run_seed), int(stream), *(int(i) for i in ids)])
+    return int(ss.generate_state(1, dtype=np.uint64)[0])
+
+
+def rng(run_seed: int, stream: Stream, *ids: int) -> np.random.Generator:
+    return np.random.default_rng(seed(run_seed, stream, *ids))
+
+
+def generator(run_seed: int, stream: Stream, *ids: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed(run_seed, stream, *ids))
+
+
+def secure_entropy() -> int:
+    """128 bits from the operating system's entropy source (os.urandom via `secrets`)."""
+    return secrets.randbits(128)

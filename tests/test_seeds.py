@@ -1,0 +1,38 @@
+"""Every random stream has its own domain tag: no two streams of a run share a seed."""
+
+import numpy as np
+import pytest
+
+from fedlib import seeds
+from fedlib.seeds import Stream
+
+
+def test_streams_never_coincide():
+    rounds, clients, run_seed = 200, 300, 0
+    out = [seeds.seed(run_seed, Stream.MODEL_INIT), seeds.seed(run_seed, Stream.PARTITION)]
+    for r in range(1, rounds + 1):
+        out += [seeds.seed(run_seed, Stream.SAMPLING, r), seeds.seed(run_seed, Stream.CLIENT_NOISE, r)]
+        for c in range(clients):
+            root = seeds.seed(run_seed, Stream.CLIENT, r, c)
+            out += [root, seeds.seed(run_seed, Stream.FATE, r, c),
+                    *(seeds.seed(root, s) for s in (Stream.BATCHES, Stream.DROPOUT, Stream.SAMPLE_NOISE))]
+    assert len(out) == 2 + rounds * (2 + 5 * clients)
+    assert len(set(out)) == len(out)
+
+
+def test_old_collision_noise_vs_client_217_is_gone():
+    # before: client training SeedSequence([seed, rnd, cid]) and the client-level DP noise
+    # SeedSequence([seed, rnd, 0xD9]) were one stream for cid = 217 = 0xD9
+    old = [int(np.random.SeedSequence(e).generate_state(1)[0]) for e in ([0, 5, 217], [0, 5, 0xD9])]
+    assert old[0] == old[1]
+    assert seeds.seed(0, Stream.CLIENT, 5, 217) != seeds.seed(0, Stream.CLIENT_NOISE, 5)
+    # a SeedSequence pads with zeros: a fixed arity per tag keeps [.., r] and [.., r, 0] apart
+    with pytest.raises(ValueError, match="CLIENT_NOISE takes 1 ids"):
+        seeds.seed(0, Stream.CLIENT_NOISE, 5, 0)
+
+
+def test_seeds_are_stable_64_bit_values():
+    s = seeds.seed(7, Stream.FATE, 3, 4)
+    assert s == seeds.seed(7, Stream.FATE, 3, 4) and 0 <= s < 2**64
+    assert s != seeds.seed(8, Stream.FATE, 3, 4) != seeds.seed(7, Stream.FATE, 4, 3)
+    assert seeds.secure_entropy() != seeds.secure_entropy()
