@@ -34,6 +34,9 @@ class DataConfig:
     max_train_samples: int | None = None  # use the first N training examples
     max_eval_samples: int | None = None  # use the first N evaluation examples
     eval_split: Literal["dev", "test"] = "test"  # split scored by evaluation
+    config: str | None = None  # HF dataset configuration name (load_dataset(name, config)), e.g. a GLUE task
+    text_column: str = "text"  # column (JSONL key) holding the text
+    label_column: str = "label"  # column (JSONL key) holding the label: ClassLabel, int or string
 
     def __post_init__(self) -> None:
         _require(self.max_length >= 8, "data.max_length", "must be >= 8")
