@@ -131,6 +131,7 @@ class FederationConfig:
     aggregation: Literal["collective", "p2p"] = "collective"  # allreduce, or the rank-0 star baseline
     eval_every: int = 1  # 0 = never (timing runs); otherwise every k rounds and the last
     checkpoint_every: int = 1  # 0 = never
+    export: bool = True  # at the end, write the global model as a Hugging Face folder to <run>/model
     chunk_mb: int = 1024  # message chunk size; MPI counts are int32, so stay < 2 GiB
     placement: Literal["round_robin", "balanced"] = "round_robin"  # balanced = LPT on estimated work
     payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # client updates on the wire (summed in fp32)
