@@ -56,13 +56,15 @@ def test_exported_model_scores_the_runs_last_accuracy(run, lora, tmp_path):
     tok = models.load_tokenizer(cfg.model)
     assert cli.main(["export", str(cfg.run_dir), str(tmp_path / "again")]) == 0  # from the checkpoint
     assert res.summary["accuracy"] != res.summary["majority_rate"]  # not a constant prediction
+    untrained = models.build(cfg.model, num_labels=len(LABELS), seed=cfg.seed)
+    trained = _logits(_reference(cfg, res), cfg, tok)
+    assert (trained - _logits(untrained, cfg, tok)).abs().max() > 1e-3  # exporting init would fail
     for out in (cfg.run_dir / "model", tmp_path / "again"):  # the end of the run, and the CLI
         m = AutoModelForSequenceClassification.from_pretrained(out)
         assert type(m).__name__ == "BertForSequenceClassification"  # LoRA merged: no peft left
         assert m.config.id2label == dict(enumerate(LABELS)) and m.config.label2id["result"] == 2
         assert abs(_accuracy(m, cfg, tok) - res.summary["accuracy"]) <= 1e-6
-        torch.testing.assert_close(_logits(m, cfg, tok), _logits(_reference(cfg, res), cfg, tok),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(_logits(m, cfg, tok), trained, rtol=1e-5, atol=1e-5)
         exported_tok = AutoTokenizer.from_pretrained(out)
         assert torch.equal(data.load(cfg.data, exported_tok).eval.input_ids,
                            data.load(cfg.data, tok).eval.input_ids)
