@@ -1,6 +1,6 @@
 """`python -m fedlib run params/x.yaml [--set k=v ...] [--resume]` (also under mpiexec),
 `python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
-`python -m fedlib config-keys`.
+`python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,13 @@ def _keys(_: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    print(export_run(args.run_dir, args.out, adapter=args.adapter))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -67,6 +74,11 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_run)
     k = sub.add_parser("config-keys", help="print every config key as a Markdown table")
     k.set_defaults(fn=_keys)
+    e = sub.add_parser("export", help="write a run's global model as a Hugging Face folder")
+    e.add_argument("run_dir", help="a run folder with checkpoint.pt (outputs/<name>)")
+    e.add_argument("out", help="new folder for the model (from_pretrained loads it)")
+    e.add_argument("--adapter", action="store_true", help="LoRA runs: the adapter alone (peft), not merged")
+    e.set_defaults(fn=_export)
     b = sub.add_parser("bench", help="system benchmarks writing CSV to outputs/bench/")
     b.add_argument("which", nargs="*", default=[], help="benchmarks to run (default: all)")
     b.add_argument("--out", default="outputs/bench", help="output folder")

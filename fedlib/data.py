@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .config import DataConfig
+from .config import ConfigError, DataConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,8 @@ def resolve(name: str, subset: str = "full") -> Path | None:
     return None
 
 
-def read_jsonl(path: Path, num_labels: int) -> tuple[list[str], list[int]]:
+def read_jsonl(path: Path, num_labels: int, text_key: str = "text", label_key: str = "label"
+               ) -> tuple[list[str], list[int]]:
     texts: list[str] = []
     labels: list[int] = []
     with open(path, encoding="utf-8") as f:
@@ -52,14 +53,14 @@ def read_jsonl(path: Path, num_labels: int) -> tuple[list[str], list[int]]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "text" not in row or "label" not in row:
-                raise DataError(f'{path}:{lineno}: expected an object with "text" and "label"')
-            text, label = row["text"], row["label"]
+            if not isinstance(row, dict) or text_key not in row or label_key not in row:
+                raise DataError(f'{path}:{lineno}: expected an object with "{text_key}" and "{label_key}"')
+            text, label = row[text_key], row[label_key]
             if not isinstance(text, str) or not text:
-                raise DataError(f"{path}:{lineno}: 'text' must be a non-empty string")
+                raise DataError(f"{path}:{lineno}: '{text_key}' must be a non-empty string")
             if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < num_labels:
                 raise DataError(
-                    f"{path}:{lineno}: 'label' must be an integer in [0, {num_labels}), "
+                    f"{path}:{lineno}: '{label_key}' must be an integer in [0, {num_labels}), "
                     f"got {label!r}"
                 )
             texts.append(text)
@@ -86,36 +87,75 @@ def load_texts(cfg: DataConfig) -> tuple[dict[str, tuple[list[str], list[int]]],
             p = folder / f"{s}.jsonl"
             if not p.is_file():
                 raise DataError(f"{p}: missing (data.name={cfg.name!r})")
-            out[s] = read_jsonl(p, len(names))
+            out[s] = read_jsonl(p, len(names), cfg.text_column, cfg.label_column)
         return out, [str(n) for n in names]
     return _load_hub(cfg, splits)
 
 
 def _load_hub(cfg: DataConfig, splits: tuple[str, ...]) -> Any:
-    """A `datasets` id or saved dataset path with `text`/`label` columns (ClassLabel)."""
+    """A `datasets` id (with `data.config`) or a `save_to_disk` folder; its text and label columns
+    are `data.text_column` / `data.label_column`."""
     import datasets
 
     try:
         if (Path(cfg.name) / "dataset_dict.json").is_file():  # a `save_to_disk` folder
+            if cfg.config is not None:
+                raise ConfigError(f"data.config={cfg.config!r}: {cfg.name} is a saved dataset, "
+                                  "which has no configurations; leave data.config null")
             ds = datasets.load_from_disk(cfg.name)
         else:
-            ds = datasets.load_dataset(cfg.name)
+            ds = datasets.load_dataset(cfg.name, cfg.config)
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001 - re-raised with the key that caused it
         where = ", ".join(str(p) for p in search_path())
         raise DataError(
-            f"data.name={cfg.name!r}: not a folder with labels.json under [{where}] "
-            f"and not loadable with datasets.load_dataset ({type(e).__name__}: {e})"
+            f"data.name={cfg.name!r} (data.config={cfg.config!r}): not a folder with labels.json under "
+            f"[{where}] and not loadable with datasets.load_dataset ({type(e).__name__}: {e})"
         ) from None
     alias = {"dev": ["validation", "dev"], "test": ["test"], "train": ["train"]}
-    feature = ds["train"].features["label"]
-    names = list(getattr(feature, "names", [])) or sorted({int(x) for x in ds["train"]["label"]})
-    out = {}
+    found = {}
     for s in splits:
         split = next((a for a in alias[s] if a in ds), None)
         if split is None:
             raise DataError(f"data.name={cfg.name!r}: no {s!r} split (has {list(ds)})")
-        out[s] = (list(ds[split]["text"]), [int(x) for x in ds[split]["label"]])
-    return out, [str(n) for n in names]
+        for key in ("text_column", "label_column"):
+            col = getattr(cfg, key)
+            if col not in ds[split].column_names:
+                raise ConfigError(f"data.{key}={col!r}: {cfg.name} split {split!r} has no such column; "
+                                  f"its columns are {ds[split].column_names}")
+        found[s] = ds[split]
+    names = label_names(found["train"], cfg.label_column)
+    index = {n: i for i, n in enumerate(names)}
+    out = {}
+    for s, d in found.items():
+        texts = [str(t) for t in d[cfg.text_column]]
+        feature = d.features[cfg.label_column]
+        raw = d[cfg.label_column]
+        if isinstance(feature, datasets.ClassLabel):
+            labels = [int(x) for x in raw]
+        else:
+            unknown = sorted({str(x) for x in raw} - set(index))
+            if unknown:
+                raise DataError(f"data.label_column={cfg.label_column!r}: split {s!r} has labels "
+                                f"{unknown[:5]} that the train split lacks")
+            labels = [index[str(x)] for x in raw]
+        out[s] = (texts, labels)
+    return out, names
+
+
+def label_names(split: Any, column: str) -> list[str]:
+    """A ClassLabel's names; else the distinct values in the train split, sorted (ints numerically,
+    so labels 0..k-1 keep their ids), mapped to ids by position."""
+    import datasets
+
+    feature = split.features[column]
+    if isinstance(feature, datasets.ClassLabel):
+        return [str(n) for n in feature.names]
+    values = set(split[column])
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return [str(v) for v in sorted(values)]
+    return sorted(str(v) for v in values)
 
 
 @dataclass(frozen=True)

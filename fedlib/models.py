@@ -87,7 +87,29 @@ def resolve(name: str) -> ModelSpec:
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
-    return AutoTokenizer.from_pretrained(resolve(cfg.name).tokenizer)
+    source = resolve(cfg.name).tokenizer
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (ImportError, OSError, ValueError) as e:
+        missing = _missing_sentencepiece()
+        if not missing:
+            raise
+        raise ImportError(  # transformers' own message blames tiktoken, which is beside the point
+            f"model.name={cfg.name!r}: its tokenizer could not be loaded and {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; ALBERT (spiece.model) and "
+            f"DeBERTa-v3 (spm.model) checkpoints need both: pip install sentencepiece protobuf "
+            f"({type(e).__name__}: {e})") from e
+
+
+def _missing_sentencepiece() -> list[str]:
+    """The SentencePiece conversion's packages that cannot be imported here."""
+    missing = []
+    for module, package in (("sentencepiece", "sentencepiece"), ("google.protobuf", "protobuf")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    return missing
 
 
 def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:

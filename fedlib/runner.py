@@ -81,7 +81,8 @@ class Run:
         return float(buf[-1] / max(cm.sum(), 1)), acc, f1
 
 
-RESUMABLE = {"federation.rounds", "federation.eval_every", "federation.checkpoint_every", "threads"}
+RESUMABLE = {"federation.rounds", "federation.eval_every", "federation.checkpoint_every", "federation.export",
+             "threads"}
 
 
 def _changed_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
@@ -222,6 +223,10 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         if r0:
             rlog.close()
             clog.close()
+    if r0 and fed.export:
+        from . import export
+
+        export.write(cfg, state.weights, ctx.data.label_names, run_dir / export.FOLDER)
     return _finish(cfg, comm, ctx, state, stopped)
 
 

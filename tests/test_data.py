@@ -69,3 +69,54 @@ def test_hf_saved_dataset(tmp_path):
     datasets.DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "hf"))
     raw, names = data.load_texts(config.DataConfig(name=str(tmp_path / "hf")))
     assert names == ["neg", "pos"] and raw["train"] == (["good", "bad", "fine"], [1, 0, 1])
+
+
+def _saved(tmp_path: Path, columns: dict[str, list]) -> Path:
+    import datasets
+
+    split = datasets.Dataset.from_dict(columns)
+    datasets.DatasetDict({"train": split, "validation": split.select([2, 0])}).save_to_disk(
+        str(tmp_path / "hf"))
+    return tmp_path / "hf"
+
+
+def test_hf_columns_by_name_with_string_labels(tmp_path):
+    path = _saved(tmp_path, {"sentence": ["good", "bad", "fine"], "category": ["pos", "neg", "pos"],
+                             "idx": [0, 1, 2]})
+    cfg = config.DataConfig(name=str(path), eval_split="dev", text_column="sentence",
+                            label_column="category")
+    raw, names = data.load_texts(cfg)
+    assert names == ["neg", "pos"]
+    assert raw["train"] == (["good", "bad", "fine"], [1, 0, 1]) and raw["dev"] == (["fine", "good"], [1, 1])
+
+
+def test_hf_integer_labels_not_starting_at_zero_map_to_ids(tmp_path):
+    path = _saved(tmp_path, {"text": ["a", "b", "c"], "stars": [5, 1, 5]})
+    raw, names = data.load_texts(config.DataConfig(name=str(path), eval_split="dev", label_column="stars"))
+    assert names == ["1", "5"] and raw["train"][1] == [1, 0, 1]
+
+
+@pytest.mark.parametrize(("key", "value"), [("text_column", "text"), ("label_column", "label")])
+def test_hf_missing_column_names_the_key_and_the_columns(tmp_path, key, value):
+    path = _saved(tmp_path, {"sentence": ["good", "bad", "fine"], "label": [1, 0, 1]})
+    cfg = config.DataConfig(name=str(path), eval_split="dev",
+                            **{"text_column": "sentence", "label_column": "label", key: "nope"})
+    with pytest.raises(config.ConfigError, match=re.escape(
+            f"data.{key}='nope': {path} split 'train' has no such column; its columns are "
+            "['sentence', 'label']")):
+        data.load_texts(cfg)
+
+
+def test_hf_config_on_a_saved_dataset_is_an_error(tmp_path):
+    path = _saved(tmp_path, {"text": ["a", "b", "c"], "label": [0, 1, 0]})
+    with pytest.raises(config.ConfigError, match="data.config='sst2'"):
+        data.load_texts(config.DataConfig(name=str(path), config="sst2", eval_split="dev"))
+
+
+def test_jsonl_columns_by_name(tmp_path):
+    d = _folder(tmp_path, ['{"sentence": "ok", "y": 1}', '{"sentence": "no", "y": 0}'])
+    raw, _ = data.load_texts(config.DataConfig(name=str(d), subset="full", text_column="sentence",
+                                               label_column="y"))
+    assert raw["train"] == (["ok", "no"], [1, 0])
+    with pytest.raises(data.DataError, match='expected an object with "text" and "label"'):
+        data.load_texts(config.DataConfig(name=str(d), subset="full"))

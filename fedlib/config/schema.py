@@ -34,6 +34,9 @@ class DataConfig:
     max_train_samples: int | None = None  # use the first N training examples
     max_eval_samples: int | None = None  # use the first N evaluation examples
     eval_split: Literal["dev", "test"] = "test"  # split scored by evaluation
+    config: str | None = None  # HF dataset configuration name (load_dataset(name, config)), e.g. a GLUE task
+    text_column: str = "text"  # column (JSONL key) holding the text
+    label_column: str = "label"  # column (JSONL key) holding the label: ClassLabel, int or string
 
     def __post_init__(self) -> None:
         _require(self.max_length >= 8, "data.max_length", "must be >= 8")
@@ -131,6 +134,7 @@ class FederationConfig:
     aggregation: Literal["collective", "p2p"] = "collective"  # allreduce, or the rank-0 star baseline
     eval_every: int = 1  # 0 = never (timing runs); otherwise every k rounds and the last
     checkpoint_every: int = 1  # 0 = never
+    export: bool = True  # at the end, write the global model as a Hugging Face folder to <run>/model
     chunk_mb: int = 1024  # message chunk size; MPI counts are int32, so stay < 2 GiB
     placement: Literal["round_robin", "balanced"] = "round_robin"  # balanced = LPT on estimated work
     payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # client updates on the wire (summed in fp32)

@@ -1,0 +1,88 @@
+"""A run's global model as a Hugging Face folder that `AutoModelForSequenceClassification
+.from_pretrained` loads (weights, config with the data set's label names, tokenizer), or, with
+`adapter=True`, the LoRA adapter alone for peft's `PeftModel.from_pretrained`.
+
+The model is rebuilt from the run's config and the flat global weights are set into it, so the end
+of a run and `python -m fedlib export RUN_DIR OUT` (any checkpoint, later) share one path: what
+does not travel (frozen or pretrained tensors, a preset's seeded init) comes back from the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from . import checkpoint, config, data, models
+from .flat import FlatParams
+
+FOLDER = "model"  # <run_dir>/model: written at the end of a run (federation.export)
+
+
+def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[str], out: Path,
+          adapter: bool = False) -> Path:
+    """Write the model that `weights` (the flat trainable parameters) describe to `out`, replacing
+    it whole (written beside it, then renamed: an interrupted export leaves the old one)."""
+    if adapter and not cfg.model.lora_r:
+        raise ValueError("--adapter: the run has no LoRA adapter (model.lora_r is 0); export the "
+                         "whole model instead")
+    if adapter and models.resolve(cfg.model.name).kind == "preset":
+        raise ValueError(f"--adapter: model.name={cfg.model.name!r} is a random-init preset, a base "
+                         "model that exists nowhere else; export the merged model instead")
+    model = models.build(cfg.model, num_labels=len(label_names), seed=cfg.seed)
+    FlatParams(model).set(weights.detach().to("cpu", torch.float32))
+    tokenizer = models.load_tokenizer(cfg.model)
+    _warn_folded_vocab(cfg, tokenizer)
+    out = Path(out)
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if adapter:
+        model.save_pretrained(tmp)  # peft: adapter_config.json + adapter weights (+ the classifier)
+        (tmp / "labels.json").write_text(json.dumps(list(label_names)))
+    else:
+        hf = _plain(model)
+        hf.config.id2label = dict(enumerate(label_names))
+        hf.config.label2id = {n: i for i, n in enumerate(label_names)}
+        hf.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def export_run(run_dir: Path, out: Path, adapter: bool = False) -> Path:
+    """Export the last checkpoint of `run_dir` (its weights and the config they were trained with)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: exists and is not empty; export into a new folder")
+    state, saved = checkpoint.load(Path(run_dir))
+    cfg = config.from_dict(saved)
+    _, names = data.load_texts(cfg.data)
+    return write(cfg, state.weights, names, out, adapter)
+
+
+def _plain(model: nn.Module) -> PreTrainedModel:
+    """The transformers model itself: LoRA merged into the base weights, peft wrappers gone."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if not isinstance(model, PreTrainedModel):
+        raise ValueError(f"{type(model).__name__} is not a transformers model class, so "
+                         "from_pretrained could not load it; export needs a standard HF head")
+    return model
+
+
+def _warn_folded_vocab(cfg: config.RunConfig, tokenizer: object) -> None:
+    vocab = models.preset_vocab(cfg.model)
+    if vocab is not None and vocab < len(tokenizer):  # type: ignore[arg-type]
+        warnings.warn(f"model.name={cfg.model.name!r}: the preset's vocabulary ({vocab}) is smaller "
+                      f"than its tokenizer's ({len(tokenizer)}); the run folded token ids into it, "  # type: ignore[arg-type]
+                      "so the exported tokenizer's ids must be folded too (id % vocab_size)", stacklevel=2)
