@@ -5,7 +5,6 @@ ranks give the same model.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, participation, partition, placement, privacy
+from . import checkpoint, client, config, data, launcher, models, participation, partition, placement, privacy
 from .codec import WIRE, Codec, ResidualStore
 from .comm import Comm, make_comm
 from .exchange import EXTRA, Exchange
@@ -101,10 +100,9 @@ def _changed_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") 
 
 
 def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
-    threads = cfg.threads
-    if threads is None and comm.size > 1:
-        local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", comm.size))
-        threads = max(1, (os.cpu_count() or 1) // local)
+    """`threads`, else the launcher's word (OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks
+    per node under Open MPI, Slurm, PALS or Hydra)."""
+    threads = cfg.threads if cfg.threads is not None else launcher.threads_per_rank(comm.size)
     if threads is not None:
         torch.set_num_threads(threads)
 
