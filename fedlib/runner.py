@@ -43,7 +43,7 @@ class Run:
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
         tok = models.load_tokenizer(cfg.model)
-        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model))
+        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model), comm=comm)
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
         parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
