@@ -42,7 +42,7 @@ def writable(path: Path) -> bool:
     p = path.expanduser().absolute()
     while not p.exists() and p != p.parent:
         p = p.parent
-    return os.access(p, os.W_OK)
+    return p.is_dir() and os.access(p, os.W_OK)
 
 
 def device_for(local_rank: int) -> str:
