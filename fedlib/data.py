@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from .config import ConfigError, DataConfig
+from .wire import launcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -200,29 +203,61 @@ def tokenize(texts: list[str], labels: list[int], tokenizer: Any, max_length: in
     return TextSplit(ids, enc["attention_mask"].sum(1).long(), torch.tensor(labels, dtype=torch.long))
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FEDLIB_CACHE", Path.home() / ".cache" / "fedlib"))
+def cache_dir() -> Path:
+    """Where fedlib caches tokenized data: $FEDLIB_CACHE, else $XDG_CACHE_HOME/fedlib, else
+    ~/.cache/fedlib. Point FEDLIB_CACHE at scratch or node-local storage where $HOME is
+    read-only on compute nodes (Frontier)."""
+    if os.environ.get("FEDLIB_CACHE"):
+        return Path(os.environ["FEDLIB_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "fedlib"
 
 
-def load(cfg: DataConfig, tokenizer: Any, vocab_size: int | None = None) -> TextData:
-    """Tokenized train and eval splits, cached on disk by (data, tokenizer, max_length)."""
+def tmp_name(path: Path) -> Path:
+    """A temporary name no other writer uses, even on another node sharing the folder."""
+    return path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+
+
+def _save(ts: TextSplit, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_name(path)
+        torch.save((ts.input_ids, ts.lengths, ts.labels), tmp)
+        os.replace(tmp, path)  # atomic: readers see the whole file or none
+    except OSError as e:  # a read-only cache slows the next start, it does not stop this one
+        warnings.warn(f"tokenized-data cache {path.parent} not writable ({e}); set FEDLIB_CACHE "
+                      f"to a writable folder", stacklevel=3)
+
+
+def load(cfg: DataConfig, tokenizer: Any, vocab_size: int | None = None, comm: Any = None
+         ) -> TextData:
+    """Tokenized train and eval splits, cached on disk by (data, tokenizer, max_length).
+
+    With a multi-rank `comm`, the first rank of each node tokenizes and writes the cache while
+    the others wait at a barrier and read it: a node-local cache is filled once per node, a
+    shared one once (concurrent writers on other nodes each replace it atomically)."""
     raw, names = load_texts(cfg)
+    parallel = comm is not None and comm.size > 1
+    writer = not parallel or launcher.local_rank() == 0
     out: dict[str, TextSplit] = {}
     for split, (texts, labels) in raw.items():
         key = hashlib.sha256(
             json.dumps([texts, labels, tokenizer.name_or_path, len(tokenizer), cfg.max_length,
                         vocab_size]).encode()
         ).hexdigest()[:24]
-        path = _cache_dir() / f"tok-{key}.pt"
-        if path.is_file():
-            ids, lengths, y = torch.load(path, weights_only=True)
-            ts = TextSplit(ids, lengths, y)
-        else:
+        path = cache_dir() / f"tok-{key}.pt"
+        ts = None
+        if writer and not path.is_file():
             ts = tokenize(texts, labels, tokenizer, cfg.max_length, vocab_size)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save((ts.input_ids, ts.lengths, ts.labels), tmp)
-            os.replace(tmp, path)
+            _save(ts, path)
+        if parallel:
+            comm.barrier()
+        if ts is None:
+            if path.is_file():
+                ids, lengths, y = torch.load(path, weights_only=True)
+                ts = TextSplit(ids, lengths, y)
+            else:  # the cache could not be written (or is not shared with this node's writer)
+                ts = tokenize(texts, labels, tokenizer, cfg.max_length, vocab_size)
         out[split] = ts
     train = out["train"]
     ev = out[cfg.eval_split]

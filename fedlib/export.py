@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from . import checkpoint, config, data, models
-from .flat import FlatParams
+from .wire.flat import FlatParams
 
 FOLDER = "model"  # <run_dir>/model: written at the end of a run (federation.export)
 

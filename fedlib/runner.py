@@ -5,7 +5,6 @@ ranks give the same model.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,7 +17,7 @@ from . import checkpoint, client, config, data, models, participation, partition
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
 from .strategies import ServerState, server_step
-from .wire import exchange, placement
+from .wire import exchange, launcher, placement
 from .wire.aggregate import Update
 from .wire.codec import WIRE, Codec, ResidualStore
 from .wire.comm import Comm, make_comm
@@ -41,7 +40,7 @@ class Run:
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
         tok = models.load_tokenizer(cfg.model)
-        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model))
+        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model), comm=comm)
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
         parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
@@ -99,10 +98,9 @@ def _changed_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") 
 
 
 def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
-    threads = cfg.threads
-    if threads is None and comm.size > 1:
-        local = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", comm.size))
-        threads = max(1, (os.cpu_count() or 1) // local)
+    """`threads`, else the launcher's word (OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks
+    per node under Open MPI, Slurm, PALS or Hydra)."""
+    threads = cfg.threads if cfg.threads is not None else launcher.threads_per_rank(comm.size)
     if threads is not None:
         torch.set_num_threads(threads)
 

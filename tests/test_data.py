@@ -120,3 +120,58 @@ def test_jsonl_columns_by_name(tmp_path):
     assert raw["train"] == (["ok", "no"], [1, 0])
     with pytest.raises(data.DataError, match='expected an object with "text" and "label"'):
         data.load_texts(config.DataConfig(name=str(d), subset="full"))
+
+
+def test_cache_dir_from_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("FEDLIB_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.cache_dir() == tmp_path / "xdg" / "fedlib"
+    monkeypatch.setenv("FEDLIB_CACHE", str(tmp_path / "scratch"))
+    assert data.cache_dir() == tmp_path / "scratch"
+
+
+def test_tmp_names_unique_per_host_and_pid(tmp_path, monkeypatch):
+    import os
+    import socket
+
+    name = data.tmp_name(tmp_path / "tok-x.pt").name
+    assert name.startswith("tok-x.pt.") and socket.gethostname() in name and str(os.getpid()) in name
+    monkeypatch.setattr(socket, "gethostname", lambda: "other-node")
+    assert data.tmp_name(tmp_path / "tok-x.pt").name != name  # same pid on another node
+
+
+class _Ranks:
+    """Two ranks of one node seen from one of them; counts barriers."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank, self.size, self.barriers = rank, 2, 0
+
+    def barrier(self) -> None:
+        self.barriers += 1
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_first_rank_of_a_node_writes_the_cache_others_wait(tmp_path, monkeypatch, local_rank):
+    monkeypatch.setenv("FEDLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", str(local_rank))
+    tok = models.load_tokenizer(config.ModelConfig(name="minilm"))
+    d = _folder(tmp_path, ['{"text": "short", "label": 0}', '{"text": "longer one", "label": 1}'])
+    comm = _Ranks(local_rank)
+    td = data.load(config.DataConfig(name=str(d), subset="full", max_length=32), tok, comm=comm)
+    assert comm.barriers == 2  # train and eval: everyone waits for the writer
+    written = sorted(p.name for p in (tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else []
+    assert len(written) == (1 if local_rank == 0 else 0)  # same texts for both splits: one file
+    assert not any(n.endswith(".tmp") for n in written)
+    assert len(td.train) == 2
+
+
+def test_unwritable_cache_still_loads(tmp_path, monkeypatch):
+    """A cache folder that cannot be created (read-only $HOME on compute nodes): warn, go on."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FEDLIB_CACHE", str(tmp_path / "file" / "fedlib"))
+    tok = models.load_tokenizer(config.ModelConfig(name="minilm"))
+    d = _folder(tmp_path, ['{"text": "short", "label": 0}'])
+    with pytest.warns(UserWarning, match="not writable"):
+        td = data.load(config.DataConfig(name=str(d), subset="full", max_length=32), tok)
+    assert len(td.train) == 1

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from fedlib import cli, client, config, data, models, runner
-from fedlib.flat import FlatParams
+from fedlib.wire.flat import FlatParams
 from tests import tiny_checkpoints as tc
 
 LABELS = ["background", "method", "result"]

@@ -8,10 +8,11 @@ per-round instrumentation does not depend on which implementation runs.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Protocol
 
 import numpy as np
+
+from . import launcher
 
 # Environment for launching Open MPI from fedlib (tests, benchmarks, notebook engines): allow
 # root (containers, CI), more ranks than cores, and keep Hugging Face offline.
@@ -132,12 +133,17 @@ class MPIComm:
 
 
 def under_mpi() -> bool:
-    """True when started by an MPI launcher (mpiexec, srun with PMI/PMIx), without importing MPI."""
-    return any(v in os.environ for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
+    """True when started by a parallel launcher (mpiexec, srun, PALS), without importing MPI."""
+    return launcher.launched()
 
 
 def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK) -> Comm:
-    """`auto` picks MPI when launched under mpiexec, else the local world of one."""
+    """`auto` picks MPI when a launcher started this process, else the local world of one.
+
+    An MPI world whose size differs from the launcher's stops here (`launcher.WorldMismatch`):
+    N one-rank worlds would otherwise each run the whole job into the same folder."""
     if kind == "local" or (kind == "auto" and not under_mpi()):
         return LocalComm()
-    return MPIComm(chunk_bytes=chunk_bytes)
+    comm = MPIComm(chunk_bytes=chunk_bytes)
+    launcher.check_world(comm.size)
+    return comm
