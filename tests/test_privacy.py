@@ -242,3 +242,15 @@ def test_client_level_same_on_two_ranks(tmp_path, tiny_cfg):
     torch.testing.assert_close(blob["weights"], one.state.weights, rtol=0, atol=1e-5)
     two = pd.read_csv(tmp_path / "two" / "rounds.csv")
     assert two["sampled"].tolist() == one.rounds["sampled"].tolist()
+
+
+def test_dpsgd_resume_to_more_rounds_keeps_every_client_within_target(tiny_cfg):
+    over = {"privacy.noise_multiplier": None, "privacy.target_epsilon": 8.0, "federation.rounds": 2}
+    cfg = tiny_cfg(**_sample_cfg(**over))
+    first = runner.run(cfg, progress=False)
+    assert first.rounds["eps_max"].iloc[-1] <= 8.0
+    res = runner.run(config.replace(cfg, **{"federation.rounds": 4}), resume=True, progress=False)
+    # planning the last 2 rounds as if all 4 were fresh spends 9.18 for a client in every round
+    assert 7.5 < res.rounds["eps_max"].iloc[-1] <= 8.0
+    hist = res.state.extra["dp_sgd"]
+    assert all(h[0][0] < h[-1][0] for h in hist.values() if len(h) > 1)  # more noise after the resume

@@ -28,7 +28,7 @@ from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from .. import client, seeds
-from ..config import ClientConfig, RunConfig
+from ..config import ClientConfig, ConfigError, RunConfig
 from ..seeds import Stream
 from . import Mechanism, accounting
 
@@ -49,15 +49,41 @@ class SampleLevel(Mechanism):
         self.positions = "position_ids" in inspect.signature(model.forward).parameters
         self.pending: list[tuple[int, float, float, int]] = []
         self._sigma: dict[int, float] = {}
+        self._spent: dict[int, list[list[float]]] = {}  # each client's history when the run started
+        self._left = cfg.federation.rounds  # rounds still to run
+
+    def plan(self, state: ServerState) -> None:
+        """Remember each client's spending so far: a resume (perhaps to more rounds) plans the
+        clients' remaining noise against what they already spent (`sigma_q`)."""
+        self._spent = {int(c): h for c, h in state.extra.get("dp_sgd", {}).items()}
+        self._left = self.cfg.federation.rounds - state.round
+        self._sigma.clear()
+        for cid in self._spent:  # only a client that already spent can be over budget: refuse now
+            self.sigma_q(cid)
 
     def sigma_q(self, cid: int) -> tuple[float, float]:
+        """The client's noise multiplier and Poisson rate. Under target_epsilon σ is planned as if
+        the client took part in every remaining round (an upper bound on its spending): the
+        fresh plan for all rounds when that still fits on top of its history (so an unchanged
+        resume equals the uninterrupted run), else the σ that spends only what is left."""
         n, c = self.sizes[cid], self.cfg.client
         q = min(1.0, c.batch_size / n)
         if cid not in self._sigma:
-            steps = client.num_steps(n, c) * self.cfg.federation.rounds  # if it took part every round
-            self._sigma[cid] = self.p.noise_multiplier or accounting.noise_for(
-                self.p.target_epsilon, self.p.delta, q, steps, self.p.accountant)
+            self._sigma[cid] = self.p.noise_multiplier or self._planned(cid, q, client.num_steps(n, c))
         return self._sigma[cid], q
+
+    def _planned(self, cid: int, q: float, steps_per_round: int) -> float:
+        p, hist = self.p, self._spent.get(cid, [])
+        left = steps_per_round * self._left
+        sigma = hist[-1][0] if hist else accounting.noise_for(
+            p.target_epsilon, p.delta, q, steps_per_round * self.cfg.federation.rounds, p.accountant)
+        if accounting.epsilon([*hist, (sigma, q, left)], p.delta, p.accountant) <= p.target_epsilon:
+            return sigma
+        try:
+            return accounting.noise_after(hist, p.target_epsilon, p.delta, q, left, p.accountant)
+        except ValueError as e:
+            raise ConfigError(f"privacy.target_epsilon={p.target_epsilon}: client {cid} cannot train "
+                              f"{left} more steps within the budget: {e}") from None
 
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
               penalty: Any = None) -> client.ClientResult:
