@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, participation, partition, placement, privacy
+from . import cache, checkpoint, client, config, data, models, participation, partition, placement, privacy
 from .codec import WIRE, Codec, ResidualStore
 from .comm import Comm, make_comm
 from .exchange import EXTRA, Exchange
@@ -46,6 +46,8 @@ class Run:
         tok = models.load_tokenizer(cfg.model)
         td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model))
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
+        if cfg.model.cache_features:  # clients train the part above the cached frozen prefix
+            model, td = cache.attach(model, td, cfg.model, comm)
         parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
