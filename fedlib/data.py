@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,15 +219,25 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
 
 
-def _save(ts: TextSplit, path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_name(path)
-        torch.save((ts.input_ids, ts.lengths, ts.labels), tmp)
-        os.replace(tmp, path)  # atomic: readers see the whole file or none
-    except OSError as e:  # a read-only cache slows the next start, it does not stop this one
-        warnings.warn(f"tokenized-data cache {path.parent} not writable ({e}); set FEDLIB_CACHE "
-                      f"to a writable folder", stacklevel=3)
+def build_once(path: Path, write: Callable[[Path], None], comm: Any = None) -> bool:
+    """Make the cache file `path` exist, once per node: with a multi-rank `comm` the first rank
+    of each node writes it (to a temporary name, then an atomic rename, so readers see the
+    whole file or none) while the others wait at a barrier — a node-local cache is filled once
+    per node, a shared one once. True when `path` is there to read; a cache that cannot be
+    written warns and the caller computes in memory."""
+    parallel = comm is not None and comm.size > 1
+    if (not parallel or launcher.local_rank() == 0) and not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = tmp_name(path)
+            write(tmp)
+            os.replace(tmp, path)
+        except OSError as e:  # a read-only cache slows the next start, it does not stop this one
+            warnings.warn(f"cache {path.parent} not writable ({e}); set FEDLIB_CACHE to a writable "
+                          "folder", stacklevel=3)
+    if parallel:
+        comm.barrier()
+    return path.is_file()
 
 
 def load(cfg: DataConfig, tokenizer: Any, vocab_size: int | None = None, comm: Any = None
@@ -237,8 +248,6 @@ def load(cfg: DataConfig, tokenizer: Any, vocab_size: int | None = None, comm: A
     the others wait at a barrier and read it: a node-local cache is filled once per node, a
     shared one once (concurrent writers on other nodes each replace it atomically)."""
     raw, names = load_texts(cfg)
-    parallel = comm is not None and comm.size > 1
-    writer = not parallel or launcher.local_rank() == 0
     out: dict[str, TextSplit] = {}
     for split, (texts, labels) in raw.items():
         key = hashlib.sha256(
@@ -246,19 +255,15 @@ def load(cfg: DataConfig, tokenizer: Any, vocab_size: int | None = None, comm: A
                         vocab_size]).encode()
         ).hexdigest()[:24]
         path = cache_dir() / f"tok-{key}.pt"
-        ts = None
-        if writer and not path.is_file():
+
+        def write(tmp: Path, texts: list[str] = texts, labels: list[int] = labels) -> None:
             ts = tokenize(texts, labels, tokenizer, cfg.max_length, vocab_size)
-            _save(ts, path)
-        if parallel:
-            comm.barrier()
-        if ts is None:
-            if path.is_file():
-                ids, lengths, y = torch.load(path, weights_only=True)
-                ts = TextSplit(ids, lengths, y)
-            else:  # the cache could not be written (or is not shared with this node's writer)
-                ts = tokenize(texts, labels, tokenizer, cfg.max_length, vocab_size)
-        out[split] = ts
+            torch.save((ts.input_ids, ts.lengths, ts.labels), tmp)
+
+        if build_once(path, write, comm):
+            out[split] = TextSplit(*torch.load(path, weights_only=True))
+        else:  # the cache could not be written (or is not shared with this node's writer)
+            out[split] = tokenize(texts, labels, tokenizer, cfg.max_length, vocab_size)
     train = out["train"]
     ev = out[cfg.eval_split]
     if cfg.max_train_samples is not None:

@@ -26,6 +26,14 @@ from .wire.flat import FlatParams
 FOLDER = "model"  # <run_dir>/model: written at the end of a run (federation.export)
 
 
+def unsupported(cfg: config.RunConfig) -> str | None:
+    """Why this run's model has no Hugging Face folder form, or None."""
+    if cfg.model.pooling != "cls":
+        return (f"model.pooling={cfg.model.pooling!r} is fedlib's own head; transformers' sequence "
+                "classifiers pool the first token, so from_pretrained could not rebuild it")
+    return None
+
+
 def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[str], out: Path,
           adapter: bool = False) -> Path:
     """Write the model that `weights` (the flat trainable parameters) describe to `out`, replacing
@@ -36,6 +44,8 @@ def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[st
     if adapter and models.resolve(cfg.model.name).kind == "preset":
         raise ValueError(f"--adapter: model.name={cfg.model.name!r} is a random-init preset, a base "
                          "model that exists nowhere else; export the merged model instead")
+    if why := unsupported(cfg):
+        raise ValueError(f"cannot export: {why}")
     model = models.build(cfg.model, num_labels=len(label_names), seed=cfg.seed)
     FlatParams(model).set(weights.detach().to("cpu", torch.float32))
     tokenizer = models.load_tokenizer(cfg.model)

@@ -23,7 +23,7 @@ from transformers import (
     PretrainedConfig,
 )
 
-from . import seeds
+from . import frozen, seeds
 from .config import ModelConfig
 from .seeds import Stream
 
@@ -125,7 +125,9 @@ def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
     else:
         hf_cfg = AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
         model = AutoModelForSequenceClassification.from_config(hf_cfg)
-    freeze(model, cfg.freeze)
+    if cfg.pooling == "mean":
+        model = frozen.MeanPooled(model)
+    frozen.freeze(model, cfg.frozen)
     return lora(model, cfg) if cfg.lora_r else model
 
 
@@ -151,29 +153,6 @@ def preset_vocab(cfg: ModelConfig) -> int | None:
     if spec.kind != "preset":
         return None
     return int(preset_config(spec.source, cfg.overrides).vocab_size)
-
-
-def _encoder_layers(model: nn.Module) -> list[nn.Module]:
-    base = model.base_model
-    enc = getattr(base, "encoder", None)
-    layers = getattr(enc, "layer", None) or getattr(enc, "albert_layer_groups", None)
-    return list(layers) if layers is not None else []
-
-
-def freeze(model: nn.Module, how: str) -> None:
-    """Freeze parts of the backbone; frozen tensors are neither trained nor communicated."""
-    if how == "none":
-        return
-    base = model.base_model
-    frozen: list[nn.Module] = [base.embeddings]
-    if how == "lower_half":
-        layers = _encoder_layers(model)
-        frozen += layers[: len(layers) // 2]
-    elif how == "all_but_head":
-        frozen = [base]
-    for m in frozen:
-        for p in m.parameters():
-            p.requires_grad_(False)
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, models, participation, partition, privacy, seeds
+from . import cache, checkpoint, client, config, data, models, participation, partition, privacy, seeds
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
 from .strategies import ServerState, server_step
@@ -42,6 +42,8 @@ class Run:
         tok = models.load_tokenizer(cfg.model)
         td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model), comm=comm)
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
+        if cfg.model.cache_features:  # clients train the part above the cached frozen prefix
+            model, td = cache.attach(model, td, cfg.model, comm)
         parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
@@ -224,7 +226,10 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     if r0 and fed.export:
         from . import export
 
-        export.write(cfg, state.weights, ctx.data.label_names, run_dir / export.FOLDER)
+        if why := export.unsupported(cfg):
+            tqdm.write(f"{cfg.name}: no Hugging Face export: {why}")
+        else:
+            export.write(cfg, state.weights, ctx.data.label_names, run_dir / export.FOLDER)
     return _finish(cfg, comm, ctx, state, stopped)
 
 

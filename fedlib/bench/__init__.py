@@ -14,6 +14,7 @@ from pathlib import Path
 BENCHES: dict[str, str] = {
     "overhead": "fedlib.bench.overhead",
     "clients": "fedlib.bench.clients",
+    "scale": "fedlib.bench.scale",
     "accuracy": "fedlib.bench.accuracy",
     "axes": "fedlib.bench.axes",
     "system": "fedlib.bench.system",

@@ -4,6 +4,8 @@ bytes moved and per-rank peak RSS, collective vs p2p (rank-0 star).
 bert-base-uncased preset (random init, 110M params), 1 local step of 2 x 16 tokens per
 client so the round is dominated by what the federation adds. Ratios reported:
 (comm+wait at the largest client count) / (at the smallest), per mode, and RSS growth.
+Then the many-clients-per-core rows (fedlib.bench.scale: 10 / 100 / 1,000 cached MiniLM
+clients on 1 and 2 ranks), told apart by the `experiment` column.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import common
+from . import common, scale
 
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:
@@ -52,4 +54,5 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
             g.loc[hi, "comm_wait_s"] / g.loc[lo, "comm_wait_s"])
         df.loc[df["mode"] == mode, f"rss_ratio_{hi}_vs_{lo}"] = (
             g.loc[hi, "peak_rss_mb_max"] / g.loc[lo, "peak_rss_mb_max"])
-    return df
+    return pd.concat([df.assign(experiment="comm"), scale.run(out, quick).assign(experiment="scale")],
+                     ignore_index=True)

@@ -52,7 +52,11 @@ class ModelConfig:
     name: str = "minilm"  # minilm, a preset (see README), a checkpoint dir or hub id
     pretrained: bool = True  # presets are always random-init (for time/bytes measurements)
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {num_hidden_layers: 2}
-    freeze: Literal["none", "embeddings", "lower_half", "all_but_head"] = "none"  # frozen: not sent
+    freeze: Literal["none", "embeddings", "lower_half", "all_but_head"] = "none"  # alias of freeze_layers
+    freeze_layers: int | Literal["all"] | None = None  # embeddings + first k layers frozen; all = head only
+    cache_features: bool = False  # run the frozen part once, cache it under $FEDLIB_CACHE
+    cache_dtype: Literal["fp32", "fp16"] = "fp16"  # cached hidden states; fp32 = exact
+    pooling: Literal["cls", "mean"] = "cls"  # CLS pooler (HF default) or masked mean
     lora_r: int = 0  # LoRA rank (peft); 0 = off. Only adapters + classifier train and travel
     lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.0
@@ -63,6 +67,23 @@ class ModelConfig:
         _require(not (self.lora_r and self.freeze != "none"), "model.freeze",
                  "LoRA already freezes the backbone; leave model.freeze at none when model.lora_r > 0")
         _require(0 <= self.lora_dropout < 1, "model.lora_dropout", "must be in [0, 1)")
+        k = self.freeze_layers
+        _require(k is None or k == "all" or k >= 0, "model.freeze_layers",
+                 f"must be >= 0, all or null, got {k!r}")
+        _require(k is None or self.freeze == "none", "model.freeze_layers",
+                 f"set one of model.freeze ({self.freeze!r}) or model.freeze_layers ({k!r})")
+        _require(not (self.lora_r and k is not None), "model.freeze_layers",
+                 "LoRA already freezes the backbone; leave model.freeze_layers null when model.lora_r > 0")
+        _require(not (self.lora_r and self.pooling == "mean"), "model.pooling",
+                 "mean pooling wraps the HF classifier, which peft's LoRA cannot; use pooling: cls with LoRA")
+        _require(not self.cache_features or self.frozen is not None, "model.cache_features",
+                 "caches the frozen part; set model.freeze_layers (or model.freeze)")
+
+    @property
+    def frozen(self) -> int | Literal["all", "half"] | None:
+        """Frozen layers from either key: None, k (embeddings + k layers), "half" or "all"."""
+        alias = {"none": None, "embeddings": 0, "lower_half": "half", "all_but_head": "all"}
+        return self.freeze_layers if self.freeze_layers is not None else alias[self.freeze]
 
 
 @dataclass(frozen=True)
@@ -134,7 +155,7 @@ class FederationConfig:
     aggregation: Literal["collective", "p2p"] = "collective"  # allreduce, or the rank-0 star baseline
     eval_every: int = 1  # 0 = never (timing runs); otherwise every k rounds and the last
     checkpoint_every: int = 1  # 0 = never
-    export: bool = True  # at the end, write the global model as a Hugging Face folder to <run>/model
+    export: bool = True  # at the end, the global model as a Hugging Face folder <run>/model (cls pooling)
     chunk_mb: int = 1024  # message chunk size; MPI counts are int32, so stay < 2 GiB
     placement: Literal["round_robin", "balanced"] = "round_robin"  # balanced = LPT on estimated work
     payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # client updates on the wire (summed in fp32)
