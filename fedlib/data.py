@@ -44,8 +44,13 @@ def resolve(name: str, subset: str = "full") -> Path | None:
 def read_jsonl(path: Path, num_labels: int) -> tuple[list[str], list[int]]:
     texts: list[str] = []
     labels: list[int] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})"
+                                ) from None
             if not line.strip():
                 continue
             try:

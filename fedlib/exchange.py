@@ -47,6 +47,7 @@ class Exchange:
                  overlap: bool = False) -> None:
         self.comm, self.numel, self.mode = comm, numel, mode
         self.codec = codec or Codec()
+        self.rnd = 0  # the round being exchanged (names the residual files)
         self.acc = torch.zeros(numel + EXTRA, dtype=torch.float32)
         self.star = mode == "p2p" and comm.size > 1
         overlap = overlap and self.star
@@ -75,9 +76,10 @@ class Exchange:
     def server_on_every_rank(self) -> bool:
         return not self.star
 
-    def begin(self, plan: Sequence[Sequence[int]]) -> None:
-        """`plan[r]` lists the clients rank r trains this round, in order."""
+    def begin(self, plan: Sequence[Sequence[int]], rnd: int = 0) -> None:
+        """`plan[r]` lists the clients rank r trains in round `rnd`, in order."""
         self.plan = plan
+        self.rnd = rnd
         self.acc.zero_()
         self._slot = 0
 
@@ -104,7 +106,7 @@ class Exchange:
         self._stage.hold(i, self._post(msg, timer))
 
     def _encode(self, flat: FlatParams, base: torch.Tensor, cid: int, out: torch.Tensor) -> torch.Tensor:
-        return self.codec.encode(cid, flat.delta_into(self._delta, base), out)
+        return self.codec.encode(cid, flat.delta_into(self._delta, base), out, self.rnd)
 
     def skip(self, timer: Timer) -> None:
         """A planned client whose update is not kept (dropped, late, rejected)."""
