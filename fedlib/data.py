@@ -49,8 +49,8 @@ def read_jsonl(path: Path, num_labels: int) -> tuple[list[str], list[int]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})"
-                                ) from None
+                bad = raw[e.start : e.start + 1]
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start}: {bad!r})") from None
             if not line.strip():
                 continue
             try:
