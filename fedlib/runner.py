@@ -262,7 +262,8 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
                                                                       or rnd == fed.rounds)))
             if keep:
                 with timer("checkpoint"):
-                    checkpoint.write(run_dir, _with_residuals(state, store), cfg.to_dict())
+                    saved = _with_residuals(state, store)
+                    checkpoint.write(run_dir, saved, cfg.to_dict())
             t = timer.close()
             per_rank = comm.allgather((t, results, comm.bytes_sent - sent0))
             ctx.observe(per_rank)
@@ -279,7 +280,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
                     clog.sync()
                     checkpoint.commit(run_dir)
                     if store is not None:
-                        store.restore(state.extra["residuals"], state.round)
+                        store.restore(saved.extra["residuals"], saved.round)  # prune what it does not need
                 rundir.discard(aside)
                 aside = None
                 bar.set_postfix(loss=f"{row.train_loss:.3f}",
