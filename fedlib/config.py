@@ -242,8 +242,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         folder = bool(self.name) and self.name not in (".", "..") and not any(c in self.name for c in "/\\\0")
-        _require(folder, "name", "must be a folder name inside output_dir (no '/', '\\', '.' or '..'), "
-                 f"got {self.name!r}")
+        _require(folder, "name", "must be a non-empty folder name inside output_dir "
+                 f"(no '/', '\\', '.' or '..'), got {self.name!r}")
         _require(0 <= self.seed < 2**64, "seed", f"must be in [0, 2**64) (numpy SeedSequence and torch "
                  f"seeds are unsigned 64-bit), got {self.seed}")
         _require(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")

@@ -85,7 +85,7 @@ def test_one_line_errors_name_the_culprit(tmp_path, capsys):
         assert code == 2 and "config error: seed: must be in [0, 2**64)" in err
     for name in ("..", ".", "a/../../x", "/abs"):
         code, err = _main(capsys, "run", _tiny_yaml(tmp_path), "--set", f"name={name}")
-        assert code == 2 and "config error: name: must be a folder name inside output_dir" in err
+        assert code == 2 and "config error: name: must be a non-empty folder name inside output_dir" in err
     for key in ("participation.speed_max", "strategy.server_lr"):
         code, err = _main(capsys, "run", _tiny_yaml(tmp_path), "--set", f"{key}=.inf")
         assert code == 2 and f"config error: {key}: must be a finite number" in err
