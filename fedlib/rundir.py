@@ -12,6 +12,7 @@ import shutil
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 LOCK = ".lock"
 RESULTS = ("rounds.csv", "clients.csv", "summary.json", "checkpoint.pt", "residuals")
@@ -99,6 +100,21 @@ def claim(run_dir: Path, resume: bool, overwrite: bool) -> tuple[Lock, Path | No
     except BaseException:
         lock.release()
         raise
+
+
+def claim_all(run_dir: Path, comm: Any, resume: bool, overwrite: bool) -> tuple[Lock | None, Path | None]:
+    """`claim` on rank 0, whose verdict reaches every rank (none may start alone)."""
+    got: tuple[Lock | None, Path | None] = (None, None)
+    err = None
+    if comm.rank == 0:
+        try:
+            got = claim(run_dir, resume, overwrite)
+        except (RunDirError, OSError) as e:
+            err = str(e)
+    err = comm.bcast_obj(err)
+    if err:
+        raise RunDirError(err)
+    return got
 
 
 def discard(aside: Path | None) -> None:

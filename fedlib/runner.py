@@ -138,28 +138,12 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     comm = comm or make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
     _set_threads(cfg, comm)
     started = provenance.utc_now()
-    lock, aside = _claim(cfg.run_dir, comm, resume, overwrite)
+    lock, aside = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
     try:
         return _run(cfg, comm, resume, progress, started, aside)
     finally:
         if lock is not None:
             lock.release()
-
-
-def _claim(run_dir: Path, comm: Comm, resume: bool, overwrite: bool
-           ) -> tuple[rundir.Lock | None, Path | None]:
-    """Rank 0 locks the folder; its verdict reaches every rank (none may start alone)."""
-    got: tuple[rundir.Lock | None, Path | None] = (None, None)
-    err = None
-    if comm.rank == 0:
-        try:
-            got = rundir.claim(run_dir, resume, overwrite)
-        except (rundir.RunDirError, OSError) as e:
-            err = str(e)
-    err = comm.bcast_obj(err)
-    if err:
-        raise rundir.RunDirError(err)
-    return got
 
 
 def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
