@@ -48,7 +48,9 @@ def mpi_library() -> str | None:
     """First line of the MPI library's version string, when MPI is loaded in this process
     (importing mpi4py.MPI would initialize MPI, so a single-process run does not)."""
     mpi = sys.modules.get("mpi4py.MPI")
-    return mpi.Get_library_version().splitlines()[0].strip() if mpi is not None else None
+    if mpi is None:
+        return None
+    return mpi.Get_library_version().replace("\x00", "").splitlines()[0].strip()
 
 
 def software() -> dict[str, Any]:
