@@ -1,4 +1,4 @@
-"""`python -m fedlib run params/x.yaml [--set k=v ...] [--resume]` (also under mpiexec),
+"""`python -m fedlib run params/x.yaml [--set k=v ...] [--resume | --overwrite]` (also under mpiexec),
 `python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
 `python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`,
 `python -m fedlib doctor [params/x.yaml]` (also under a launcher).
@@ -15,20 +15,24 @@ from .wire import launcher
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .rundir import RunDirError
     from .runner import run
     from .wire.comm import make_comm
 
     cfg = config.load(args.config, config.parse_overrides(args.set))
     comm = make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
     try:
-        result = run(cfg, comm=comm, resume=args.resume, progress=not args.quiet)
+        result = run(cfg, comm=comm, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     except BaseException as e:
         if comm.size > 1:  # the other ranks may be blocked in a collective: end them all
             print(f"fedlib: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            comm.abort(2 if isinstance(e, (config.ConfigError, ValueError)) else 1)
+            comm.abort(2 if isinstance(e, (config.ConfigError, ValueError, RunDirError)) else 1)
         raise
     if result.summary:
         print(json.dumps(result.summary, indent=2))
+        if result.summary.get("diverged"):
+            print(f"fedlib: {cfg.name}: {result.summary['stopped']}", file=sys.stderr)
+            return 3
     return 0
 
 
@@ -79,6 +83,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set federation.rounds=3 (repeatable)")
     r.add_argument("--resume", action="store_true", help="continue from outputs/<name>/checkpoint.pt")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in outputs/<name>/ (else refused)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=_run)
     d = sub.add_parser("doctor", help="what fedlib sees here: launcher, MPI, devices, threads, caches")
@@ -105,13 +111,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .rundir import RunDirError
+
     args = parser().parse_args(argv)
     try:
         return int(args.fn(args))
     except config.ConfigError as e:
         print(f"fedlib: config error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, RunDirError) as e:
         print(f"fedlib: error: {e}", file=sys.stderr)
         return 2
     except launcher.WorldMismatch as e:

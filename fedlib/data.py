@@ -49,8 +49,13 @@ def read_jsonl(path: Path, num_labels: int, text_key: str = "text", label_key: s
                ) -> tuple[list[str], list[int]]:
     texts: list[str] = []
     labels: list[int] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = raw[e.start : e.start + 1]
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start}: {bad!r})") from None
             if not line.strip():
                 continue
             try:

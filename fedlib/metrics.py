@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,29 +76,76 @@ class ClientRow:
 
 class CsvLog:
     """Append-only CSV with a fixed header from a dataclass; rows past `keep_upto` are dropped
-    on open (they belong to rounds a resumed run will redo)."""
+    on open (they belong to rounds a resumed run will redo). The kept rows are rewritten to a
+    temporary file and renamed into place, so a crash while reopening loses nothing."""
 
     def __init__(self, path: Path, row_type: type, keep_upto: int | None = None) -> None:
         self.path = path
         self.fields = [f.name for f in dataclasses.fields(row_type)]
-        rows: list[dict[str, str]] = []
-        if keep_upto is not None and path.is_file():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["round"]) <= keep_upto]
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
-        self._w = csv.DictWriter(self._f, fieldnames=self.fields)
-        self._w.writeheader()
-        self._w.writerows(rows)
+        if keep_upto is not None and path.is_file():
+            rows = _read_rows(path, self.fields, keep_upto)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields)
+                w.writeheader()
+                w.writerows(rows)
+            os.replace(tmp, path)
+            self._f = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
+            self._w = csv.DictWriter(self._f, fieldnames=self.fields)
+        else:
+            self._f = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+            self._w = csv.DictWriter(self._f, fieldnames=self.fields)
+            self._w.writeheader()
         self._f.flush()
 
     def write(self, row: Any) -> None:
         self._w.writerow(dataclasses.asdict(row))
         self._f.flush()
 
+    def sync(self) -> None:
+        """Make the rows written so far durable (before a checkpoint that covers them)."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
     def close(self) -> None:
         self._f.close()
 
 
+def _read_rows(path: Path, fields: list[str], keep_upto: int) -> list[dict[str, str]]:
+    """Rows of rounds <= keep_upto; a file fedlib did not write raises naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            head = reader.fieldnames or []
+            unknown = [h for h in head if h not in fields]
+            if "round" not in head or unknown:
+                raise ValueError(f"header {head[:5]}{'...' if len(head) > 5 else ''}")
+            rows = []
+            for r in reader:
+                if None in r or not str(r["round"]).isdigit():
+                    raise ValueError(f"line {reader.line_num}")
+                if int(r["round"]) <= keep_upto:
+                    rows.append(r)
+            return rows
+    except (ValueError, csv.Error) as e:
+        raise ValueError(f"{path}: malformed metrics file ({e}); cannot resume from it") from None
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities -> None (JSON has no such numbers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    """Strict JSON (null for NaN/inf, never a bare NaN), written atomically."""
+    text = json.dumps(_finite(json.loads(json.dumps(obj, default=str))), indent=2, allow_nan=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)

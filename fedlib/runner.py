@@ -6,6 +6,7 @@ ranks give the same model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import cache, checkpoint, client, config, data, models, participation, partition, privacy, seeds
+from . import (
+    cache,
+    checkpoint,
+    client,
+    config,
+    data,
+    models,
+    participation,
+    partition,
+    privacy,
+    provenance,
+    rundir,
+    seeds,
+)
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
 from .strategies import ServerState, server_step
@@ -116,14 +130,29 @@ class Result:
 
 
 def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
-        progress: bool = True) -> Result:
-    """Run (or resume) the federated training described by `cfg`; rank 0 writes the outputs."""
+        progress: bool = True, overwrite: bool = False) -> Result:
+    """Run (or resume) the federated training described by `cfg`; rank 0 writes the outputs.
+    The run folder is locked for the run; a folder holding an earlier run's results is refused
+    unless `overwrite` (its files are then moved aside, and deleted after the first new round)."""
     comm = comm or make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
     _set_threads(cfg, comm)
+    started = provenance.utc_now()
+    lock, aside = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
+    try:
+        return _run(cfg, comm, resume, progress, started, aside)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
+         aside: Path | None) -> Result:
     r0 = comm.rank == 0
     run_dir = cfg.run_dir
     ctx = Run.build(cfg, comm)
     fed = cfg.federation
+    prov = provenance.collect(comm, str(next(ctx.model.parameters()).device), torch.get_num_threads(),
+                              started)
     state = ServerState(ctx.flat.get())
     if resume:
         state, saved = checkpoint.load(run_dir)
@@ -133,17 +162,20 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                                      f"{run_dir}; only federation.rounds may change on resume")
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     mech.plan(state)  # before writing anything: a resume that cannot keep the budget refuses here
+    store = (ResidualStore(run_dir / "residuals", checkpoints=fed.checkpoint_every > 0)
+             if fed.error_feedback and fed.payload_dtype != "fp32" else None)
     if r0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.dump(cfg))
+        if store is not None and resume:  # back to the residuals the checkpoint covers
+            store.restore(state.extra.get("residuals", {}))
+        (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
         part_report(ctx.parts, ctx.data.train.labels.numpy(), ctx.data.num_labels).to_csv(
             run_dir / "partition.csv", index=False)
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
-    store = (ResidualStore(run_dir / "residuals") if fed.error_feedback and fed.payload_dtype != "fp32"
-             else None)
+    comm.barrier()
     ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap)
     stopped = None
+    diverged = False
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
                unit="round", dynamic_ncols=True)
     try:
@@ -151,9 +183,10 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             rnd = state.round + 1
             if stopped := mech.admit(state, rnd):
                 if r0:
-                    checkpoint.save(run_dir, state, cfg.to_dict())
+                    checkpoint.save(run_dir, _with_residuals(state, store), cfg.to_dict())
                     tqdm.write(f"{cfg.name}: {stopped}")
                 break
+            before = state
             timer = Timer()
             sent0 = comm.bytes_sent
             fates = participation.fates(cfg, rnd)
@@ -177,7 +210,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 results.append({**vars(res), "speed": f.speed, "sim_s": sim_s, "outcome": out})
                 if out == "ok":
                     mech.bound(ctx.flat, global_w)
-                    ex.submit(Update(cid, ctx.flat, global_w, mech.weight(res.num_samples)), timer)
+                    ex.submit(Update(cid, rnd, ctx.flat, global_w, mech.weight(res.num_samples)), timer)
                 else:
                     ex.submit(None, timer)
             agg = ex.finish(timer)
@@ -197,12 +230,22 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                 state = state if r0 else replace(state, weights=received, round=rnd)
             state = mech.record(state, comm)
             ev = (None, None, None)
-            if fed.eval_every and (rnd % fed.eval_every == 0 or rnd == fed.rounds):
+            if not bool(torch.isfinite(state.weights).all()):
+                stopped = f"diverged in round {rnd}: the global weights are not finite"
+            elif fed.eval_every and (rnd % fed.eval_every == 0 or rnd == fed.rounds):
                 with timer("eval"):
                     ev = ctx.evaluate(state.weights)
-            if r0 and fed.checkpoint_every and (rnd % fed.checkpoint_every == 0 or rnd == fed.rounds):
+                if not np.isfinite(ev[0]):
+                    stopped = f"diverged in round {rnd}: the evaluation loss is {ev[0]}"
+            if diverged := stopped is not None:
+                stopped += f"; stopped, the checkpoint keeps round {before.round} (the last finite state)"
+                state = before
+            keep = r0 and (diverged or (fed.checkpoint_every > 0 and (rnd % fed.checkpoint_every == 0
+                                                                      or rnd == fed.rounds)))
+            if keep:
                 with timer("checkpoint"):
-                    checkpoint.save(run_dir, state, cfg.to_dict())
+                    saved = _with_residuals(state, store)
+                    checkpoint.write(run_dir, saved, cfg.to_dict())
             t = timer.close()
             per_rank = comm.allgather((t, results, comm.bytes_sent - sent0))
             ctx.observe(per_rank)
@@ -214,23 +257,42 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                     for r in res_list:
                         clog.write(ClientRow(rnd, r["client_id"], rank, r["num_samples"], r["steps"],
                                              r["loss"], r["compute_s"], r["speed"], r["sim_s"], r["outcome"]))
+                if keep:  # the rows are on disk before the checkpoint that covers them appears
+                    rlog.sync()
+                    clog.sync()
+                    checkpoint.commit(run_dir)
+                    if store is not None:
+                        store.restore(saved.extra["residuals"], saved.round)  # prune what it does not need
+                rundir.discard(aside)
+                aside = None
                 bar.set_postfix(loss=f"{row.train_loss:.3f}",
                                 acc="-" if row.accuracy is None else f"{row.accuracy:.3f}")
             bar.update(1)
+            if diverged:
+                if r0:
+                    tqdm.write(f"{cfg.name}: {stopped}")
+                break
     finally:
         bar.close()
         ex.close()
         if r0:
             rlog.close()
             clog.close()
-    if r0 and fed.export:
+    if r0 and fed.export and not diverged:
         from . import export
 
         if why := export.unsupported(cfg):
             tqdm.write(f"{cfg.name}: no Hugging Face export: {why}")
         else:
             export.write(cfg, state.weights, ctx.data.label_names, run_dir / export.FOLDER)
-    return _finish(cfg, comm, ctx, state, stopped)
+    return _finish(cfg, comm, ctx, state, stopped, diverged, prov)
+
+
+def _with_residuals(state: ServerState, store: ResidualStore | None) -> ServerState:
+    """The state to checkpoint: with error feedback, it names each client's residual file."""
+    if store is None:
+        return state
+    return replace(state, extra={**state.extra, "residuals": store.manifest(state.round)})
 
 
 def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: list[participation.Fate],
@@ -263,8 +325,8 @@ def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: lis
     )
 
 
-def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, stopped: str | None
-            ) -> Result:
+def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, stopped: str | None,
+            diverged: bool, prov: dict[str, Any]) -> Result:
     run_dir = cfg.run_dir
     rounds = pd.DataFrame()
     clients = pd.DataFrame()
@@ -284,7 +346,9 @@ def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, sto
             "total_s": float(rounds["round_s"].sum()),
             "bytes_comm": int(rounds["bytes_comm"].sum()),
             "stopped": stopped,
+            "diverged": diverged,
             **{k: float(rounds[k].iloc[-1]) for k in ("epsilon", "eps_max") if rounds[k].notna().any()},
+            "provenance": {**prov, "ended": provenance.utc_now()},
         }
         write_json(run_dir / "summary.json", summary)
     return Result(rounds, clients, summary, state)

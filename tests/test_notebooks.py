@@ -87,3 +87,9 @@ def test_quickstart_notebook_on_two_mpi_engines(tmp_path):
     assert m["accuracy"] > m["majority_rate"] + 0.03
     assert m["breakdown_error"] < 0.02
     assert (tmp_path / "tiny" / "00_quickstart.png").is_file()
+    prov = json.loads((tmp_path / "tiny" / "provenance.json").read_text())
+    assert prov["profile"] == "tiny" and prov["torch"] and prov["ended"]
+    assert prov["status"][0]["status"] == "ok"
+    again = reproduce.run("tiny", ["00_quickstart"], out_root=tmp_path)  # a rerun never collides
+    assert again["status"].tolist() == ["ok"]
+    assert len(list((tmp_path / "tiny" / "runs").iterdir())) == 2  # one fresh run folder each

@@ -8,13 +8,15 @@ from pathlib import Path
 import pandas as pd
 
 from .. import client, config, runner
+from ..lab import sweep
 from ..wire.comm import LocalComm
 
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:
     rounds = 2 if quick else 5
     cfg = config.load(None, {
-        "name": "accuracy-fedavg", "output_dir": str(out / "runs"), "model.name": "minilm",
+        "name": "accuracy-fedavg", "output_dir": str(sweep.fresh_dir(out / "runs", "accuracy")),
+        "model.name": "minilm",
         "data.max_length": 64, "data.max_train_samples": 320 if quick else 960,
         "data.max_eval_samples": 300 if quick else 500,
         "client.lr": 2e-4, "client.batch_size": 16, "client.local_epochs": 1,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..lab import sweep
 from . import common, scale
 
 
@@ -24,10 +25,11 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
                                   "num_attention_heads": 2, "intermediate_size": 256}}
              if quick else {"model.name": "bert-base-uncased"})
     rows = []
+    runs = sweep.fresh_dir(out / "runs", "clients")  # this invocation's runs: earlier ones stay
     for mode in ("collective", "p2p"):
         for n in counts:
             over = {
-                "name": f"clients-{mode}-{n}", "output_dir": str(out / "runs"), **model,
+                "name": f"clients-{mode}-{n}", "output_dir": str(runs), **model,
                 "data.max_length": 16, "data.max_train_samples": 4 * n,
                 "client.batch_size": 2, "client.local_steps": 1, "client.optimizer": "sgd",
                 "client.lr": 1e-3, "federation.num_clients": n, "federation.rounds": 2,

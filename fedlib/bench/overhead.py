@@ -19,12 +19,13 @@ import pandas as pd
 import torch
 
 from .. import client, config, participation, runner, seeds
+from ..lab import sweep
 from ..wire.comm import LocalComm
 
 
-def _cfg(out: Path, quick: bool, checkpoint_every: int) -> config.RunConfig:
+def _cfg(runs: Path, quick: bool, checkpoint_every: int) -> config.RunConfig:
     return config.load(None, {
-        "name": f"overhead-ckpt{checkpoint_every}", "output_dir": str(out / "runs"),
+        "name": f"overhead-ckpt{checkpoint_every}", "output_dir": str(runs),
         "data.max_length": 64, "data.max_train_samples": 128 if quick else 320,
         "model.name": "minilm", "client.batch_size": 16,
         "client.local_steps": 2 if quick else 4,
@@ -55,6 +56,7 @@ def bare_round(ctx: runner.Run, cfg: config.RunConfig, rnd: int) -> float:
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:
     rows = []
+    out = sweep.fresh_dir(out / "runs", "overhead")  # this invocation's runs: earlier ones stay
     base = _cfg(out, quick, 0)
     ctx = runner.Run.build(base, LocalComm())
     bare_round(ctx, base, 1)  # warm-up

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -100,6 +101,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             key,
             f"must be a number, got {value!r}",
         )
+        _require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         _require(isinstance(value, str), key, f"must be a string, got {value!r}")
@@ -171,6 +173,8 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     data: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if path is not None:
+        if Path(path).is_dir():
+            raise ConfigError(f"{path}: is a directory; expected a YAML file (e.g. params/quickstart.yaml)")
         text = Path(path).read_text()
         try:
             data = yaml.safe_load(text) or {}

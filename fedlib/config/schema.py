@@ -273,7 +273,11 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
-        _require(bool(self.name) and "/" not in self.name, "name", "must be a non-empty folder name")
+        folder = bool(self.name) and self.name not in (".", "..") and not any(c in self.name for c in "/\\\0")
+        _require(folder, "name", "must be a non-empty folder name inside output_dir "
+                 f"(no '/', '\\', '.' or '..'), got {self.name!r}")
+        _require(0 <= self.seed < 2**64, "seed", f"must be in [0, 2**64) (numpy SeedSequence and torch "
+                 f"seeds are unsigned 64-bit), got {self.seed}")
         _require(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
         _require(
             self.partition.min_samples * self.federation.num_clients >= 1,

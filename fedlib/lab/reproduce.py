@@ -1,11 +1,15 @@
 """`python -m fedlib reproduce`: execute the notebooks with papermill into outputs/<profile>/
 (executed .ipynb + HTML; the notebooks themselves write PNG and CSV there), the summary
 notebook last. Stops at the first failing notebook, naming it and the failing cell; notebooks
-already executed stay where they are.
+already executed stay where they are. `provenance.json` there records the code and library
+versions, host and times of the invocation; each run's own provenance is in its summary.json
+and in the sweep tables (`prov_*` columns, `run_dir`). Every sweep writes its runs into a fresh
+timestamped folder under `runs/`, so reproducing again never collides with earlier runs.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -14,7 +18,9 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from .. import provenance
 from ..data import REPO_ROOT
+from ..metrics import write_json
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PARAMS = REPO_ROOT / "params"
@@ -63,6 +69,9 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
     names = names or available(notebooks)
     out = out_root / profile
     out.mkdir(parents=True, exist_ok=True)
+    prov = {**provenance.software(), "hosts": [socket.gethostname()], "profile": profile,
+            "notebooks": names, "started": provenance.utc_now(), "ended": None}
+    write_json(out / "provenance.json", prov)
     rows = []
     for name in (bar := tqdm(names, desc=f"reproduce ({profile})", unit="notebook")):
         bar.set_postfix_str(name)
@@ -74,4 +83,5 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
         finally:
             rows.append({"notebook": name, "seconds": round(time.perf_counter() - t0, 1), "status": status})
             pd.DataFrame(rows).to_csv(out / "reproduce_times.csv", index=False)
+            write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows})
     return pd.DataFrame(rows)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -35,10 +37,14 @@ def local_run(cfg: config.RunConfig) -> runner.Result:
 
 
 def summarize(cfg: config.RunConfig, res: runner.Result, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings + summary + per-round means (round 1, the warm-up, left out when there are more)."""
+    """Settings + summary + per-round means (round 1, the warm-up, left out when there are more),
+    the run's folder and its provenance (flattened as `prov_<key>`)."""
     r = res.rounds.iloc[1:] if len(res.rounds) > 1 else res.rounds
     c = res.clients
     row: dict[str, Any] = {**settings, **{k: v for k, v in res.summary.items() if not isinstance(v, dict)}}
+    row["run_dir"] = str(cfg.run_dir)
+    row.update({f"prov_{k}": ",".join(map(str, v)) if isinstance(v, list) else v
+                for k, v in res.summary.get("provenance", {}).items()})
     row.update({f"{p}_s": float(r[f"{p}_s"].mean()) for p in PHASES})
     row.update({
         "round_s": float(r["round_s"].mean()), "comm_wait_s": float((r["comm_s"] + r["wait_s"]).mean()),
@@ -60,11 +66,28 @@ def slug(text: str) -> str:
     return s if len(s) <= 80 else f"{s[:70]}-{hashlib.sha1(s.encode()).hexdigest()[:8]}"
 
 
+def fresh_dir(root: str | Path, name: str) -> Path:
+    """A new folder `root/<name>-<UTC time>[-k]` (created exclusively), so that a rerun of a
+    sweep or notebook never touches an earlier one's runs."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for k in range(1000):
+        p = Path(root) / slug(f"{name}-{stamp}" + (f"-{k}" if k else ""))
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"{root}: no fresh folder for {name!r}")  # pragma: no cover
+
+
 def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: RunFn | None = None,
              progress: bool = True, desc: str = "runs") -> pd.DataFrame:
     """One row per grid entry. An entry is dotted overrides plus optional plain keys (no dot)
-    that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``."""
+    that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``.
+    The runs go to a fresh folder `<output_dir>/<base.name>-<UTC time>/` (see `fresh_dir`)."""
     run = run or local_run
+    base = base.replace(output_dir=str(fresh_dir(base.output_dir, base.name)))
     rows = []
     for i, entry in enumerate(tqdm(grid, desc=desc, disable=not progress, unit="run")):
         labels = {k: v for k, v in entry.items() if "." not in k}

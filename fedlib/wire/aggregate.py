@@ -21,9 +21,11 @@ EXTRA = 2  # trailing slots: total weight, client count
 @dataclass(frozen=True)
 class Update:
     """A trained client's update as the wire takes it: the model's current trainable weights
-    (in `flat`) minus `base`, to be summed with `weight`."""
+    (in `flat`) minus `base`, to be summed with `weight`; round `rnd` names its error-feedback
+    residual."""
 
     cid: int
+    rnd: int
     flat: FlatParams
     base: torch.Tensor
     weight: float

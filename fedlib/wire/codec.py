@@ -1,8 +1,9 @@
 """Reduced-precision payloads: a client's update is rounded to bf16/fp16 for the wire and
 summed in fp32 on arrival. With error feedback each client keeps what rounding lost and adds
 it to its next update, so over rounds the decoded updates sum to the true ones (up to the last
-residual). Residuals live in files under the run folder, keyed by client id, so any rank can
-continue a client's residual and the result does not depend on the number of ranks.
+residual). Residuals live in files under the run folder, keyed by client id and round, so any
+rank can continue a client's residual (the result does not depend on the number of ranks) and a
+checkpoint can name the residuals it covers.
 """
 
 from __future__ import annotations
@@ -22,20 +23,57 @@ TAIL = 4  # int16 slots carrying the two float32 trailing values (weight, count)
 
 
 class ResidualStore:
-    """Per-client float32 residuals, one file each (atomic writes)."""
+    """Per-client float32 residuals, part of the server state. Each is written once per round as
+    `<cid>.<round>.pt` (atomically) and never modified, so the state at a checkpoint of round k is
+    "each client's newest file of round <= k": the checkpoint records that manifest, a resume
+    deletes what came later, and files no checkpoint can need are pruned."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, checkpoints: bool = True) -> None:
         self.folder = folder
+        self.checkpoints = checkpoints  # False: no resume possible, keep only each client's newest
 
-    def get(self, cid: int, numel: int) -> torch.Tensor:
-        path = self.folder / f"{cid}.pt"
-        return torch.load(path, weights_only=True) if path.is_file() else torch.zeros(numel)
+    def versions(self, cid: int | None = None) -> dict[int, list[int]]:
+        """cid -> rounds with a residual file, ascending."""
+        out: dict[int, list[int]] = {}
+        for p in self.folder.glob(f"{'*' if cid is None else cid}.*.pt"):
+            c, r = p.name.split(".")[:2]
+            if c.isdigit() and r.isdigit():
+                out.setdefault(int(c), []).append(int(r))
+        return {c: sorted(rs) for c, rs in out.items()}
 
-    def put(self, cid: int, residual: torch.Tensor) -> None:
+    def get(self, cid: int, numel: int, rnd: int) -> torch.Tensor:
+        """The residual `cid` carries into round `rnd` (zeros when it has none yet)."""
+        rs = [r for r in self.versions(cid).get(cid, []) if r < rnd]
+        if not rs:
+            return torch.zeros(numel)
+        return torch.load(self.folder / f"{cid}.{rs[-1]}.pt", weights_only=True)
+
+    def put(self, cid: int, rnd: int, residual: torch.Tensor) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{cid}.{os.getpid()}.tmp"
         torch.save(residual, tmp)
-        os.replace(tmp, self.folder / f"{cid}.pt")
+        os.replace(tmp, self.folder / f"{cid}.{rnd}.pt")
+        if not self.checkpoints:
+            for r in self.versions(cid).get(cid, []):
+                if r < rnd:
+                    (self.folder / f"{cid}.{r}.pt").unlink(missing_ok=True)
+
+    def manifest(self, rnd: int) -> dict[int, int]:
+        """cid -> the round of its residual as of the end of round `rnd` (for the checkpoint)."""
+        out = {}
+        for c, rs in self.versions().items():
+            kept = [r for r in rs if r <= rnd]
+            if kept:
+                out[c] = kept[-1]
+        return out
+
+    def restore(self, manifest: dict[int, int], rnd: int | None = None) -> None:
+        """Delete every file not in `manifest`, from round <= `rnd` (None: every round). After a
+        checkpoint this prunes what it no longer needs; on resume it drops later rounds' files."""
+        for c, rs in self.versions().items():
+            for r in rs:
+                if manifest.get(c) != r and (rnd is None or r <= rnd):
+                    (self.folder / f"{c}.{r}.pt").unlink(missing_ok=True)
 
 
 CHUNK = 1 << 20  # elements converted at a time: a cache-sized fp32 temporary, not a model-sized one
@@ -61,16 +99,17 @@ class Codec:
     def itemsize(self) -> int:
         return torch.finfo(self.wire).bits // 8
 
-    def encode(self, cid: int, delta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, cid: int, delta: torch.Tensor, out: torch.Tensor | None = None,
+               rnd: int = 0) -> torch.Tensor:
         """`delta` (fp32, plus the client's residual) rounded to the wire dtype, into `out` if
         given. `delta` is scratch: with error feedback it ends up holding the new residual."""
         if self.residuals is not None:
-            delta.add_(self.residuals.get(cid, delta.numel()))
+            delta.add_(self.residuals.get(cid, delta.numel(), rnd))
         q = torch.empty(delta.shape, dtype=self.wire) if out is None else out
         q.copy_(delta)
         if self.residuals is not None:
             add_decoded(delta, q, -1.0)
-            self.residuals.put(cid, delta)
+            self.residuals.put(cid, rnd, delta)
         return q
 
 
@@ -80,7 +119,7 @@ class Codec:
         flat = update.flat
         if self._delta is None or self._delta.numel() != flat.numel:
             self._delta = torch.empty(flat.numel, dtype=torch.float32)
-        return self.encode(update.cid, flat.delta_into(self._delta, update.base), out)
+        return self.encode(update.cid, flat.delta_into(self._delta, update.base), out, update.rnd)
 
 
 def wire_update(buf: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
