@@ -126,10 +126,10 @@ def test_bad_checkpoint_or_rounds_csv_on_resume_names_the_file(tmp_path, capsys)
 def test_divergence_exits_non_zero(tmp_path, capsys, monkeypatch):
     from dataclasses import replace
 
-    from fedlib import runner
+    from fedlib import round as rounds
     from fedlib.strategies import server_step
 
-    monkeypatch.setattr(runner, "server_step", lambda s, d, c: replace(server_step(s, d, c),
+    monkeypatch.setattr(rounds, "server_step", lambda s, d, c: replace(server_step(s, d, c),
                                                                         weights=s.weights * float("inf")))
     code, err = _main(capsys, "run", _tiny_yaml(tmp_path, name="div"), "--quiet")
     assert code == 3 and "diverged in round 1: the global weights are not finite" in err

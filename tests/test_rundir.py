@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fedlib import checkpoint, config, rundir, runner
+from fedlib import round as rounds
 from fedlib.lab import sweep
 from fedlib.strategies import server_step
 
@@ -113,7 +114,7 @@ def test_error_feedback_residuals_resume_like_an_uninterrupted_run(tiny_cfg, mon
             if state.round == 2:
                 raise KeyboardInterrupt("killed in round 3")
             return server_step(state, delta, strategy)
-        m.setattr(runner, "server_step", step)
+        m.setattr(rounds, "server_step", step)
         with pytest.raises(KeyboardInterrupt):
             runner.run(cfg, progress=False)
     assert any(p.name.endswith(".3.pt") for p in (cfg.run_dir / "residuals").iterdir())
@@ -134,7 +135,7 @@ def test_divergence_stops_with_the_last_finite_state(tiny_cfg, monkeypatch):
     def step(state, delta, strategy):
         nxt = server_step(state, delta, strategy)
         return nxt if state.round < 2 else replace(nxt, weights=nxt.weights * float("nan"))
-    monkeypatch.setattr(runner, "server_step", step)
+    monkeypatch.setattr(rounds, "server_step", step)
     res = runner.run(cfg, progress=False)
     assert res.summary["diverged"] and "diverged in round 3" in res.summary["stopped"]
     assert res.state.round == 2 and torch.isfinite(res.state.weights).all()

@@ -87,7 +87,7 @@ def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: Run
     that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``.
     The runs go to a fresh folder `<output_dir>/<base.name>-<UTC time>/` (see `fresh_dir`)."""
     run = run or local_run
-    base = base.replace(output_dir=str(fresh_dir(base.output_dir, base.name)))
+    base = config.replace(base, output_dir=str(fresh_dir(base.output_dir, base.name)))
     rows = []
     for i, entry in enumerate(tqdm(grid, desc=desc, disable=not progress, unit="run")):
         labels = {k: v for k, v in entry.items() if "." not in k}
