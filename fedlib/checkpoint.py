@@ -28,6 +28,6 @@ def load(run_dir: Path) -> tuple[ServerState, dict[str, Any]]:
     path = run_dir / FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    blob = torch.load(path, weights_only=True)
+    blob = torch.load(path, weights_only=True, map_location="cpu")  # GPU runs resume anywhere
     state = ServerState(blob["weights"], blob["round"], blob["opt_state"], blob["extra"])
     return state, blob["config"]

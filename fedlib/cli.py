@@ -13,11 +13,10 @@ from . import config
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runner import run
-    from .wire.comm import make_comm
+    from .runner import comm_for, run
 
     cfg = config.load(args.config, config.parse_overrides(args.set))
-    comm = make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
+    comm = comm_for(cfg)
     try:
         result = run(cfg, comm=comm, resume=args.resume, progress=not args.quiet)
     except BaseException as e:
@@ -25,6 +24,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"fedlib: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             comm.abort(2 if isinstance(e, (config.ConfigError, ValueError)) else 1)
         raise
+    getattr(comm, "close", lambda: None)()  # torch.distributed: tear the process group down
     if result.summary:
         print(json.dumps(result.summary, indent=2))
     return 0

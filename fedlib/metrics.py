@@ -54,6 +54,7 @@ class RoundRow:
     epsilon: float | None = None  # privacy.mode=client: epsilon spent by the run so far
     eps_max: float | None = None  # privacy.mode=sample: max / mean epsilon of this round's clients
     eps_mean: float | None = None
+    copy_s: float = 0.0  # rank 0's seconds staging device buffers through the host for the comm
 
 
 @dataclass(frozen=True)

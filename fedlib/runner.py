@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, client, config, data, models, participation, partition, privacy
+from . import device as devices
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
 from .strategies import ServerState, server_step
@@ -41,16 +42,18 @@ class Run:
     shards: list[data.TextSplit]
     parts: list[np.ndarray]  # training-set indices of each client
     costs: placement.CostModel = field(default_factory=placement.CostModel)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # model, buffers, server state
 
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
         tok = models.load_tokenizer(cfg.model)
         td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model))
-        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
+        dev = devices.resolve(cfg.device)
+        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed).to(dev)
         parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
-        return cls(cfg, comm, model, FlatParams(model), td, shards, parts)
+        return cls(cfg, comm, model, FlatParams(model), td, shards, parts, device=dev)
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
@@ -78,14 +81,16 @@ class Run:
         n = self.data.num_labels
         rows = torch.arange(self.comm.rank, len(self.data.eval), self.comm.size)
         cm, loss_sum = client.confusion(self.model, self.data.eval.subset(rows), n)
-        buf = np.concatenate([cm.reshape(-1).astype(np.float64), [loss_sum]])
+        buf = torch.from_numpy(np.concatenate([cm.reshape(-1).astype(np.float64), [loss_sum]]))
         self.comm.allreduce(buf)
+        buf = buf.numpy()
         cm = buf[:-1].reshape(n, n).round().astype(np.int64)
         acc, f1 = client.scores(cm)
         return float(buf[-1] / max(cm.sum(), 1)), acc, f1
 
 
-RESUMABLE = {"federation.rounds", "federation.eval_every", "federation.checkpoint_every", "threads"}
+RESUMABLE = {"federation.rounds", "federation.eval_every", "federation.checkpoint_every", "threads",
+             "device", "federation.backend"}
 
 
 def _changed_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
@@ -110,6 +115,12 @@ def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
         torch.set_num_threads(threads)
 
 
+def comm_for(cfg: config.RunConfig) -> Comm:
+    """The Comm for federation.backend on the ranks the launcher started (one process: local)."""
+    kind = "torch" if cfg.federation.backend == "torch" else "auto"
+    return make_comm(kind, chunk_bytes=cfg.federation.chunk_mb << 20, device=devices.resolve(cfg.device))
+
+
 @dataclass(frozen=True)
 class Result:
     rounds: pd.DataFrame
@@ -121,7 +132,7 @@ class Result:
 def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         progress: bool = True) -> Result:
     """Run (or resume) the federated training described by `cfg`; rank 0 writes the outputs."""
-    comm = comm or make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
+    comm = comm or comm_for(cfg)
     _set_threads(cfg, comm)
     r0 = comm.rank == 0
     run_dir = cfg.run_dir
@@ -130,6 +141,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     state = ServerState(ctx.flat.get())
     if resume:
         state, saved = checkpoint.load(run_dir)
+        state = replace(state, weights=state.weights.to(ctx.device),  # saved from any device,
+                        opt_state=devices.to(state.opt_state, ctx.device))  # loaded on the CPU
         changed = _changed_keys(saved, cfg.to_dict())
         if changed:
             raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in "
@@ -143,7 +156,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
     store = (ResidualStore(run_dir / "residuals") if fed.error_feedback and fed.payload_dtype != "fp32"
              else None)
-    ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap)
+    ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap,
+                       device=ctx.device)
     mech = privacy.make(cfg, ctx.shards, ctx.model)
     stopped = None
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
@@ -157,7 +171,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
                     tqdm.write(f"{cfg.name}: {stopped}")
                 break
             timer = Timer()
-            sent0 = comm.bytes_sent
+            sent0, copy0 = comm.bytes_sent, comm.copy_s
             fates = participation.fates(cfg, rnd)
             plan = ctx.place([f.client for f in fates if f.drop != "before"])
             fate = {f.client: f for f in fates}
@@ -205,6 +219,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
             if r0 and fed.checkpoint_every and (rnd % fed.checkpoint_every == 0 or rnd == fed.rounds):
                 with timer("checkpoint"):
                     checkpoint.save(run_dir, state, cfg.to_dict())
+            timer.move("comm", "copy", comm.copy_s - copy0)  # host staging, timed by the comm
             t = timer.close()
             per_rank = comm.allgather((t, results, comm.bytes_sent - sent0))
             ctx.observe(per_rank)
@@ -247,7 +262,7 @@ def _round_row(cfg: config.RunConfig, ctx: Run, ranks: int, rnd: int, fates: lis
         bytes_comm=int(sum(b for _, _, b in per_rank)),
         round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
         comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
-        checkpoint_s=t0["checkpoint"], other_s=t0["other"],
+        checkpoint_s=t0["checkpoint"], other_s=t0["other"], copy_s=t0["copy"],
         compute_max_s=max(t["compute"] for t, _, _ in per_rank),
         wait_max_s=max(t["wait"] for t, _, _ in per_rank),
         train_loss=sum(v * n for v, n in losses) / max(w, 1),

@@ -69,5 +69,6 @@ class ClientLevel(Mechanism):
 def noised(agg: Aggregate, std: float, denominator: int, seed: tuple[int, int]) -> Aggregate:
     """The aggregate with N(0, std²) added to its sum and the fixed `denominator` as its weight."""
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([*seed, 0xD9]).generate_state(1)[0]))
-    noise = torch.randn(agg.numel, generator=gen)
+    # drawn on the host and moved: the same noise whatever device the aggregate lives on
+    noise = torch.randn(agg.numel, generator=gen).to(agg.buf.device)
     return agg.replace(total=agg.total + std * noise, weight=float(denominator))

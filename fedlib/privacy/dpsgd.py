@@ -23,7 +23,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from .. import client
+from .. import client, device
 from ..config import ClientConfig, RunConfig
 from . import Mechanism, accounting
 
@@ -59,13 +59,14 @@ class SampleLevel(Mechanism):
               penalty: Any = None) -> client.ClientResult:
         t0 = time.perf_counter()
         torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # Poisson sampling on the host: same rows on any device
+        dev = client.device_of(model)
         sigma, q = self.sigma_q(cid)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = DPOptimizer(client.make_optimizer(params, replace(cfg, max_grad_norm=None)),
                           noise_multiplier=sigma, max_grad_norm=self.p.max_grad_norm,
                           expected_batch_size=cfg.batch_size,
-                          generator=torch.Generator().manual_seed(seed ^ 0x5EED))
+                          generator=device.generator(dev, seed ^ 0x5EED))  # noise drawn on dev
         model.train()
         steps = client.num_steps(len(shard), cfg)
         losses = []
@@ -73,15 +74,15 @@ class SampleLevel(Mechanism):
             idx = torch.nonzero(torch.rand(len(shard), generator=gen) < q).flatten()
             if len(idx) == 0:  # P = (1-q)^n, negligible for real shards; the step is still counted
                 continue
-            batch = shard.batch(idx)
+            batch = client.on(shard.batch(idx), dev)
             if self.positions:
                 b, length = batch["input_ids"].shape
-                batch["position_ids"] = torch.arange(length).expand(b, length)
+                batch["position_ids"] = torch.arange(length, device=dev).expand(b, length)
             loss = self.gsm(**batch).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(loss.detach().cpu()))
         opt.zero_grad(set_to_none=True)
         self.pending.append((cid, sigma, q, steps))
         return client.ClientResult(cid, len(shard), steps, float(np.mean(losses)) if losses else float("nan"),
