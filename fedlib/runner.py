@@ -50,7 +50,7 @@ class Run:
         td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model))
         dev = devices.resolve(cfg.device)
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed).to(dev)
-        parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
+        parts = partition.partition(td.train.labels.cpu().numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
         return cls(cfg, comm, model, FlatParams(model), td, shards, parts, device=dev)
@@ -83,7 +83,7 @@ class Run:
         cm, loss_sum = client.confusion(self.model, self.data.eval.subset(rows), n)
         buf = torch.from_numpy(np.concatenate([cm.reshape(-1).astype(np.float64), [loss_sum]]))
         self.comm.allreduce(buf)
-        buf = buf.numpy()
+        buf = buf.cpu().numpy()
         cm = buf[:-1].reshape(n, n).round().astype(np.int64)
         acc, f1 = client.scores(cm)
         return float(buf[-1] / max(cm.sum(), 1)), acc, f1
@@ -150,7 +150,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     if r0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.dump(cfg))
-        part_report(ctx.parts, ctx.data.train.labels.numpy(), ctx.data.num_labels).to_csv(
+        part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
             run_dir / "partition.csv", index=False)
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)

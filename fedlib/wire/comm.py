@@ -165,7 +165,7 @@ class MPIComm:
         return self._stage.there(buf, "cpu")
 
     def _parts(self, buf: torch.Tensor) -> list[Any]:
-        return [p.numpy() if p.device.type == "cpu" else p for p in chunks(buf, self.chunk_bytes)]
+        return [p.cpu().numpy() if p.device.type == "cpu" else p for p in chunks(buf, self.chunk_bytes)]
 
     def allreduce(self, buf: torch.Tensor) -> None:
         wire = self._wire(buf)
