@@ -131,7 +131,7 @@ class TorchComm:
         return box[0]
 
     def barrier(self) -> None:
-        dist.barrier()
+        dist.barrier(device_ids=[self.device.index or 0] if self.backend == "nccl" else None)
 
     def abort(self, code: int = 1) -> None:
         """End every rank: through MPI when it launched us, else by exiting (the launcher ends the rest)."""
