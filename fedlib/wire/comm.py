@@ -70,11 +70,12 @@ class Staging:
     def __init__(self) -> None:
         self.copy_s = 0.0
 
-    def there(self, buf: torch.Tensor, wire: Any) -> torch.Tensor:
+    def there(self, buf: torch.Tensor, wire: Any, fill: bool = True) -> torch.Tensor:
+        """`buf` on `wire`; `fill=False` for a buffer that will only be written (a receive)."""
         if buf.device.type == getattr(wire, "type", wire):
             return buf
         t = time.perf_counter()
-        out = buf.to(wire)
+        out = buf.to(wire) if fill else buf.new_empty(buf.shape, device=wire)
         synchronize(buf.device if out.device.type == "cpu" else out.device)
         self.copy_s += time.perf_counter() - t
         return out
@@ -157,12 +158,12 @@ class MPIComm:
     def copy_s(self) -> float:
         return self._stage.copy_s
 
-    def _wire(self, buf: torch.Tensor) -> torch.Tensor:
+    def _wire(self, buf: torch.Tensor, fill: bool = True) -> torch.Tensor:
         """The tensor MPI reads/writes: `buf` itself, or its host copy."""
         if buf.device.type == "cuda" and self.cuda_aware:
             synchronize(buf.device)  # MPI does not see torch's stream
             return buf
-        return self._stage.there(buf, "cpu")
+        return self._stage.there(buf, "cpu", fill)
 
     def _parts(self, buf: torch.Tensor) -> list[Any]:
         return [p.cpu().numpy() if p.device.type == "cpu" else p for p in chunks(buf, self.chunk_bytes)]
@@ -175,7 +176,7 @@ class MPIComm:
         self.bytes_sent += buf.numel() * buf.element_size()
 
     def broadcast(self, buf: torch.Tensor, root: int = 0) -> None:
-        wire = self._wire(buf)
+        wire = self._wire(buf, fill=self.rank == root)
         for part in self._parts(wire):
             self._comm.Bcast(part, root=root)
         if self.rank == root:
@@ -190,7 +191,7 @@ class MPIComm:
         self.bytes_sent += buf.numel() * buf.element_size()
 
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
-        wire = self._wire(buf)
+        wire = self._wire(buf, fill=False)
         for part in self._parts(wire):
             self._comm.Recv(part, source=source, tag=tag)
         self._stage.back(buf, wire)

@@ -100,7 +100,7 @@ class TorchComm:
         self.bytes_sent += self._nbytes(buf)
 
     def broadcast(self, buf: torch.Tensor, root: int = 0) -> None:
-        wire = self._stage.there(buf, self.wire)
+        wire = self._stage.there(buf, self.wire, fill=self.rank == root)
         for part in chunks(wire, self.chunk_bytes):
             dist.broadcast(part, src=root)
         if self.rank == root:
@@ -115,7 +115,7 @@ class TorchComm:
         self.bytes_sent += self._nbytes(buf)
 
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
-        wire = self._stage.there(buf, self.wire)
+        wire = self._stage.there(buf, self.wire, fill=False)
         for part in chunks(wire, self.chunk_bytes):
             dist.recv(part, src=source, tag=tag)
         self._stage.back(buf, wire)
