@@ -69,3 +69,14 @@ def test_reduced_precision_trains_close_to_fp32(tiny_cfg, precision):
     assert abs(low.summary["accuracy"] - ref.summary["accuracy"]) <= 0.1
     again = runner.run(tiny_cfg(name=precision + "2", **{"client.precision": precision}), progress=False)
     assert torch.equal(again.state.weights, low.state.weights)  # reproducible run to run
+
+
+def test_one_process_needs_no_process_group(monkeypatch):
+    """federation.backend=torch outside a launcher is the local world of one (no rendezvous)."""
+    for v in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"):
+        monkeypatch.delenv(v, raising=False)
+    cfg = config.load(None, {"federation.backend": "torch", "device": "cpu"})
+    comm = runner.comm_for(cfg)
+    assert (comm.size, comm.copy_s) == (1, 0.0)
+    with pytest.raises(config.ConfigError, match="^federation.backend"):
+        config.load(None, {"federation.backend": "nccl"})
