@@ -107,12 +107,15 @@ def _rounds(out: Path, quick: bool, device: str) -> pd.DataFrame:
 
 
 def with_ratio(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """`mpi_over_torch`: mpi seconds / torch seconds for the same row key (> 1: torch faster)."""
-    out = df.copy()
-    mpi = df[df["backend"] == "mpi"].set_index(keys)["seconds"]
-    tor = df[df["backend"] == "torch"].set_index(keys)["seconds"]
-    ratio = (mpi / tor).rename("mpi_over_torch").reset_index()
-    return out.merge(ratio, on=keys, how="left")
+    """`mpi_over_torch`: mpi seconds / torch seconds for the same row key (> 1: torch faster);
+    for rounds also `comm_mpi_over_torch` (round time on this shared box is mostly compute)."""
+    out = df
+    for col, name in (("seconds", "mpi_over_torch"), ("comm_s", "comm_mpi_over_torch")):
+        if col in df:
+            mpi = df[df["backend"] == "mpi"].set_index(keys)[col]
+            tor = df[df["backend"] == "torch"].set_index(keys)[col]
+            out = out.merge((mpi / tor).rename(name).reset_index(), on=keys, how="left")
+    return out
 
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:
