@@ -48,7 +48,7 @@ def load(run_dir: Path) -> tuple[ServerState, dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
     try:
-        blob = torch.load(path, weights_only=True)
+        blob = torch.load(path, weights_only=True, map_location="cpu")  # GPU runs resume anywhere
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
             ValueError, AttributeError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -16,11 +16,10 @@ from .wire import launcher
 
 def _run(args: argparse.Namespace) -> int:
     from .rundir import RunDirError
-    from .runner import run
-    from .wire.comm import make_comm
+    from .runner import comm_for, run
 
     cfg = config.load(args.config, config.parse_overrides(args.set))
-    comm = make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
+    comm = comm_for(cfg)
     try:
         result = run(cfg, comm=comm, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     except BaseException as e:
@@ -28,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"fedlib: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             comm.abort(2 if isinstance(e, (config.ConfigError, ValueError, RunDirError)) else 1)
         raise
+    getattr(comm, "close", lambda: None)()  # torch.distributed: tear the process group down
     if result.summary:
         print(json.dumps(result.summary, indent=2))
         if result.summary.get("diverged"):

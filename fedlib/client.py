@@ -19,7 +19,18 @@ from torch import nn
 from . import seeds
 from .config import ClientConfig
 from .data import TextSplit
+from .device import Precision
 from .seeds import Stream
+
+
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch cut on the host (indices from the CPU generator: the same rows on any device),
+    moved to the model's device."""
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 @dataclass(frozen=True)
@@ -67,41 +78,42 @@ def train(model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, clie
     the client's training seed (`seeds.Stream.CLIENT`); batch order and dropout masks are two
     streams derived from it."""
     t0 = time.perf_counter()
-    torch.manual_seed(seeds.seed(seed, Stream.DROPOUT))  # dropout masks (torch's global generator)
+    torch.manual_seed(seeds.seed(seed, Stream.DROPOUT))  # dropout masks (seeds every device's generator)
     gen = seeds.generator(seed, Stream.BATCHES)
+    dev = device_of(model)
+    prec = Precision(cfg.precision, dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)
     model.train()
     steps = num_steps(len(shard), cfg)
     losses = []
     for idx in batches(len(shard), cfg.batch_size, steps, gen):
-        out = model(**shard.batch(idx))
-        loss = out.loss
-        total = loss + penalty() if penalty is not None else loss
+        with prec.autocast():
+            loss = model(**on(shard.batch(idx), dev)).loss
+        total = loss.float() + penalty() if penalty is not None else loss.float()  # fp32 penalty
         opt.zero_grad(set_to_none=True)
-        total.backward()
-        if cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        losses.append(float(loss.detach()))
-    return ClientResult(client_id, len(shard), steps, float(np.mean(losses)), time.perf_counter() - t0)
+        prec.step(opt, total, params, cfg.max_grad_norm)
+        losses.append(loss.detach())
+    mean_loss = float(torch.stack(losses).double().mean()) if losses else float("nan")  # one sync
+    return ClientResult(client_id, len(shard), steps, mean_loss, time.perf_counter() - t0)
 
 
 @torch.no_grad()
 def confusion(model: nn.Module, split: TextSplit, num_labels: int, batch_size: int = 64
               ) -> tuple[np.ndarray, float]:
-    """(confusion matrix counts [true, pred], summed loss) on `split`; sums add across ranks."""
+    """(confusion matrix counts [true, pred], summed loss) on `split`; sums add across ranks.
+    Counted on the model's device; the host sees the final counts only."""
     model.eval()
-    cm = np.zeros((num_labels, num_labels), dtype=np.int64)
-    loss_sum = 0.0
+    dev = device_of(model)
+    cm = torch.zeros(num_labels * num_labels, dtype=torch.int64, device=dev)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     order = torch.argsort(split.lengths)  # similar lengths share a batch: less padding
     for i in range(0, len(split), batch_size):
-        b = split.batch(order[i : i + batch_size])
+        b = on(split.batch(order[i : i + batch_size]), dev)
         out = model(**b)
-        loss_sum += float(out.loss) * len(b["labels"])
-        pred = out.logits.argmax(-1).numpy()
-        np.add.at(cm, (b["labels"].numpy(), pred), 1)
-    return cm, loss_sum
+        loss_sum += out.loss.double() * len(b["labels"])
+        cm += torch.bincount(b["labels"] * num_labels + out.logits.argmax(-1), minlength=num_labels**2)
+    return cm.reshape(num_labels, num_labels).cpu().numpy(), float(loss_sum)
 
 
 def scores(cm: np.ndarray) -> tuple[float, float]:

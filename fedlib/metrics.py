@@ -58,6 +58,7 @@ class RoundRow:
     eps_mean: float | None = None
     noise_multiplier: float | None = None  # privacy.mode=client: sigma of this round's noise
     sample_rate: float | None = None  # privacy.mode=client: Poisson rate q (epsilon = Opacus(history))
+    copy_s: float = 0.0  # rank 0's seconds staging device buffers through the host for the comm
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import cache, client, config, data, models, participation, partition, seeds
+from . import device as devices
 from .metrics import ClientRow, RoundRow, Timer
 from .strategies import ServerState, server_step
 from .wire import placement
@@ -77,18 +78,21 @@ class Run:
     shards: list[data.TextSplit]
     parts: list[np.ndarray]  # training-set indices of each client
     costs: placement.CostModel = field(default_factory=placement.CostModel)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # model, buffers, server state
 
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
         tok = models.load_tokenizer(cfg.model)
         td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model), comm=comm)
+        dev = devices.resolve(cfg.device)
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
         if cfg.model.cache_features:  # clients train the part above the cached frozen prefix
             model, td = cache.attach(model, td, cfg.model, comm)
-        parts = partition.partition(td.train.labels.numpy(), cfg.federation.num_clients,
+        model = model.to(dev)
+        parts = partition.partition(td.train.labels.cpu().numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
-        return cls(cfg, comm, model, FlatParams(model), td, shards, parts)
+        return cls(cfg, comm, model, FlatParams(model), td, shards, parts, device=dev)
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
@@ -117,8 +121,9 @@ class Run:
         n = self.data.num_labels
         rows = torch.arange(self.comm.rank, len(self.data.eval), self.comm.size)
         cm, loss_sum = client.confusion(self.model, self.data.eval.subset(rows), n)
-        buf = np.concatenate([cm.reshape(-1).astype(np.float64), [loss_sum]])
+        buf = torch.from_numpy(np.concatenate([cm.reshape(-1).astype(np.float64), [loss_sum]]))
         self.comm.allreduce(buf)
+        buf = buf.cpu().numpy()
         cm = buf[:-1].reshape(n, n).round().astype(np.int64)
         acc, f1 = client.scores(cm)
         return float(buf[-1] / max(cm.sum(), 1)), acc, f1
@@ -189,7 +194,7 @@ def round_row(ctx: Run, rnd: int, out: RoundOutcome, reports: list[RankReport],
         bytes_comm=int(sum(rep.bytes_sent for rep in reports)),
         round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
         comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
-        checkpoint_s=t0["checkpoint"], other_s=t0["other"],
+        checkpoint_s=t0["checkpoint"], other_s=t0["other"], copy_s=t0["copy"],
         compute_max_s=max(rep.seconds["compute"] for rep in reports),
         wait_max_s=max(rep.seconds["wait"] for rep in reports),
         train_loss=sum(v * n for v, n in losses) / w if w else float("nan"),

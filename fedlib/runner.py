@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, config, data, privacy, provenance, round, rundir
+from . import device as devices
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
 from .round import Run
@@ -24,7 +25,7 @@ from .wire.codec import Codec, ResidualStore
 from .wire.comm import Comm, make_comm
 
 RESUMABLE = {"federation.rounds", "federation.eval_every", "federation.checkpoint_every", "federation.export",
-             "threads"}
+             "threads", "device", "federation.backend"}
 
 
 def _changed_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
@@ -48,6 +49,12 @@ def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
         torch.set_num_threads(threads)
 
 
+def comm_for(cfg: config.RunConfig) -> Comm:
+    """The Comm for federation.backend on the ranks the launcher started (one process: local)."""
+    kind = "torch" if cfg.federation.backend == "torch" else "auto"
+    return make_comm(kind, chunk_bytes=cfg.federation.chunk_mb << 20, device=devices.resolve(cfg.device))
+
+
 @dataclass(frozen=True)
 class Result:
     rounds: pd.DataFrame
@@ -61,7 +68,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     """Run (or resume) the federated training described by `cfg`; rank 0 writes the outputs.
     The run folder is locked for the run; a folder holding an earlier run's results is refused
     unless `overwrite` (its files are then moved aside, and deleted after the first new round)."""
-    comm = comm or make_comm("auto", chunk_bytes=cfg.federation.chunk_mb << 20)
+    comm = comm or comm_for(cfg)
     _set_threads(cfg, comm)
     started = provenance.utc_now()
     lock, aside = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
@@ -83,6 +90,8 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
     state = ServerState(ctx.flat.get())
     if resume:
         state, saved = checkpoint.load(run_dir)
+        state = replace(state, weights=state.weights.to(ctx.device),  # saved from any device,
+                        opt_state=devices.to(state.opt_state, ctx.device))  # loaded on the CPU
         changed = _changed_keys(saved, cfg.to_dict())
         if changed:
             raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in "
@@ -95,12 +104,13 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
         if store is not None and resume:  # back to the residuals the checkpoint covers
             store.restore(state.extra.get("residuals", {}))
         (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
-        part_report(ctx.parts, ctx.data.train.labels.numpy(), ctx.data.num_labels).to_csv(
+        part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
             run_dir / "partition.csv", index=False)
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)
         clog = CsvLog(run_dir / "clients.csv", ClientRow, keep_upto=state.round if resume else None)
     comm.barrier()
-    ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap)
+    ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap,
+                       device=ctx.device)
     stopped = None
     diverged = False
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
@@ -115,7 +125,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
                 break
             before = state
             timer = Timer()
-            sent0 = comm.bytes_sent
+            sent0, copy0 = comm.bytes_sent, comm.copy_s
             out = round.play(ctx, mech, ex, state, rnd, timer)
             state = out.state
             ev = (None, None, None)
@@ -135,6 +145,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
                 with timer("checkpoint"):
                     saved = _with_residuals(state, store)
                     checkpoint.write(run_dir, saved, cfg.to_dict())
+            timer.move("comm", "copy", comm.copy_s - copy0)  # host staging, timed by the comm
             reports = comm.allgather(round.RankReport(timer.close(), out.clients, comm.bytes_sent - sent0))
             ctx.observe(reports)
             if r0:

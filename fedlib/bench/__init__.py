@@ -18,6 +18,7 @@ BENCHES: dict[str, str] = {
     "accuracy": "fedlib.bench.accuracy",
     "axes": "fedlib.bench.axes",
     "system": "fedlib.bench.system",
+    "backends": "fedlib.bench.backends",
 }
 
 

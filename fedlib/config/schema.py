@@ -10,6 +10,7 @@ key and, when the value came from a YAML file, the file and line.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,6 +100,7 @@ class ClientConfig:
     local_steps: int | None = None  # when set, overrides local_epochs
     max_grad_norm: float | None = 1.0  # gradient clipping per step; null = off
     mu: float = 0.0  # FedProx proximal weight mu/2 * ||w - w_global||^2; fedprox needs > 0, fedavg 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast (fp16: + GradScaler); weights fp32
 
     def __post_init__(self) -> None:
         _require(self.lr > 0, "client.lr", f"must be > 0, got {self.lr}")
@@ -161,6 +163,7 @@ class FederationConfig:
     payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"  # client updates on the wire (summed in fp32)
     error_feedback: bool = False  # keep what rounding lost per client, add it to its next update
     overlap: bool = False  # p2p: send/receive updates on a background thread while the next client trains
+    backend: Literal["mpi", "torch"] = "mpi"  # comm: mpi4py, or torch.distributed (gloo on CPU, NCCL on CUDA)
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "federation.num_clients", "must be >= 1")
@@ -263,6 +266,7 @@ class RunConfig:
     seed: int = 0  # every random draw derives from (seed, round, client)
     output_dir: str = "outputs"  # where run folders go
     threads: int | None = None  # torch threads per rank; null = cores / local ranks under MPI
+    device: str = "auto"  # auto (local rank's GPU, else CPU) | cpu | cuda | cuda:N | xpu | xpu:N
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
@@ -279,6 +283,11 @@ class RunConfig:
         _require(0 <= self.seed < 2**64, "seed", f"must be in [0, 2**64) (numpy SeedSequence and torch "
                  f"seeds are unsigned 64-bit), got {self.seed}")
         _require(self.threads is None or self.threads >= 1, "threads", "must be >= 1 or null")
+        _require(bool(re.fullmatch(r"auto|cpu|(cuda|xpu)(:\d+)?", self.device)), "device",
+                 f"must be auto, cpu, cuda, cuda:N, xpu or xpu:N, got {self.device!r}")
+        _require(not (self.privacy.mode == "sample" and self.client.precision != "fp32"), "client.precision",
+                 "DP-SGD clips and noises fp32 per-sample gradients; use client.precision: fp32 with "
+                 "privacy.mode=sample")
         _require(
             self.partition.min_samples * self.federation.num_clients >= 1,
             "partition.min_samples",

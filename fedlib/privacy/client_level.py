@@ -119,5 +119,6 @@ class ClientLevel(Mechanism):
 
 def noised(agg: Aggregate, std: float, denominator: float, generator: torch.Generator) -> Aggregate:
     """The aggregate with N(0, std²) added to its sum and the fixed `denominator` as its weight."""
-    noise = torch.randn(agg.numel, generator=generator)
+    # drawn on the host and moved: the same noise whatever device the aggregate lives on
+    noise = torch.randn(agg.numel, generator=generator).to(agg.buf.device)
     return agg.replace(total=agg.total + std * noise, weight=float(denominator))

@@ -27,7 +27,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from .. import client, seeds
+from .. import client, device, seeds
 from ..config import ClientConfig, ConfigError, RunConfig
 from ..seeds import Stream
 from . import Mechanism, accounting
@@ -89,9 +89,10 @@ class SampleLevel(Mechanism):
               penalty: Any = None) -> client.ClientResult:
         t0 = time.perf_counter()
         torch.manual_seed(seeds.seed(seed, Stream.DROPOUT))  # dropout masks
-        gen = seeds.generator(seed, Stream.BATCHES)  # Poisson batches
-        noise = (torch.Generator().manual_seed(secrets.randbits(64)) if self.p.secure_noise
-                 else seeds.generator(seed, Stream.SAMPLE_NOISE))
+        gen = seeds.generator(seed, Stream.BATCHES)  # Poisson sampling on the host: same rows on any device
+        dev = client.device_of(model)
+        noise = device.generator(dev, secrets.randbits(64) if self.p.secure_noise  # drawn on dev
+                                 else seeds.seed(seed, Stream.SAMPLE_NOISE))
         sigma, q = self.sigma_q(cid)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = DPOptimizer(client.make_optimizer(params, replace(cfg, max_grad_norm=None)),
@@ -105,15 +106,15 @@ class SampleLevel(Mechanism):
             idx = torch.nonzero(torch.rand(len(shard), generator=gen) < q).flatten()
             if len(idx) == 0:  # P = (1-q)^n, negligible for real shards; the step is still counted
                 continue
-            batch = shard.batch(idx)
+            batch = client.on(shard.batch(idx), dev)
             if self.positions:
                 b, length = batch["input_ids"].shape
-                batch["position_ids"] = torch.arange(length).expand(b, length)
+                batch["position_ids"] = torch.arange(length, device=dev).expand(b, length)
             loss = self.gsm(**batch).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(float(loss.detach().cpu()))
         opt.zero_grad(set_to_none=True)
         self.pending.append((cid, sigma, q, steps))
         return client.ClientResult(cid, len(shard), steps, float(np.mean(losses)) if losses else float("nan"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -33,16 +32,11 @@ class Update:
 
 @dataclass(frozen=True)
 class Aggregate:
-    buf: torch.Tensor  # float32, numel + EXTRA
+    buf: torch.Tensor  # float32, numel + EXTRA, on the compute device (what the comm sends)
 
     @classmethod
     def zeros(cls, numel: int, device: torch.device | str | None = None) -> Aggregate:
         return cls(torch.zeros(numel + EXTRA, dtype=torch.float32, device=device))
-
-    @classmethod
-    def wrap(cls, array: np.ndarray) -> Aggregate:
-        """An aggregate over a float32 message buffer (no copy)."""
-        return cls(torch.from_numpy(array))
 
     @property
     def numel(self) -> int:
@@ -77,10 +71,6 @@ class Aggregate:
         self.buf.zero_()
         update.flat.add_delta_to(self.total, update.base, update.weight)
         self.count_(update.weight)
-
-    def array(self) -> np.ndarray:
-        """The buffer as numpy, for the comm backend (no copy on the host)."""
-        return self.buf.numpy()
 
     def mean(self) -> torch.Tensor:
         """Σ w_k·Δ_k / Σ w_k: the update the server step applies."""

@@ -41,17 +41,17 @@ class ResidualStore:
                 out.setdefault(int(c), []).append(int(r))
         return {c: sorted(rs) for c, rs in out.items()}
 
-    def get(self, cid: int, numel: int, rnd: int) -> torch.Tensor:
-        """The residual `cid` carries into round `rnd` (zeros when it has none yet)."""
+    def get(self, cid: int, numel: int, rnd: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The residual `cid` carries into round `rnd` (zeros when it has none yet), on `device`."""
         rs = [r for r in self.versions(cid).get(cid, []) if r < rnd]
         if not rs:
-            return torch.zeros(numel)
-        return torch.load(self.folder / f"{cid}.{rs[-1]}.pt", weights_only=True)
+            return torch.zeros(numel, device=device)
+        return torch.load(self.folder / f"{cid}.{rs[-1]}.pt", weights_only=True, map_location=device)
 
     def put(self, cid: int, rnd: int, residual: torch.Tensor) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{cid}.{os.getpid()}.tmp"
-        torch.save(residual, tmp)
+        torch.save(residual.cpu(), tmp)
         os.replace(tmp, self.folder / f"{cid}.{rnd}.pt")
         if not self.checkpoints:
             for r in self.versions(cid).get(cid, []):
@@ -104,8 +104,8 @@ class Codec:
         """`delta` (fp32, plus the client's residual) rounded to the wire dtype, into `out` if
         given. `delta` is scratch: with error feedback it ends up holding the new residual."""
         if self.residuals is not None:
-            delta.add_(self.residuals.get(cid, delta.numel(), rnd))
-        q = torch.empty(delta.shape, dtype=self.wire) if out is None else out
+            delta.add_(self.residuals.get(cid, delta.numel(), rnd, delta.device))
+        q = torch.empty(delta.shape, dtype=self.wire, device=delta.device) if out is None else out
         q.copy_(delta)
         if self.residuals is not None:
             add_decoded(delta, q, -1.0)
@@ -118,20 +118,32 @@ class Codec:
         The fp32 difference is formed in a reusable buffer, tensor by tensor."""
         flat = update.flat
         if self._delta is None or self._delta.numel() != flat.numel:
-            self._delta = torch.empty(flat.numel, dtype=torch.float32)
+            self._delta = torch.empty(flat.numel, dtype=torch.float32, device=update.base.device)
         return self.encode(update.cid, flat.delta_into(self._delta, update.base), out, update.rnd)
 
 
-def wire_update(buf: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+Wire = torch.Tensor | np.ndarray  # int16 message buffer; numpy accepted for host-side callers
+
+
+def _tensor(buf: Wire) -> torch.Tensor:
+    return torch.from_numpy(buf) if isinstance(buf, np.ndarray) else buf
+
+
+def wire_update(buf: Wire, dtype: torch.dtype) -> torch.Tensor:
     """The update part of an int16 wire buffer, seen as `dtype` (no copy)."""
-    return torch.from_numpy(buf[: buf.size - TAIL]).view(dtype)
+    t = _tensor(buf)
+    return t[: t.numel() - TAIL].view(dtype)
 
 
-def set_tail(buf: np.ndarray, weight: float, count: float) -> None:
-    buf[buf.size - TAIL :] = np.array([weight, count], dtype=np.float32).view(np.int16)
+def set_tail(buf: Wire, weight: float, count: float) -> None:
+    t = _tensor(buf)
+    tail = torch.tensor([weight, count], dtype=torch.float32, device=t.device)
+    t[t.numel() - TAIL :] = tail.view(torch.int16)
 
 
-def unpack(buf: np.ndarray, dtype: torch.dtype) -> tuple[torch.Tensor, float, float]:
-    """Wire bytes (int16: the 16-bit update, then weight and count as two float32) -> views."""
-    weight, count = buf[buf.size - TAIL :].view(np.float32)
-    return wire_update(buf, dtype), float(weight), float(count)
+def unpack(buf: Wire, dtype: torch.dtype) -> tuple[torch.Tensor, float, float]:
+    """Wire bytes (int16: the 16-bit update, then weight and count as two float32) -> views.
+    The tail is copied before it is read as float32 (it may sit at an odd int16 offset)."""
+    t = _tensor(buf)
+    weight, count = t[t.numel() - TAIL :].clone().view(torch.float32).tolist()
+    return wire_update(t, dtype), float(weight), float(count)

@@ -20,11 +20,12 @@ from .timer import Timer
 class Collective:
     server_on_every_rank = True
 
-    def __init__(self, comm: Comm, numel: int, codec: Codec | None = None) -> None:
+    def __init__(self, comm: Comm, numel: int, codec: Codec | None = None,
+                 device: torch.device | None = None) -> None:
         self.comm, self.numel = comm, numel
         self.codec = codec or Codec()
-        self.acc = Aggregate.zeros(numel)
-        self._q = None if self.codec.lossless else torch.empty(numel, dtype=self.codec.wire)
+        self.acc = Aggregate.zeros(numel, device)
+        self._q = None if self.codec.lossless else torch.empty(numel, dtype=self.codec.wire, device=device)
 
     def begin(self, plan: Sequence[Sequence[int]]) -> None:
         self.acc.zero_()
@@ -46,7 +47,7 @@ class Collective:
             with timer("wait"):
                 self.comm.barrier()
             with timer("comm"):
-                self.comm.allreduce(self.acc.array())
+                self.comm.allreduce(self.acc.buf)
         return self.acc
 
     def distribute(self, weights: torch.Tensor, timer: Timer) -> torch.Tensor:

@@ -1,16 +1,23 @@
 """The one communication interface the algorithms see: rank, size and a few collectives on
-flat numpy buffers. `LocalComm` is one process; `MPIComm` wraps mpi4py. Nothing else in
-fedlib imports mpi4py.
+flat torch tensors, wherever they live. `LocalComm` is one process; `MPIComm` wraps mpi4py;
+`TorchComm` (fedlib.wire.torch_comm) wraps torch.distributed. Nothing else in fedlib imports
+mpi4py or torch.distributed.
 
 Every call counts the bytes it hands to the network (summed over ranks by the caller), so the
-per-round instrumentation does not depend on which implementation runs.
+per-round instrumentation does not depend on which implementation runs; and the seconds spent
+staging device buffers through host memory (`copy_s`), which the round reports apart from
+`comm`. A backend that can read device memory (CUDA-aware MPI, NCCL) copies nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import ctypes
+import os
+import time
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # importing this module stays light: no torch until a buffer arrives
+    import torch
 
 from . import launcher
 
@@ -32,21 +39,67 @@ class Comm(Protocol):
     rank: int
     size: int
     bytes_sent: int
+    copy_s: float  # seconds staging device buffers through the host
 
-    def allreduce(self, buf: np.ndarray) -> None: ...
-    def broadcast(self, buf: np.ndarray, root: int = 0) -> None: ...
-    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None: ...
-    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> None: ...
+    def allreduce(self, buf: torch.Tensor) -> None: ...
+    def broadcast(self, buf: torch.Tensor, root: int = 0) -> None: ...
+    def send(self, buf: torch.Tensor, dest: int, tag: int = 0) -> None: ...
+    def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None: ...
     def allgather(self, obj: Any) -> list[Any]: ...
     def bcast_obj(self, obj: Any, root: int = 0) -> Any: ...
     def barrier(self) -> None: ...
     def abort(self, code: int = 1) -> None: ...
 
 
-def _chunks(buf: np.ndarray, chunk_bytes: int) -> list[np.ndarray]:
-    flat = buf.reshape(-1)
-    step = max(1, chunk_bytes // flat.itemsize)
-    return [flat[i : i + step] for i in range(0, flat.size, step)] or [flat]
+def chunks(buf: torch.Tensor, chunk_bytes: int) -> list[torch.Tensor]:
+    """Contiguous slices of `buf` of at most `chunk_bytes` (views: writes land in `buf`)."""
+    flat = buf.view(-1)
+    step = max(1, chunk_bytes // flat.element_size())
+    return [flat[i : i + step] for i in range(0, flat.numel(), step)] or [flat]
+
+
+def synchronize(device: Any) -> None:
+    """Wait for the device's queued kernels (copies are asynchronous; a no-op on the CPU)."""
+    if device.type != "cpu":
+        import torch
+
+        getattr(torch, device.type).synchronize(device)
+
+
+class Staging:
+    """Moves a buffer the backend cannot read to `wire` (host or device) and back, timing it."""
+
+    def __init__(self) -> None:
+        self.copy_s = 0.0
+
+    def there(self, buf: torch.Tensor, wire: Any, fill: bool = True) -> torch.Tensor:
+        """`buf` on `wire`; `fill=False` for a buffer that will only be written (a receive)."""
+        if buf.device.type == getattr(wire, "type", wire):
+            return buf
+        t = time.perf_counter()
+        out = buf.to(wire) if fill else buf.new_empty(buf.shape, device=wire)
+        synchronize(buf.device if out.device.type == "cpu" else out.device)
+        self.copy_s += time.perf_counter() - t
+        return out
+
+    def back(self, buf: torch.Tensor, staged: torch.Tensor) -> None:
+        if staged is not buf:
+            t = time.perf_counter()
+            buf.copy_(staged)
+            synchronize(buf.device)
+            self.copy_s += time.perf_counter() - t
+
+
+def cuda_aware_mpi() -> bool:
+    """Whether MPI may be handed CUDA memory. Conservative: FEDLIB_CUDA_AWARE_MPI=1/0 decides;
+    otherwise ask Open MPI / MPICH's MPIX_Query_cuda_support when the library exports it."""
+    env = os.environ.get("FEDLIB_CUDA_AWARE_MPI")
+    if env is not None:
+        return env == "1"
+    try:
+        return bool(ctypes.CDLL(None).MPIX_Query_cuda_support())
+    except (AttributeError, OSError):
+        return False
 
 
 class LocalComm:
@@ -57,17 +110,18 @@ class LocalComm:
 
     def __init__(self) -> None:
         self.bytes_sent = 0
+        self.copy_s = 0.0
 
-    def allreduce(self, buf: np.ndarray) -> None:
+    def allreduce(self, buf: torch.Tensor) -> None:
         return None
 
-    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
+    def broadcast(self, buf: torch.Tensor, root: int = 0) -> None:
         return None
 
-    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
+    def send(self, buf: torch.Tensor, dest: int, tag: int = 0) -> None:
         raise RuntimeError("LocalComm has no peers to send to")
 
-    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> None:
+    def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
         raise RuntimeError("LocalComm has no peers to receive from")
 
     def allgather(self, obj: Any) -> list[Any]:
@@ -84,7 +138,9 @@ class LocalComm:
 
 
 class MPIComm:
-    """mpi4py on COMM_WORLD (or a given communicator); buffers travel in chunks < 2 GiB."""
+    """mpi4py on COMM_WORLD (or a given communicator); buffers travel in chunks < 2 GiB. CPU
+    tensors go as numpy views (no copy); device tensors go as they are when MPI is CUDA-aware,
+    else through a host copy (timed in `copy_s`)."""
 
     def __init__(self, comm: Any = None, chunk_bytes: int = _DEFAULT_CHUNK) -> None:
         from mpi4py import MPI
@@ -95,28 +151,52 @@ class MPIComm:
         self.size = self._comm.Get_size()
         self.chunk_bytes = chunk_bytes
         self.bytes_sent = 0
+        self._stage = Staging()
+        self.cuda_aware = cuda_aware_mpi()
         # a background thread may make every MPI call while this one computes (federation.overlap)
         self.serialized_threads = MPI.Query_thread() >= MPI.THREAD_SERIALIZED
 
-    def allreduce(self, buf: np.ndarray) -> None:
-        for part in _chunks(buf, self.chunk_bytes):
-            self._comm.Allreduce(self._mpi.IN_PLACE, part, op=self._mpi.SUM)
-        self.bytes_sent += buf.nbytes
+    @property
+    def copy_s(self) -> float:
+        return self._stage.copy_s
 
-    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
-        for part in _chunks(buf, self.chunk_bytes):
+    def _wire(self, buf: torch.Tensor, fill: bool = True) -> torch.Tensor:
+        """The tensor MPI reads/writes: `buf` itself, or its host copy."""
+        if buf.device.type == "cuda" and self.cuda_aware:
+            synchronize(buf.device)  # MPI does not see torch's stream
+            return buf
+        return self._stage.there(buf, "cpu", fill)
+
+    def _parts(self, buf: torch.Tensor) -> list[Any]:
+        return [p.cpu().numpy() if p.device.type == "cpu" else p for p in chunks(buf, self.chunk_bytes)]
+
+    def allreduce(self, buf: torch.Tensor) -> None:
+        wire = self._wire(buf)
+        for part in self._parts(wire):
+            self._comm.Allreduce(self._mpi.IN_PLACE, part, op=self._mpi.SUM)
+        self._stage.back(buf, wire)
+        self.bytes_sent += buf.numel() * buf.element_size()
+
+    def broadcast(self, buf: torch.Tensor, root: int = 0) -> None:
+        wire = self._wire(buf, fill=self.rank == root)
+        for part in self._parts(wire):
             self._comm.Bcast(part, root=root)
         if self.rank == root:
-            self.bytes_sent += buf.nbytes * (self.size - 1)
+            self.bytes_sent += buf.numel() * buf.element_size() * (self.size - 1)
+        else:
+            self._stage.back(buf, wire)
 
-    def send(self, buf: np.ndarray, dest: int, tag: int = 0) -> None:
-        for part in _chunks(buf, self.chunk_bytes):
+    def send(self, buf: torch.Tensor, dest: int, tag: int = 0) -> None:
+        wire = self._wire(buf)
+        for part in self._parts(wire):
             self._comm.Send(part, dest=dest, tag=tag)
-        self.bytes_sent += buf.nbytes
+        self.bytes_sent += buf.numel() * buf.element_size()
 
-    def recv(self, buf: np.ndarray, source: int, tag: int = 0) -> None:
-        for part in _chunks(buf, self.chunk_bytes):
+    def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
+        wire = self._wire(buf, fill=False)
+        for part in self._parts(wire):
             self._comm.Recv(part, source=source, tag=tag)
+        self._stage.back(buf, wire)
 
     def allgather(self, obj: Any) -> list[Any]:
         return self._comm.allgather(obj)
@@ -137,13 +217,19 @@ def under_mpi() -> bool:
     return launcher.launched()
 
 
-def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK) -> Comm:
-    """`auto` picks MPI when a launcher started this process, else the local world of one.
+def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK, device: Any = None) -> Comm:
+    """`auto` picks MPI when a launcher started this process, else the local world of one;
+    `torch` likewise picks torch.distributed on the launcher's ranks (federation.backend), its
+    collective library chosen by `device` (gloo on CPU, NCCL on CUDA); `mpi` is always MPI.
 
-    An MPI world whose size differs from the launcher's stops here (`launcher.WorldMismatch`):
-    N one-rank worlds would otherwise each run the whole job into the same folder."""
-    if kind == "local" or (kind == "auto" and not under_mpi()):
+    A world whose size differs from the launcher's stops here (`launcher.WorldMismatch`): N
+    one-rank worlds would otherwise each run the whole job into the same folder."""
+    if kind == "local" or (kind in ("auto", "torch") and not under_mpi()):
         return LocalComm()
-    comm = MPIComm(chunk_bytes=chunk_bytes)
+    if kind == "torch":
+        from .torch_comm import TorchComm
+        comm: Comm = TorchComm(device=device, chunk_bytes=chunk_bytes)
+    else:
+        comm = MPIComm(chunk_bytes=chunk_bytes)
     launcher.check_world(comm.size)
     return comm

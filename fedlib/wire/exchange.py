@@ -28,9 +28,10 @@ class Exchange(Protocol):
     def close(self) -> None: ...
 
 
-def make(comm: Comm, numel: int, mode: str, codec: Codec | None = None, overlap: bool = False
-         ) -> Exchange:
-    """`mode` is federation.aggregation (collective | p2p). One rank needs no star."""
+def make(comm: Comm, numel: int, mode: str, codec: Codec | None = None, overlap: bool = False,
+         device: torch.device | None = None) -> Exchange:
+    """`mode` is federation.aggregation (collective | p2p). One rank needs no star. Buffers
+    live on `device` (the model's); the comm stages them to the host only if it must."""
     if mode == "p2p" and comm.size > 1:
-        return Star(comm, numel, codec, overlap)
-    return Collective(comm, numel, codec)
+        return Star(comm, numel, codec, overlap, device)
+    return Collective(comm, numel, codec, device)

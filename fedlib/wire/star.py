@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from functools import partial
 
-import numpy as np
 import torch
 
 from .aggregate import EXTRA, Aggregate, Update
@@ -29,21 +28,26 @@ from .timer import Timer
 class Star:
     server_on_every_rank = False
 
-    def __init__(self, comm: Comm, numel: int, codec: Codec | None = None, overlap: bool = False) -> None:
+    def __init__(self, comm: Comm, numel: int, codec: Codec | None = None, overlap: bool = False,
+                 device: torch.device | None = None) -> None:
         if overlap and not getattr(comm, "serialized_threads", True):
             raise RuntimeError("federation.overlap needs MPI initialized with MPI_THREAD_SERIALIZED "
                                "or higher; this MPI library gives less")
         self.comm, self.numel = comm, numel
         self.codec = codec or Codec()
-        self.acc = Aggregate.zeros(numel)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.acc = Aggregate.zeros(numel, self.device)
         self.pipe = Pipeline(overlap)
         self._stage = Ring([self._message_buffer() for _ in range(2 if overlap else 1)])
         self._inbox = self._message_buffer() if overlap else self._stage.buffers[0]
 
-    def _message_buffer(self) -> np.ndarray:
+    def _message_buffer(self) -> torch.Tensor:
         if self.codec.lossless:
-            return np.zeros(self.numel + EXTRA, dtype=np.float32)
-        return np.zeros(self.numel + TAIL, dtype=np.int16)
+            return torch.zeros(self.numel + EXTRA, dtype=torch.float32, device=self.device)
+        return torch.zeros(self.numel + TAIL, dtype=torch.int16, device=self.device)
+
+    def _header(self, value: float) -> torch.Tensor:
+        return torch.tensor([value], dtype=torch.float64, device=self.device)
 
     def begin(self, plan: Sequence[Sequence[int]]) -> None:
         """`plan[r]` lists the clients rank r trains this round, in order."""
@@ -59,43 +63,44 @@ class Star:
         i, msg = self._stage.take(timer)
         with timer("pack"):
             if self.codec.lossless:
-                Aggregate.wrap(msg).set_client(update)
+                Aggregate(msg).set_client(update)
             else:
                 self.codec.encode_update(update, wire_update(msg, self.codec.wire))
                 set_tail(msg, update.weight, 1.0)
         self._stage.hold(i, self._post(msg, timer))
 
-    def _post(self, msg: np.ndarray | None, timer: Timer) -> Future[None] | None:
+    def _post(self, msg: torch.Tensor | None, timer: Timer) -> Future[None] | None:
         slot = self._slot
         self._slot += 1
         job = self._collect if self.comm.rank == 0 else self._send
         return self.pipe.run(partial(job, slot, msg), timer)
 
-    def _send(self, slot: int, msg: np.ndarray | None, timer: Timer) -> None:
+    def _send(self, slot: int, msg: torch.Tensor | None, timer: Timer) -> None:
         with timer("comm"):
-            self.comm.send(np.array([0.0 if msg is None else 1.0]), dest=0, tag=2 * slot)
+            self.comm.send(self._header(0.0 if msg is None else 1.0), dest=0, tag=2 * slot)
             if msg is not None:
                 self.comm.send(msg, dest=0, tag=2 * slot + 1)
 
-    def _collect(self, slot: int, own: np.ndarray | None, timer: Timer) -> None:
+    def _collect(self, slot: int, own: torch.Tensor | None, timer: Timer) -> None:
         """Rank 0: fold its own slot-th message, then every other rank's."""
         if own is not None:
             with timer("pack"):
                 self._fold(own)
-        header = np.zeros(1)
+        header = self._header(0.0)
         for r in range(1, self.comm.size):
             if slot < len(self.plan[r]):
                 with timer("comm"):
                     self.comm.recv(header, source=r, tag=2 * slot)
-                    if header[0]:
+                    coming = bool(header[0])
+                    if coming:
                         self.comm.recv(self._inbox, source=r, tag=2 * slot + 1)
-                if header[0]:
+                if coming:
                     with timer("pack"):
                         self._fold(self._inbox)
 
-    def _fold(self, msg: np.ndarray) -> None:
+    def _fold(self, msg: torch.Tensor) -> None:
         if self.codec.lossless:
-            self.acc.add_(Aggregate.wrap(msg))
+            self.acc.add_(Aggregate(msg))
         else:
             q, weight, count = unpack(msg, self.codec.wire)
             add_decoded(self.acc.total, q, weight)
@@ -111,11 +116,11 @@ class Star:
 
     def distribute(self, weights: torch.Tensor, timer: Timer) -> torch.Tensor:
         """Rank 0 broadcasts its new global weights; other ranks get a fresh copy."""
-        out = weights if self.comm.rank == 0 else torch.empty(self.numel, dtype=torch.float32)
+        out = weights if self.comm.rank == 0 else torch.empty(self.numel, device=self.device)
         with timer("wait"):
             self.comm.barrier()
         with timer("comm"):
-            self.comm.broadcast(out.numpy(), root=0)
+            self.comm.broadcast(out, root=0)
         return out
 
     def close(self) -> None:

@@ -1,5 +1,7 @@
 """Seconds per phase of a round on this rank: the instrumentation every wire piece and the
-round loop share, so one breakdown (compute / pack / wait / comm / aggregate / ...) covers all.
+round loop share, so one breakdown (compute / pack / wait / comm / copy / aggregate / ...)
+covers all. `copy` is the host staging of device buffers a comm backend needed, carved out of
+the comm seconds it happened in (`move`).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-PHASES = ("compute", "pack", "wait", "comm", "aggregate", "eval", "checkpoint", "other")
+PHASES = ("compute", "pack", "wait", "comm", "copy", "aggregate", "eval", "checkpoint", "other")
 
 
 class Timer:
@@ -25,6 +27,12 @@ class Timer:
             yield
         finally:
             self.s[phase] += time.perf_counter() - t
+
+    def move(self, src: str, dst: str, seconds: float) -> None:
+        """Re-label `seconds` of `src` as `dst` (at most what `src` holds)."""
+        s = min(max(seconds, 0.0), self.s[src])
+        self.s[src] -= s
+        self.s[dst] += s
 
     def close(self) -> dict[str, float]:
         """The phases plus `round` (wall) and `other` (what no phase covered)."""
