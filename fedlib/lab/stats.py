@@ -84,16 +84,21 @@ def differs(a: Interval, b: Interval) -> bool:
     return a.resolved and b.resolved and (a.hi < b.lo or b.hi < a.lo)
 
 
-def summarize(df: pd.DataFrame, by: str | Sequence[str], value: str, level: float = LEVEL) -> pd.DataFrame:
-    """One row per group of `by`: `value` (the mean), `value_ci` (half-width), `value_lo`,
-    `value_hi` and `n` — what the notebooks' tables and error bars show."""
+def summarize(df: pd.DataFrame, by: str | Sequence[str], value: str | Sequence[str],
+              level: float = LEVEL) -> pd.DataFrame:
+    """One row per group of `by`: for each `value` its mean (under its own name), `<value>_ci`
+    (half-width), `<value>_lo`, `<value>_hi`; and `n`, the runs in the group — what the
+    notebooks' tables and error bars show."""
     keys = [by] if isinstance(by, str) else list(by)
+    values = [value] if isinstance(value, str) else list(value)
     rows = []
     for key, g in df.groupby(keys, sort=True, dropna=False):
-        iv = interval(g[value], level)
-        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
-                     value: iv.mean, f"{value}_ci": iv.half, f"{value}_lo": iv.lo, f"{value}_hi": iv.hi,
-                     "n": iv.n})
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
+        for v in values:
+            iv = interval(g[v], level)
+            row.update({v: iv.mean, f"{v}_ci": iv.half, f"{v}_lo": iv.lo, f"{v}_hi": iv.hi})
+        row["n"] = len(g)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
