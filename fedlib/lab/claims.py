@@ -187,3 +187,14 @@ def table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             note = f"{SOURCES[key]} missing: notebook not run"
             rows.append(_row(f"{key} claims", "", None, "", OPEN, note))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def show(claims_table: pd.DataFrame) -> pd.DataFrame:
+    """The table as a reader wants it: the effect and its CI in one column."""
+    def fmt(r: pd.Series) -> str:
+        if r["n"] == 0 or pd.isna(r["effect"]):
+            return "—"
+        ci = "no CI" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]"
+        return f"{r['effect']:+.3g} {ci}"
+    out = claims_table.assign(**{"effect (95% CI)": claims_table.apply(fmt, axis=1)})
+    return out[["claim", "measure", "effect (95% CI)", "n", "budget", "verdict", "note"]]

@@ -89,8 +89,10 @@ def ci_lines(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: Any
 
     ax = ax or plt.gca()
     table = stats.summarize(runs, [hue, x] if hue else [x], y)
-    for key, g in table.groupby(hue, sort=False) if hue else [(label or y, table)]:
-        ax.errorbar(g[x], g[y], yerr=g[f"{y}_ci"].fillna(0), marker=marker, capsize=3, label=str(key))
+    groups = [(k, table[table[hue] == k]) for k in dict.fromkeys(runs[hue])] if hue else [(label or y, table)]
+    for i, (key, g) in enumerate(groups):  # colours C0, C1, ... in the order the runs came
+        ax.errorbar(g[x], g[y], yerr=g[f"{y}_ci"].fillna(0), marker=marker, capsize=3, label=str(key),
+                    color=f"C{i}")
     ax.set(xlabel=x, ylabel=f"{y} (mean, 95% CI)")
     return table
 
@@ -115,10 +117,11 @@ def ci_bars(runs: pd.DataFrame, cat: str, y: str, ax: Any = None, horizontal: bo
              capsize=3, label=None if h is None else str(h))
     (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(cats)), [str(c) for c in cats])
     if horizontal:
-        ax.invert_yaxis()
+        if not ax.yaxis_inverted():  # first category on top (once: a shared axis is one axis)
+            ax.invert_yaxis()
         ax.set(xlabel=f"{y} (mean, 95% CI)", ylabel=cat)
     else:
         ax.set(ylabel=f"{y} (mean, 95% CI)", xlabel=cat)
     if hue is not None:
-        ax.legend(title=hue, fontsize="small")
+        ax.legend(title=hue, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the bars
     return table
