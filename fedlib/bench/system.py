@@ -92,9 +92,12 @@ def wall_time(acc: pd.DataFrame, runs_dir: Path) -> tuple[pd.DataFrame, pd.DataF
     """Accuracy after each round against the wall time spent so far (cumulative round_s), per
     run; and each strategy's accuracy at the wall time full fine-tuning took (the same seed's
     full run; the last evaluation at or before it), so LoRA is compared at equal cost."""
+    from ..lab.figures import run_dirs
+
     curves = pd.concat([
-        pd.read_csv(runs_dir / name / "rounds.csv").assign(strategy=s, seed=seed)
-        for name, s, seed in zip(acc["name"], acc["strategy"], acc["seed"], strict=True)], ignore_index=True)
+        pd.read_csv(d / "rounds.csv").assign(strategy=s, seed=seed)
+        for d, s, seed in zip(run_dirs(acc, runs_dir), acc["strategy"], acc["seed"], strict=True)],
+        ignore_index=True)
     curves["wall_s"] = curves.groupby(["strategy", "seed"])["round_s"].cumsum()
     curves = curves.dropna(subset=["accuracy"])[["strategy", "seed", "round", "wall_s", "accuracy"]]
     full = curves[curves["strategy"] == "full fine-tuning fp32"].groupby("seed")["wall_s"].max()

@@ -125,3 +125,10 @@ def ci_bars(runs: pd.DataFrame, cat: str, y: str, ax: Any = None, horizontal: bo
     if hue is not None:
         ax.legend(title=hue, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the bars
     return table
+
+
+def run_dirs(runs: pd.DataFrame, root: str | Path) -> list[Path]:
+    """Each row's run folder: its `run_dir` column where the sweep records one, else root/name."""
+    if "run_dir" in runs:
+        return [Path(p) for p in runs["run_dir"]]
+    return [Path(root) / n for n in runs["name"]]
