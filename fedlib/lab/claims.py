@@ -196,5 +196,6 @@ def show(claims_table: pd.DataFrame) -> pd.DataFrame:
             return "—"
         ci = "no CI" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]"
         return f"{r['effect']:+.3g} {ci}"
-    out = claims_table.assign(**{"effect (95% CI)": claims_table.apply(fmt, axis=1)})
+    out = claims_table.assign(**{"effect (95% CI)": claims_table.apply(fmt, axis=1)}).fillna(
+        {"budget": "", "note": "", "measure": ""})
     return out[["claim", "measure", "effect (95% CI)", "n", "budget", "verdict", "note"]]
