@@ -97,9 +97,9 @@ class Pool:
                               f"{''.join(tb) if isinstance(tb, list) else tb or ''}") from None
         return next(r for r in out if r is not None)
 
-    def sweep(self, base: config.RunConfig, grid: Sequence[Mapping[str, Any]], desc: str = "runs"
-              ) -> pd.DataFrame:
-        return sweep.run_grid(base, grid, run=self.run, desc=desc)
+    def sweep(self, base: config.RunConfig, grid: Sequence[Mapping[str, Any]], desc: str = "runs",
+              seeds: Sequence[int] | None = None) -> pd.DataFrame:
+        return sweep.run_grid(base, grid, run=self.run, desc=desc, seeds=seeds)
 
     def close(self) -> None:
         if self.client is not None and self.mode == "mpi":

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..data import REPO_ROOT
 from ..metrics import PHASES
+from . import stats
 
 SHOWN = ("compute", "pack", "comm", "wait", "aggregate", "eval", "checkpoint", "other")
 
@@ -78,3 +79,56 @@ def with_fit(df: pd.DataFrame, fit: pd.DataFrame, x: str, by: list[str], name: s
     out = df.merge(fit[[*by, "a", "b"]], on=by, how="left")
     out[name] = out["a"] + out["b"] * out[x]
     return out.drop(columns=["a", "b"])
+
+
+def ci_lines(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: Any = None,
+             label: str | None = None, marker: str = "o") -> pd.DataFrame:
+    """Mean of `y` over seeds per `x` (one curve per `hue`), with 95 % t-interval error bars
+    (`stats`; a point measured once has no bar). Returns the table it drew."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.gca()
+    table = stats.summarize(runs, [hue, x] if hue else [x], y)
+    groups = [(k, table[table[hue] == k]) for k in dict.fromkeys(runs[hue])] if hue else [(label or y, table)]
+    for i, (key, g) in enumerate(groups):  # colours C0, C1, ... in the order the runs came
+        ax.errorbar(g[x], g[y], yerr=g[f"{y}_ci"].fillna(0), marker=marker, capsize=3, label=str(key),
+                    color=f"C{i}")
+    ax.set(xlabel=x, ylabel=f"{y} (mean, 95% CI)")
+    return table
+
+
+def ci_bars(runs: pd.DataFrame, cat: str, y: str, ax: Any = None, horizontal: bool = False,
+            hue: str | None = None) -> pd.DataFrame:
+    """Bars of the mean of `y` over seeds per `cat` (grouped by `hue`), 95 % t-interval whiskers."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.gca()
+    table = stats.summarize(runs, [cat] if hue is None else [cat, hue], y)
+    cats = list(dict.fromkeys(runs[cat]))
+    hues = [None] if hue is None else list(dict.fromkeys(runs[hue]))
+    width = 0.8 / len(hues)
+    for j, h in enumerate(hues):
+        g = table if h is None else table[table[hue] == h]
+        g = g.set_index(cat).reindex(cats)
+        pos = np.arange(len(cats)) - 0.4 + width * (j + 0.5)
+        err = g[f"{y}_ci"].fillna(0).to_numpy()
+        draw = ax.barh if horizontal else ax.bar
+        draw(pos, g[y].to_numpy(), width, **({"xerr": err} if horizontal else {"yerr": err}),
+             capsize=3, label=None if h is None else str(h))
+    (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(cats)), [str(c) for c in cats])
+    if horizontal:
+        if not ax.yaxis_inverted():  # first category on top (once: a shared axis is one axis)
+            ax.invert_yaxis()
+        ax.set(xlabel=f"{y} (mean, 95% CI)", ylabel=cat)
+    else:
+        ax.set(ylabel=f"{y} (mean, 95% CI)", xlabel=cat)
+    if hue is not None:
+        ax.legend(title=hue, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the bars
+    return table
+
+
+def run_dirs(runs: pd.DataFrame, root: str | Path) -> list[Path]:
+    """Each row's run folder: its `run_dir` column where the sweep records one, else root/name."""
+    if "run_dir" in runs:
+        return [Path(p) for p in runs["run_dir"]]
+    return [Path(root) / n for n in runs["name"]]

@@ -9,7 +9,10 @@ timestamped folder under `runs/`, so reproducing again never collides with earli
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +24,7 @@ from tqdm.auto import tqdm
 from .. import provenance
 from ..data import REPO_ROOT
 from ..metrics import write_json
+from .sweep import PROGRESS_ENV
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PARAMS = REPO_ROOT / "params"
@@ -77,11 +81,70 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
         bar.set_postfix_str(name)
         values = {**parameters(profile, name, params), "profile": profile, "out_dir": str(out)}
         t0, status = time.perf_counter(), "failed"
+        watch = Watcher(out / f"{name}.progress.json",
+                        lambda text, n=name: bar.set_postfix_str(f"{n} · {text}"))
         try:
-            execute(notebooks / f"{name}.ipynb", out / f"{name}.ipynb", values)
+            with watch:
+                execute(notebooks / f"{name}.ipynb", out / f"{name}.ipynb", values)
             status = "ok"
         finally:
-            rows.append({"notebook": name, "seconds": round(time.perf_counter() - t0, 1), "status": status})
+            rows.append({"notebook": name, "seconds": round(time.perf_counter() - t0, 1), "status": status,
+                         "progress": watch.last})
             pd.DataFrame(rows).to_csv(out / "reproduce_times.csv", index=False)
             write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows})
     return pd.DataFrame(rows)
+
+
+def describe(info: dict) -> str:
+    """One line for a sweep's progress file: ``<sweep>: run i/n, round r/R``."""
+    if info.get("finished"):
+        return f"{info['sweep']}: {info['runs']}/{info['runs']} runs done"
+    text = f"{info['sweep']}: run {info['run']}/{info['runs']}"
+    csv = Path(info.get("rounds_csv") or "")
+    if info.get("rounds_total") and csv.is_file() and csv.stat().st_mtime >= info.get("started", 0) - 1:
+        with open(csv) as f:
+            done = max(sum(1 for _ in f) - 1, 0)  # header, then one line per finished round
+        text += f", round {min(done, info['rounds_total'])}/{info['rounds_total']}"
+    return text
+
+
+class Watcher:
+    """While a notebook runs, poll the progress file its sweeps write (`FEDLIB_PROGRESS`, set for
+    the kernel) and hand each new line to `show`; `last` keeps the final one for the record."""
+
+    POLL_S = 2.0
+
+    def __init__(self, path: Path, show) -> None:  # noqa: ANN001 - any callable taking a str
+        self.path, self.show, self.last = path, show, ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._env: str | None = None
+
+    def poll(self) -> None:
+        try:
+            text = describe(json.loads(self.path.read_text()))
+        except (OSError, ValueError, KeyError):
+            return  # not written yet (or a notebook without sweeps)
+        if text != self.last:
+            self.last = text
+            self.show(text)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            self.poll()
+
+    def __enter__(self) -> Watcher:
+        self.path.unlink(missing_ok=True)
+        self._env = os.environ.get(PROGRESS_ENV)
+        os.environ[PROGRESS_ENV] = str(self.path)  # the kernel papermill starts inherits it
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+        if self._env is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = self._env

@@ -4,7 +4,10 @@ benchmarks write. The runner is pluggable (in-process, or on ipyparallel engines
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,17 +85,61 @@ def fresh_dir(root: str | Path, name: str) -> Path:
 
 
 def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: RunFn | None = None,
-             progress: bool = True, desc: str = "runs") -> pd.DataFrame:
-    """One row per grid entry. An entry is dotted overrides plus optional plain keys (no dot)
-    that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``.
+             progress: bool = True, desc: str = "runs", seeds: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per grid entry and seed. An entry is dotted overrides plus optional plain keys (no
+    dot) that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``.
+    With `seeds`, every entry runs once per seed (run names end in ``seed<s>``); every row
+    carries its `seed` and `trainable` part, what the error bars and the claims table group by.
     The runs go to a fresh folder `<output_dir>/<base.name>-<UTC time>/` (see `fresh_dir`)."""
     run = run or local_run
     base = config.replace(base, output_dir=str(fresh_dir(base.output_dir, base.name)))
+    grid = with_seeds(grid, seeds)
     rows = []
     for i, entry in enumerate(tqdm(grid, desc=desc, disable=not progress, unit="run")):
-        labels = {k: v for k, v in entry.items() if "." not in k}
-        over = {k: v for k, v in entry.items() if "." in k}
-        name = slug(f"{base.name}-{i:02d}-" + "-".join(str(v) for v in entry.values()))
+        labels = {k: v for k, v in entry.items() if "." not in k and k != "seed"}
+        over = {k: v for k, v in entry.items() if "." in k or k == "seed"}
+        name = slug(f"{base.name}-{i:02d}-" + "-".join(
+            f"seed{v}" if k == "seed" else str(v) for k, v in entry.items()))
         cfg = config.replace(base, name=name, **over)
-        rows.append(summarize(cfg, run(cfg), {**labels, **over}))
+        report_progress(desc, i, len(grid), cfg)
+        rows.append(summarize(cfg, run(cfg), {**labels, **over, **budget(cfg)}))
+    report_progress(desc, len(grid), len(grid), None)
     return pd.DataFrame(rows)
+
+
+def with_seeds(grid: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None) -> list[dict[str, Any]]:
+    """Every entry once per seed, seeds innermost (so a cut-short sweep has whole groups)."""
+    if seeds is None:
+        return [dict(e) for e in grid]
+    if not len(seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {list(seeds)}: give one or more distinct seeds")
+    return [{**e, "seed": int(s)} for e in grid for s in seeds]
+
+
+def budget(cfg: config.RunConfig) -> dict[str, Any]:
+    """What a claim's budget names besides clients and rounds: the seed and what trained."""
+    m = cfg.model
+    k = m.frozen  # None, a number of lower layers (embeddings included), or "all"
+    trainable = (f"LoRA r{m.lora_r}" if m.lora_r else "full" if k is None
+                 else "head" if k == "all" else f"above layer {k}")
+    return {"seed": cfg.seed, "trainable": trainable}
+
+
+# `make reproduce` sets this to a JSON file it polls: which run of which sweep is running, and
+# where its rounds.csv grows (one line per round), so a notebook that runs for hours shows more
+# than one bar. Unset (a notebook opened by hand): nothing is written.
+PROGRESS_ENV = "FEDLIB_PROGRESS"
+
+
+def report_progress(desc: str, done: int, total: int, cfg: config.RunConfig | None) -> None:
+    path = os.environ.get(PROGRESS_ENV)
+    if not path:
+        return
+    info = {"sweep": desc, "run": min(done + 1, total), "runs": total, "finished": cfg is None,
+            "started": time.time()}
+    if cfg is not None:
+        info.update(name=cfg.name, rounds_total=cfg.federation.rounds,
+                    rounds_csv=str((cfg.run_dir / "rounds.csv").resolve()))
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(path)  # atomic: the poller never reads half a file
