@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "axes": "fedlib.bench.axes",
     "system": "fedlib.bench.system",
     "backends": "fedlib.bench.backends",
+    "privacy": "fedlib.bench.privacy",
 }
 
 

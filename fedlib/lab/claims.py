@@ -136,7 +136,8 @@ def privacy_claims(df: pd.DataFrame) -> list[dict]:
         for e in sorted(eps, reverse=True):
             test = dp[_is(dp, "privacy.target_epsilon", e)]
             parts = set(test["trainable"]) if "trainable" in test and len(test) else set()
-            ref = df[(mode == "none") & df["trainable"].isin(parts)] if parts else df.iloc[:0]
+            same = df["trainable"].isin(parts) & df["clients"].isin(set(test["clients"])) if parts else False
+            ref = df[(mode == "none") & same] if parts else df.iloc[:0]  # same trainable part and clients
             claim = f"accuracy within {TOLERANCE:g} of non-private under {label} ε={e:g}"
             out.append(stable(claim, ref, test))
     return out

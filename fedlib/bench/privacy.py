@@ -1,0 +1,82 @@
+"""Differential privacy where its mechanisms are meant to work, on a small machine: MiniLM's
+frozen encoder runs once per example (`model.cache_features`, pooled features), so only the
+classifier head trains and a round of 100 clients costs well under a second.
+
+- client-level DP-FedAvg: 1,000 clients on MAG (17k titles, 7 fields), each round Poisson-
+  sampled at q = 0.1, 100 rounds, δ = 1e-3 (≤ 1/N), ε ∈ {8, 2}, against the same run without DP;
+- DP-SGD (Opacus) per client: 40 clients holding ~434 examples each, ε ∈ {8, 2} (δ = 1e-5),
+  against the same 40 clients without DP.
+
+Each setting runs once per seed; `summary` gives accuracy's mean, 95 % t-interval and n per
+setting, and `rounds` the accuracy and ε spent after every evaluated round.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import config
+from ..lab import stats, sweep
+
+HEAD = {"model.freeze_layers": "all", "model.cache_features": True, "model.pooling": "mean"}
+
+
+def client_level(clients: int, fraction: float, rounds: int, epsilons: list[float], clip: float = 0.5
+                 ) -> list[dict]:
+    """Client-level DP-FedAvg settings and their non-private reference (same clients and rounds)."""
+    common = {"federation.num_clients": clients, "federation.fraction": fraction, "federation.rounds": rounds,
+              "federation.eval_every": max(1, rounds // 10), "client.batch_size": 16, "privacy.delta": 1e-3}
+    ref = {"setting": f"no DP ({clients} clients)", **common}
+    return [ref] + [{"setting": f"client-level eps={e:g} ({clients} clients)", **common,
+                     "privacy.mode": "client", "privacy.target_epsilon": e, "privacy.clip": clip}
+                    for e in epsilons]
+
+
+def sample_level(clients: int, rounds: int, epsilons: list[float]) -> list[dict]:
+    """DP-SGD settings (every client, every round) and their non-private reference."""
+    common = {"federation.num_clients": clients, "federation.fraction": 1.0, "federation.rounds": rounds,
+              "federation.eval_every": 1, "client.batch_size": 32, "client.lr": 2e-2, "privacy.delta": 1e-5}
+    ref = {"setting": f"no DP ({clients} clients)", **common}
+    return [ref] + [{"setting": f"DP-SGD eps={e:g} ({clients} clients)", **common, "privacy.mode": "sample",
+                     "privacy.target_epsilon": e, "privacy.max_grad_norm": 1.0} for e in epsilons]
+
+
+def base(out: Path, data: str = "mag") -> config.RunConfig:
+    return config.load(None, {
+        "name": "privacy", "output_dir": str(out / "runs"), "model.name": "minilm", **HEAD,
+        "data.name": data, "data.subset": "full", "data.max_length": 32, "data.max_eval_samples": 2000,
+        "client.lr": 1e-2, "client.local_epochs": 1,
+        "federation.checkpoint_every": 0, "federation.export": False,
+    })
+
+
+def grid(quick: bool) -> list[dict]:
+    return (client_level(1000, 0.1, 100, [8.0, 2.0])
+            + sample_level(40, 4 if quick else 10, [8.0, 2.0]))
+
+
+def rounds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy and ε spent after every evaluated round, one row per (run, round)."""
+    parts = []
+    for _, r in runs.iterrows():
+        df = pd.read_csv(Path(r["run_dir"]) / "rounds.csv")
+        eps = df["epsilon"] if "epsilon" in df and df["epsilon"].notna().any() else df.get("eps_max")
+        parts.append(pd.DataFrame({"setting": r["setting"], "seed": r["seed"], "round": df["round"],
+                                   "accuracy": df["accuracy"], "epsilon": eps}).dropna(subset=["accuracy"]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def summary(runs: pd.DataFrame) -> pd.DataFrame:
+    runs = runs.assign(epsilon_reported=runs.get("epsilon", pd.Series(float("nan"), index=runs.index))
+                       .fillna(runs.get("eps_max", pd.Series(float("nan"), index=runs.index))))
+    table = stats.summarize(runs, "setting", ["accuracy", "epsilon_reported"])
+    return table.set_index("setting").loc[list(dict.fromkeys(runs["setting"]))].reset_index()
+
+
+def run(out: Path, quick: bool = False) -> pd.DataFrame:
+    runs = sweep.run_grid(base(out), grid(quick), desc="privacy", seeds=[0, 1, 2])
+    rounds(runs).to_csv(out / "privacy_rounds.csv", index=False)
+    summary(runs).to_csv(out / "privacy_summary.csv", index=False)
+    return runs
