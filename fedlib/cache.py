@@ -87,6 +87,7 @@ def compute(model: nn.Module, split: TextSplit, k: int | Literal["all"], pooling
     BUILDS += 1
     was = model.training
     model.eval()
+    dev = next(model.parameters()).device  # built where the model lives (a GPU node: on its GPU)
     lengths = split.lengths.numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hidden = int(model.config.hidden_size)
@@ -95,7 +96,8 @@ def compute(model: nn.Module, split: TextSplit, k: int | Literal["all"], pooling
     for i in range(0, len(split), batch_size):
         idx = order[i : i + batch_size]
         b = split.batch(idx)
-        h = frozen.prefix(model, k, pooling, b["input_ids"], b["attention_mask"]).float().numpy()
+        h = frozen.prefix(model, k, pooling, b["input_ids"].to(dev), b["attention_mask"].to(dev))
+        h = h.float().cpu().numpy()
         for j, r in enumerate(idx.tolist()):
             if k == "all":
                 out[r] = h[j]

@@ -85,10 +85,9 @@ class Run:
         tok = models.load_tokenizer(cfg.model)
         td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model), comm=comm)
         dev = devices.resolve(cfg.device)
-        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed)
+        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed).to(dev)
         if cfg.model.cache_features:  # clients train the part above the cached frozen prefix
             model, td = cache.attach(model, td, cfg.model, comm)
-        model = model.to(dev)
         parts = partition.partition(td.train.labels.cpu().numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
