@@ -62,7 +62,7 @@ reproduce: $(VENV)
 	$(PY) -m fedlib reproduce --profile $(PROFILE) $(foreach n,$(NB),--nb $(n))
 
 run: $(VENV)
-	$(MPIEXEC) -n $(RANKS) $(PY) -m fedlib run params/quickstart.yaml
+	$(MPIEXEC) -n $(RANKS) $(PY) -m fedlib run params/quickstart.yaml --set name=quickstart-$(RANKS)ranks
 
 lab: $(VENV)
 	$(VENV)/bin/jupyter lab notebooks/
