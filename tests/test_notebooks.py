@@ -93,3 +93,16 @@ def test_quickstart_notebook_on_two_mpi_engines(tmp_path):
     again = reproduce.run("tiny", ["00_quickstart"], out_root=tmp_path)  # a rerun never collides
     assert again["status"].tolist() == ["ok"]
     assert len(list((tmp_path / "tiny" / "runs").iterdir())) == 2  # one fresh run folder each
+    (kept,) = (tmp_path / "tiny" / "history").iterdir()  # the first record, moved aside whole
+    assert (kept / "00_quickstart.ipynb").is_file() and (tmp_path / "tiny" / "00_quickstart.ipynb").is_file()
+
+
+def test_archive_moves_an_earlier_record_aside(tmp_path):
+    for f in ("05_privacy.ipynb", "05_privacy.html", "05_privacy_ci.csv", "06_system.csv"):
+        (tmp_path / f).write_text(f)
+    moved = reproduce.archive(tmp_path, "05_privacy", "2026-11-25T17:00:00+00:00")
+    assert sorted(f.name for f in moved) == ["05_privacy.html", "05_privacy.ipynb", "05_privacy_ci.csv"]
+    kept = tmp_path / "history" / "2026-11-25T170000+0000"
+    assert (kept / "05_privacy_ci.csv").read_text() == "05_privacy_ci.csv"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["06_system.csv", "history"]
+    assert reproduce.archive(tmp_path, "05_privacy", "later") == []  # nothing left to move

@@ -4,7 +4,8 @@ notebook last. Stops at the first failing notebook, naming it and the failing ce
 already executed stay where they are. `provenance.json` there records the code and library
 versions, host and times of the invocation; each run's own provenance is in its summary.json
 and in the sweep tables (`prov_*` columns, `run_dir`). Every sweep writes its runs into a fresh
-timestamped folder under `runs/`, so reproducing again never collides with earlier runs.
+timestamped folder under `runs/`, and a notebook's earlier outputs move to `history/<time>/`
+before it runs again, so reproducing again never replaces an earlier record.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
     for name in (bar := tqdm(names, desc=f"reproduce ({profile})", unit="notebook")):
         bar.set_postfix_str(name)
         values = {**parameters(profile, name, params), "profile": profile, "out_dir": str(out)}
+        archive(out, name, prov["started"])
         t0, status = time.perf_counter(), "failed"
         watch = Watcher(out / f"{name}.progress.json",
                         lambda text, n=name: bar.set_postfix_str(f"{n} · {text}"))
@@ -93,6 +95,19 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
             pd.DataFrame(rows).to_csv(out / "reproduce_times.csv", index=False)
             write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows})
     return pd.DataFrame(rows)
+
+
+def archive(out: Path, name: str, stamp: str) -> list[Path]:
+    """Move what an earlier reproduce left for notebook `name` (its executed copy, HTML, CSVs,
+    PNGs: files named `<name>*`) into `history/<stamp>/`, so a rerun replaces nothing: the
+    newest record stays where 99_summary reads it, every earlier one beside it."""
+    old = [f for f in out.glob(f"{name}*") if f.is_file()]
+    if old:
+        dest = out / "history" / stamp.replace(":", "")
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in old:
+            f.replace(dest / f.name)
+    return old
 
 
 def describe(info: dict) -> str:
