@@ -121,7 +121,7 @@ def budget(cfg: config.RunConfig) -> dict[str, Any]:
     m = cfg.model
     k = m.frozen  # None, a number of lower layers (embeddings included), or "all"
     trainable = (f"LoRA r{m.lora_r}" if m.lora_r else "full" if k is None
-                 else "head" if k == "all" else f"above layer {k}")
+                 else "head" if k == "all" else "all but embeddings" if k == 0 else f"layers above {k}")
     return {"seed": cfg.seed, "trainable": trainable}
 
 
