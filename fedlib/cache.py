@@ -49,7 +49,7 @@ class FeatureSplit:
         return int(self.labels.numel())
 
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        rows = self.rows[idx].numpy()
+        rows = self.rows[idx].cpu().numpy()
         lengths = self.lengths[idx]
         width = int(lengths.max())
         mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
@@ -57,7 +57,7 @@ class FeatureSplit:
             h = torch.from_numpy(np.asarray(self.store[self.offsets[rows]], dtype=np.float32))
         else:
             pos = self.offsets[rows][:, None] + np.arange(width)[None, :]
-            valid = mask.numpy().astype(bool)
+            valid = mask.cpu().numpy().astype(bool)
             h = torch.from_numpy(np.asarray(self.store[np.where(valid, pos, 0)], dtype=np.float32))
             h[~mask.bool()] = 0.0
         return {"hidden_states": h, "attention_mask": mask, "labels": self.labels[idx]}
@@ -75,8 +75,8 @@ def _key(model: nn.Module, prefix_modules: list[nn.Module], split: TextSplit,
         for name, t in m.state_dict().items():
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    h.update(split.input_ids.numpy().tobytes())
-    h.update(split.lengths.numpy().tobytes())
+    h.update(split.input_ids.cpu().numpy().tobytes())
+    h.update(split.lengths.cpu().numpy().tobytes())
     return h.hexdigest()[:24]
 
 
@@ -88,7 +88,7 @@ def compute(model: nn.Module, split: TextSplit, k: int | Literal["all"], pooling
     was = model.training
     model.eval()
     dev = next(model.parameters()).device  # built where the model lives (a GPU node: on its GPU)
-    lengths = split.lengths.numpy()
+    lengths = split.lengths.cpu().numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hidden = int(model.config.hidden_size)
     out = np.zeros((len(split) if k == "all" else int(lengths.sum()), hidden), DTYPES[dtype])
@@ -117,7 +117,7 @@ def features(model: nn.Module, split: TextSplit, cfg: ModelConfig, k: int | Lite
     store = np.load(path, mmap_mode="r")
     lengths = split.lengths
     offsets = (np.arange(len(split)) if k == "all"
-               else np.concatenate([[0], np.cumsum(lengths.numpy())[:-1]]).astype(np.int64))
+               else np.concatenate([[0], np.cumsum(lengths.cpu().numpy())[:-1]]).astype(np.int64))
     return FeatureSplit(store, offsets, k == "all", torch.arange(len(split)), lengths, split.labels)
 
 
