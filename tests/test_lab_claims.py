@@ -81,3 +81,18 @@ def test_comm_linear_and_proportional_and_sync_share():
 def test_missing_notebooks_leave_their_claims_unresolved():
     t = claims.table({})
     assert len(t) == len(claims.CHECKS) and set(t["verdict"]) == {claims.OPEN}
+
+
+def test_separate_intervals_with_a_drop_ci_across_the_tolerance_stay_open():
+    """Drop 0.023 with its CI reaching past 0.03: the intervals separate, so the note must not
+    say they overlap; the verdict stays open (neither within nor beyond the tolerance)."""
+    df = _runs([({"participation.dropout": 0.0}, [0.705, 0.706, 0.707]),
+                ({"participation.dropout": 0.2}, [0.676, 0.683, 0.690])], clients=32, **BASE)
+    row = claims.dropout_claims(df)[0]  # p=0.2 (p=0.5: not run)
+    assert row["verdict"] == claims.OPEN and "intervals separate" in row["note"], row["note"]
+    assert row["ci_low"] < -0.03 < row["effect"]
+
+
+def test_budget_lists_client_counts_in_numeric_order():
+    df = _runs([({"clients": c}, [0.8]) for c in (12, 2, 6)], **BASE)
+    assert claims.budget(df).startswith("2/6/12 clients")

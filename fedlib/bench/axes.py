@@ -17,10 +17,11 @@ import pandas as pd
 
 from .. import config
 from ..lab import sweep
+from .system import LORA_LR
 
 HEAD = {"model.freeze": "all_but_head", "client.lr": 1e-2}
 EMB = {"model.freeze": "embeddings"}
-LORA = {"model.lora_r": 8, "client.lr": 2e-3}
+LORA = {"model.lora_r": 8, "client.lr": LORA_LR}
 
 
 def grid() -> list[dict]:
