@@ -24,7 +24,7 @@ class Fate:
 
     client: int
     drop: str  # "" (stays), "before" (never trains) or "mid" (trains, update lost)
-    step_fraction: float  # share of local steps a "mid" dropout completes
+    step_fraction: float  # share of local steps a "mid" dropout completes (1.0 otherwise)
     speed: float  # simulated device time = measured compute x speed
 
 
@@ -53,12 +53,23 @@ def speed_factor(p: ParticipationConfig, rng: np.random.Generator) -> float:
     return 1.0
 
 
+def draws(p: ParticipationConfig) -> bool:
+    """Whether a fate depends on its random draws: without dropout and with constant speed every
+    client's fate is the same, and drawing it (a SeedSequence per sampled client, on every rank)
+    would be pure overhead — tens of seconds per round at a million clients."""
+    return p.dropout > 0 or p.speed != "constant"
+
+
 def fate(cfg: RunConfig, rnd: int, cid: int) -> Fate:
+    """The client's fate; `step_fraction` is 1.0 unless it drops mid-round (the only case that
+    reads it), so a fate is the same whether it was drawn or not."""
     p = cfg.participation
+    if not draws(p):
+        return Fate(cid, "", 1.0, 1.0)
     rng = seeds.rng(cfg.seed, Stream.FATE, rnd, cid)
     u, frac, speed = rng.random(), rng.random(), speed_factor(p, rng)
     drop = p.dropout_when if u < p.dropout else ""
-    return Fate(cid, drop, frac, speed)
+    return Fate(cid, drop, frac if drop == "mid" else 1.0, speed)
 
 
 def fates(cfg: RunConfig, rnd: int) -> list[Fate]:

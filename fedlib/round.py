@@ -143,9 +143,11 @@ def play(ctx: Run, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, 
     for cid in plan[comm.rank]:
         ctx.flat.set(global_w)
         f = fate[cid]
-        steps = participation.steps_done(f, client.num_steps(len(ctx.shards[cid]), cfg.client))
+        full = client.num_steps(len(ctx.shards[cid]), cfg.client)
+        steps = participation.steps_done(f, full)
+        ccfg = cfg.client if steps == full else replace(cfg.client, local_steps=steps)  # same steps
         with timer("compute"):
-            res = mech.train(ctx.model, ctx.shards[cid], replace(cfg.client, local_steps=steps),
+            res = mech.train(ctx.model, ctx.shards[cid], ccfg,
                              seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
         sim_s = res.compute_s * f.speed
         out = participation.outcome(f, sim_s, cfg.participation.deadline_s,

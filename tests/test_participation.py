@@ -24,6 +24,28 @@ def test_fates_seeded_per_client_not_per_call(tiny_cfg):
     assert participation.fate(cfg, 2, 5) == fates[1][5]
 
 
+def test_fates_without_dropout_or_stragglers_draw_nothing(tiny_cfg, monkeypatch):
+    """No dropout and constant speed: no per-client generator (pure overhead on every rank),
+    and the same fates as the drawing path gives; a client that stays reports fraction 1.0."""
+    cfg = tiny_cfg(**{"federation.num_clients": 8})
+    monkeypatch.setattr(participation, "draws", lambda p: True)  # force the drawing path
+    drawn = participation.fates(cfg, 2)
+    monkeypatch.undo()
+
+    def no_rng(*a, **k):
+        raise AssertionError("a fate without dropout or stragglers drew a generator")
+
+    monkeypatch.setattr(participation.seeds, "rng", no_rng)
+    monkeypatch.setattr(participation, "sample_clients", lambda cfg, rnd: list(range(8)))
+    assert participation.fates(cfg, 2) == drawn == [participation.Fate(c, "", 1.0, 1.0) for c in range(8)]
+
+
+def test_staying_clients_report_full_step_fraction(tiny_cfg):
+    fates = [f for r in (1, 2, 3) for f in participation.fates(tiny_cfg(**DROPS), r)]
+    assert {f.step_fraction for f in fates if f.drop != "mid"} == {1.0}
+    assert len({f.step_fraction for f in fates if f.drop == "mid"}) > 1
+
+
 def test_dropout_rate_matches_probability(tiny_cfg):
     cfg = tiny_cfg(**{**DROPS, "federation.num_clients": 100})
     drops = [f.drop != "" for r in range(1, 21) for f in participation.fates(cfg, r)]
