@@ -91,7 +91,7 @@ class Run:
         parts = partition.partition(td.train.labels.cpu().numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
-        return cls(cfg, comm, model, FlatParams(model), td, shards, parts, device=dev)
+        return cls(cfg, comm, model, FlatParams(model, bind=True), td, shards, parts, device=dev)
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
@@ -151,7 +151,7 @@ def play(ctx: Run, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, 
                              seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
         sim_s = res.compute_s * f.speed
         out = participation.outcome(f, sim_s, cfg.participation.deadline_s,
-                                    participation.finite(ctx.flat.params))
+                                    participation.finite(ctx.flat.tensors))
         outcomes.append(ClientOutcome(res.client_id, res.num_samples, res.steps, res.loss, res.compute_s,
                                       f.speed, sim_s, out))
         if out == "ok":
