@@ -8,6 +8,7 @@ so the same clients drop, straggle and arrive late whether 1 or 96 ranks host th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,11 @@ def steps_done(f: Fate, steps: int) -> int:
     return max(1, int(f.step_fraction * steps)) if f.drop == "mid" else steps
 
 
-def finite(params: list[torch.Tensor]) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in params)
+def finite(tensors: list[torch.Tensor]) -> bool:
+    """Every value finite. A finite sum proves it (an Inf or NaN propagates through any sum), so
+    the element-wise check — several kernels and temporaries, ~10 ms for 3.5M values on a core,
+    paid per client — runs only when the sum is not finite (a real Inf/NaN, or an overflow)."""
+    return all(math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def outcome(f: Fate, sim_s: float, deadline_s: float | None, is_finite: bool) -> str:

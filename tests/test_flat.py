@@ -59,3 +59,14 @@ def test_mixed_dtypes_keep_the_tensor_by_tensor_path():
 def test_the_round_model_is_bound(tiny_cfg):
     ctx = runner.Run.build(tiny_cfg(), runner.make_comm("local"))
     assert ctx.flat.buf is not None and ctx.flat.buf.numel() == ctx.flat.numel
+
+
+def test_aggregate_counts_in_one_op_with_the_same_float32_sums():
+    from fedlib.wire.aggregate import Aggregate
+
+    agg, ref = Aggregate.zeros(5), torch.zeros(7)
+    for w in (3.0, 0.1, 1e7, 1 / 3, 12.0):
+        agg.count_(w)
+        ref[-2] += w  # the tensor-indexed adds it replaces
+        ref[-1] += 1.0
+    assert torch.equal(agg.buf, ref) and agg.count == 5
