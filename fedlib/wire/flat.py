@@ -45,18 +45,18 @@ class FlatParams:
 
     def get(self) -> torch.Tensor:
         """A new float32 vector of the current trainable values."""
+        if self.buf is not None:  # the buffer itself takes no part in autograd: no no_grad()
+            return self.buf.clone()
         with torch.no_grad():
-            if self.buf is not None:
-                return self.buf.clone()
             return torch.cat([p.detach().reshape(-1).float() for p in self.params])
 
     def set(self, vec: torch.Tensor) -> None:
         if vec.numel() != self.numel:
             raise ValueError(f"flat vector has {vec.numel()} values, model needs {self.numel}")
+        if self.buf is not None:
+            self.buf.copy_(vec)
+            return
         with torch.no_grad():
-            if self.buf is not None:
-                self.buf.copy_(vec)
-                return
             offset = 0
             for p in self.params:
                 n = p.numel()
@@ -65,11 +65,11 @@ class FlatParams:
 
     def add_delta_to(self, acc: torch.Tensor, base: torch.Tensor, weight: float) -> None:
         """acc += weight * (current - base), tensor by tensor (no full-size temporary)."""
+        if self.buf is not None:  # the same element-wise ops, in one go
+            acc.add_(self.buf, alpha=weight)
+            acc.add_(base, alpha=-weight)
+            return
         with torch.no_grad():
-            if self.buf is not None:  # the same element-wise ops, in one go
-                acc.add_(self.buf, alpha=weight)
-                acc.add_(base, alpha=-weight)
-                return
             offset = 0
             for p in self.params:
                 n = p.numel()
@@ -80,9 +80,9 @@ class FlatParams:
 
     def delta_into(self, out: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         """out = current - base, tensor by tensor (no full-size temporary)."""
+        if self.buf is not None:
+            return torch.sub(self.buf, base, out=out)
         with torch.no_grad():
-            if self.buf is not None:
-                return torch.sub(self.buf, base, out=out)
             offset = 0
             for p in self.params:
                 n = p.numel()
