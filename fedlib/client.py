@@ -19,7 +19,7 @@ from torch import nn
 from . import seeds
 from .config import ClientConfig
 from .data import TextSplit
-from .device import Precision
+from .device import Precision, seed_dropout
 from .seeds import Stream
 
 
@@ -78,9 +78,9 @@ def train(model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, clie
     the client's training seed (`seeds.Stream.CLIENT`); batch order and dropout masks are two
     streams derived from it."""
     t0 = time.perf_counter()
-    torch.manual_seed(seeds.seed(seed, Stream.DROPOUT))  # dropout masks (seeds every device's generator)
-    gen = seeds.generator(seed, Stream.BATCHES)
     dev = device_of(model)
+    seed_dropout(dev, seeds.seed(seed, Stream.DROPOUT))  # dropout masks
+    gen = seeds.generator(seed, Stream.BATCHES)
     prec = Precision(cfg.precision, dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(params, cfg)

@@ -91,7 +91,7 @@ class Run:
         parts = partition.partition(td.train.labels.cpu().numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
-        return cls(cfg, comm, model, FlatParams(model), td, shards, parts, device=dev)
+        return cls(cfg, comm, model, FlatParams(model, bind=True), td, shards, parts, device=dev)
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
@@ -143,13 +143,15 @@ def play(ctx: Run, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, 
     for cid in plan[comm.rank]:
         ctx.flat.set(global_w)
         f = fate[cid]
-        steps = participation.steps_done(f, client.num_steps(len(ctx.shards[cid]), cfg.client))
+        full = client.num_steps(len(ctx.shards[cid]), cfg.client)
+        steps = participation.steps_done(f, full)
+        ccfg = cfg.client if steps == full else replace(cfg.client, local_steps=steps)  # same steps
         with timer("compute"):
-            res = mech.train(ctx.model, ctx.shards[cid], replace(cfg.client, local_steps=steps),
+            res = mech.train(ctx.model, ctx.shards[cid], ccfg,
                              seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
         sim_s = res.compute_s * f.speed
         out = participation.outcome(f, sim_s, cfg.participation.deadline_s,
-                                    participation.finite(ctx.flat.params))
+                                    participation.finite(ctx.flat.tensors))
         outcomes.append(ClientOutcome(res.client_id, res.num_samples, res.steps, res.loss, res.compute_s,
                                       f.speed, sim_s, out))
         if out == "ok":

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, config, data, privacy, provenance, round, rundir
+from . import checkpoint, config, data, participation, privacy, provenance, round, rundir
 from . import device as devices
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
@@ -129,7 +129,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
             out = round.play(ctx, mech, ex, state, rnd, timer)
             state = out.state
             ev = (None, None, None)
-            if not bool(torch.isfinite(state.weights).all()):
+            if not participation.finite([state.weights]):
                 stopped = f"diverged in round {rnd}: the global weights are not finite"
             elif fed.eval_every and (rnd % fed.eval_every == 0 or rnd == fed.rounds):
                 with timer("eval"):

@@ -52,8 +52,8 @@ def seed(run_seed: int, stream: Stream, *ids: int) -> int:
     """The stream's 64-bit seed (for torch.manual_seed / torch.Generator)."""
     if len(ids) != ARITY[stream]:
         raise ValueError(f"stream {stream.name} takes {ARITY[stream]} ids, got {len(ids)}")
-    ss = np.random.SeedSequence([int(run_seed), int(stream), *(int(i) for i in ids)])
-    return int(ss.generate_state(1, dtype=np.uint64)[0])
+    ss = np.random.SeedSequence([int(run_seed), int(stream), *map(int, ids)])
+    return int(ss.generate_state(2).view(np.uint64)[0])  # = generate_state(1, uint64), faster
 
 
 def rng(run_seed: int, stream: Stream, *ids: int) -> np.random.Generator:

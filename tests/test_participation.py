@@ -24,6 +24,40 @@ def test_fates_seeded_per_client_not_per_call(tiny_cfg):
     assert participation.fate(cfg, 2, 5) == fates[1][5]
 
 
+def test_fates_without_dropout_or_stragglers_draw_nothing(tiny_cfg, monkeypatch):
+    """No dropout and constant speed: no per-client generator (pure overhead on every rank),
+    and the same fates as the drawing path gives; a client that stays reports fraction 1.0."""
+    cfg = tiny_cfg(**{"federation.num_clients": 8})
+    monkeypatch.setattr(participation, "draws", lambda p: True)  # force the drawing path
+    drawn = participation.fates(cfg, 2)
+    monkeypatch.undo()
+
+    def no_rng(*a, **k):
+        raise AssertionError("a fate without dropout or stragglers drew a generator")
+
+    monkeypatch.setattr(participation.seeds, "rng", no_rng)
+    monkeypatch.setattr(participation, "sample_clients", lambda cfg, rnd: list(range(8)))
+    assert participation.fates(cfg, 2) == drawn == [participation.Fate(c, "", 1.0, 1.0) for c in range(8)]
+
+
+def test_staying_clients_report_full_step_fraction(tiny_cfg):
+    fates = [f for r in (1, 2, 3) for f in participation.fates(tiny_cfg(**DROPS), r)]
+    assert {f.step_fraction for f in fates if f.drop != "mid"} == {1.0}
+    assert len({f.step_fraction for f in fates if f.drop == "mid"}) > 1
+
+
+def test_finite_takes_the_sum_shortcut_and_stays_exact(monkeypatch):
+    big = torch.full((4,), 3e38)  # finite values whose float32 sum overflows
+    assert participation.finite([torch.ones(3), big])
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        assert not participation.finite([torch.ones(3), torch.tensor([1.0, bad])])
+    isfinite = torch.isfinite
+    calls = []
+    monkeypatch.setattr(participation.torch, "isfinite", lambda t: calls.append(t) or isfinite(t))
+    assert participation.finite([torch.randn(1000), torch.randn(7)]) and calls == []  # one sum each
+    assert participation.finite([big]) and len(calls) == 1  # overflow: the exact check decides
+
+
 def test_dropout_rate_matches_probability(tiny_cfg):
     cfg = tiny_cfg(**{**DROPS, "federation.num_clients": 100})
     drops = [f.drop != "" for r in range(1, 21) for f in participation.fates(cfg, r)]

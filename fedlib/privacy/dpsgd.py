@@ -88,9 +88,9 @@ class SampleLevel(Mechanism):
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
               penalty: Any = None) -> client.ClientResult:
         t0 = time.perf_counter()
-        torch.manual_seed(seeds.seed(seed, Stream.DROPOUT))  # dropout masks
-        gen = seeds.generator(seed, Stream.BATCHES)  # Poisson sampling on the host: same rows on any device
         dev = client.device_of(model)
+        device.seed_dropout(dev, seeds.seed(seed, Stream.DROPOUT))  # dropout masks
+        gen = seeds.generator(seed, Stream.BATCHES)  # Poisson sampling on the host: same rows on any device
         noise = device.generator(dev, secrets.randbits(64) if self.p.secure_noise  # drawn on dev
                                  else seeds.seed(seed, Stream.SAMPLE_NOISE))
         sigma, q = self.sigma_q(cid)

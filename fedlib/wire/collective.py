@@ -25,6 +25,7 @@ class Collective:
         self.comm, self.numel = comm, numel
         self.codec = codec or Codec()
         self.acc = Aggregate.zeros(numel, device)
+        self._total = self.acc.total  # the view every submit folds into (made once, not per client)
         self._q = None if self.codec.lossless else torch.empty(numel, dtype=self.codec.wire, device=device)
 
     def begin(self, plan: Sequence[Sequence[int]]) -> None:
@@ -37,9 +38,9 @@ class Collective:
             return
         with timer("pack"):
             if self.codec.lossless:
-                update.flat.add_delta_to(self.acc.total, update.base, update.weight)
+                update.flat.add_delta_to(self._total, update.base, update.weight)
             else:
-                add_decoded(self.acc.total, self.codec.encode_update(update, self._q), update.weight)
+                add_decoded(self._total, self.codec.encode_update(update, self._q), update.weight)
             self.acc.count_(update.weight)
 
     def finish(self, timer: Timer) -> Aggregate:

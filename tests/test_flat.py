@@ -1,0 +1,72 @@
+"""FlatParams bound to one buffer: the same values and updates as tensor by tensor, in O(1) ops."""
+
+import torch
+from torch import nn
+
+from fedlib import runner
+from fedlib.wire.flat import FlatParams
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    m[0].bias.requires_grad_(False)  # a frozen tensor in the middle stays out
+    return m
+
+
+def test_bound_params_are_views_of_one_buffer_and_train_in_place():
+    m = _model()
+    before = FlatParams(m).get()
+    flat = FlatParams(m, bind=True)
+    assert flat.buf is not None and flat.tensors == [flat.buf]
+    assert torch.equal(flat.get(), before)  # binding keeps the values
+    assert all(p.untyped_storage().data_ptr() == flat.buf.untyped_storage().data_ptr() for p in flat.params)
+    assert not m[0].bias.requires_grad and m[0].bias.numel() == 7  # frozen: untouched
+    opt = torch.optim.SGD(flat.params, lr=0.1)
+    m(torch.randn(4, 5)).sum().backward()
+    opt.step()
+    assert not torch.equal(flat.buf, before)  # the optimizer's in-place step lands in the buffer
+    assert torch.equal(flat.buf, FlatParams(m).get())
+    w = torch.randn(flat.numel)
+    flat.set(w)
+    assert torch.equal(m[2].weight.detach().reshape(-1), w[7 * 5 : 7 * 5 + 21])
+
+
+def test_bound_and_unbound_updates_are_bit_identical():
+    a, b = _model(), _model()
+    fa, fb = FlatParams(a), FlatParams(b, bind=True)
+    base = torch.randn(fa.numel)
+    trained = base + torch.randn(fa.numel) * 1e-3
+    fa.set(trained)
+    fb.set(trained)
+    acc0 = torch.randn(fa.numel)
+    for weight in (1.0, 37.3, 1e-3):
+        acc_a, acc_b = acc0.clone(), acc0.clone()
+        fa.add_delta_to(acc_a, base, weight)
+        fb.add_delta_to(acc_b, base, weight)
+        assert torch.equal(acc_a, acc_b)
+    assert torch.equal(fa.delta_into(torch.empty(fa.numel), base), fb.delta_into(torch.empty(fb.numel), base))
+    assert torch.equal(fa.get(), fb.get())
+
+
+def test_mixed_dtypes_keep_the_tensor_by_tensor_path():
+    m = _model()
+    m[2].half()
+    flat = FlatParams(m, bind=True)
+    assert flat.buf is None and flat.tensors == flat.params
+
+
+def test_the_round_model_is_bound(tiny_cfg):
+    ctx = runner.Run.build(tiny_cfg(), runner.make_comm("local"))
+    assert ctx.flat.buf is not None and ctx.flat.buf.numel() == ctx.flat.numel
+
+
+def test_aggregate_counts_in_one_op_with_the_same_float32_sums():
+    from fedlib.wire.aggregate import Aggregate
+
+    agg, ref = Aggregate.zeros(5), torch.zeros(7)
+    for w in (3.0, 0.1, 1e7, 1 / 3, 12.0):
+        agg.count_(w)
+        ref[-2] += w  # the tensor-indexed adds it replaces
+        ref[-1] += 1.0
+    assert torch.equal(agg.buf, ref) and agg.count == 5
