@@ -34,6 +34,9 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
                     "name": f"scale-{part}-{ranks}r-{n}", "output_dir": str(out / "runs"),
                     "model.name": "minilm", "model.freeze_layers": k, "model.cache_features": True,
                     "model.pooling": "mean", "data.max_length": 32,
+                    # one torch thread a rank: two threads on 1 rank spin against anything else
+                    # on a shared box (a head-only round went from 0.65 s to 48 s under load)
+                    "threads": 1,
                     "client.batch_size": 4, "client.local_steps": 1, "client.optimizer": "sgd",
                     "client.lr": 1e-2, "federation.num_clients": n, "federation.rounds": 2,
                     "federation.eval_every": 0, "federation.checkpoint_every": 0,
