@@ -95,4 +95,4 @@ def test_separate_intervals_with_a_drop_ci_across_the_tolerance_stay_open():
 
 def test_budget_lists_client_counts_in_numeric_order():
     df = _runs([({"clients": c}, [0.8]) for c in (12, 2, 6)], **BASE)
-    assert claims.budget(df).startswith("2/6/12 clients")
+    assert claims.budget(df) == "2/6/12 clients, 5 rounds, full, 1 seed"
