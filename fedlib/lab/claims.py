@@ -59,7 +59,8 @@ def budget(rows: pd.DataFrame) -> str:
         v = sorted({x for x in rows[col].dropna().tolist()}, key=lambda x: (isinstance(x, str), x))
         return "/".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) or "?"
     seeds = rows["seed"].nunique() if "seed" in rows else 1
-    return f"{vals('clients')} clients, {vals('rounds')} rounds, {vals('trainable')}, {seeds} seed{'s' * (seeds != 1)}"
+    seeds_txt = f"{seeds} seed" + "s" * (seeds != 1)
+    return f"{vals('clients')} clients, {vals('rounds')} rounds, {vals('trainable')}, {seeds_txt}"
 
 
 def stable(claim: str, ref: pd.DataFrame, test: pd.DataFrame, tol: float = TOLERANCE) -> dict:
