@@ -4,7 +4,10 @@ clients (loading the global weights, the optimizer, packing) must stay small nex
 
 Two trainable parts: the head only (`freeze_layers: all`, pooled features cached) and the top
 2 of MiniLM's 6 layers (`freeze_layers: 4`). Every run uses the same training examples (the
-tiny scicite train set) so only the client count changes. Reported per row:
+tiny scicite train set, 2,000 examples) and every client runs one step of 2 examples — the most
+that 1,000 clients of 2 examples each can do — so only the client count changes (with a batch of
+4, clients at 1,000 would run half-size steps and the ratio would compare unequal work).
+Reported per row:
 `overhead = (round − compute) / compute` of rank 0's last round (round 1 pays warm-up; on 2
 ranks it includes the barrier wait for the slower rank, which `overhead_without_sync` leaves
 out), and
@@ -37,7 +40,7 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
                     # one torch thread a rank: two threads on 1 rank spin against anything else
                     # on a shared box (a head-only round went from 0.65 s to 48 s under load)
                     "threads": 1,
-                    "client.batch_size": 4, "client.local_steps": 1, "client.optimizer": "sgd",
+                    "client.batch_size": 2, "client.local_steps": 1, "client.optimizer": "sgd",
                     "client.lr": 1e-2, "federation.num_clients": n, "federation.rounds": 2,
                     "federation.eval_every": 0, "federation.checkpoint_every": 0,
                 }
