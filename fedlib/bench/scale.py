@@ -13,7 +13,8 @@ ranks it includes the barrier wait for the slower rank, which `overhead_without_
 out), and
 peak RSS as the max over ranks of `ru_maxrss`. Targets at 1,000 clients: RSS ≤ 1.1 × RSS at
 10 clients (`rss_vs_10`), overhead ≤ 0.10. `--quick` stops the top-2 rows at 100 clients
-(1,000 clients x 1 step of 2 MiniLM layers is most of an hour on 2 shared cores).
+(1,000 clients x 1 step of 2 MiniLM layers: ~25 s a round on one free core, minutes under load);
+the whole bench takes ~3 minutes on a free 2-core box.
 """
 
 from __future__ import annotations
