@@ -57,7 +57,7 @@ def summarize(cfg: config.RunConfig, res: runner.Result, settings: Mapping[str, 
         "dropped": int(res.rounds["dropped"].sum()), "late": int(res.rounds["late"].sum()),
         "sim_round_s": float(r["sim_round_s"].mean()), "sim_wait_s": float(r["sim_wait_s"].mean()),
         "step_s": float((c["compute_s"] / c["steps"]).mean()) if len(c) else float("nan"),
-        "clients": cfg.federation.num_clients, "model": cfg.model.name,
+        "clients": cfg.federation.num_clients, "model": cfg.model.name, "data": cfg.data.name,
         "algorithm": cfg.strategy.algorithm, "aggregation": cfg.federation.aggregation,
     })
     return row
