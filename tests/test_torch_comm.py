@@ -52,3 +52,18 @@ def test_torch_comm_primitives_chunked():
         "c.close()\n"
     )
     mpiexec(2, ["-c", prog])
+
+
+def test_torch_comm_close_frees_the_group():
+    """close() must free the process group, or gloo's threads outlive it into interpreter
+    finalization and abort the rank at exit (a flaky SIGABRT, ~1 run in 10 here). A library
+    importing torch.distributed.nn after the group exists must not pin it."""
+    prog = (
+        "import sys, torch.distributed as dist; from fedlib.wire.torch_comm import TorchComm\n"
+        "c = TorchComm(); c.allgather(c.rank); pg = dist.group.WORLD\n"
+        "import torch.distributed.nn  # what transformers/opacus import on their own\n"
+        "c.close(); c.close()\n"
+        "assert not dist.is_initialized()\n"
+        "assert sys.getrefcount(pg) == 2, sys.getrefcount(pg)  # ours and the call's: nothing pins it\n"
+    )
+    mpiexec(2, ["-c", prog])

@@ -13,6 +13,7 @@ broadcast with MPI. Buffers travel in chunks < 2 GiB, like MPIComm's.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 from datetime import timedelta
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional  # noqa: F401  (before the group exists: see TorchComm.close)
 
 from .comm import _DEFAULT_CHUNK, Staging, chunks
 
@@ -77,6 +79,7 @@ class TorchComm:
             dist.init_process_group(self.backend, init_method=_rendezvous(self.rank, self._mpi),
                                     rank=self.rank, world_size=self.size,
                                     timeout=timedelta(seconds=timeout_s))
+            atexit.register(self.close)
         self.wire = torch.device("cpu") if self.backend == "gloo" else self.device
         self.chunk_bytes = chunk_bytes
         self.bytes_sent = 0
@@ -140,5 +143,12 @@ class TorchComm:
         os._exit(code)
 
     def close(self) -> None:
+        """Tear the process group down while the interpreter is alive (idempotent; also at exit).
+
+        Left to interpreter finalization, gloo's worker threads free the tensors of their last
+        work after Python is gone and abort the rank (SIGABRT, "terminate called without an
+        active exception"). Destroying the group frees it only if nothing else holds it: that
+        is why this module imports torch.distributed.nn.functional first, whose functions
+        otherwise capture the live group as a default argument when a library imports them."""
         if dist.is_initialized():
             dist.destroy_process_group()
