@@ -65,5 +65,6 @@ def test_torch_comm_close_frees_the_group():
         "c.close(); c.close()\n"
         "assert not dist.is_initialized()\n"
         "assert sys.getrefcount(pg) == 2, sys.getrefcount(pg)  # ours and the call's: nothing pins it\n"
+        "del pg  # or this very reference would carry the group into finalization\n"
     )
     mpiexec(2, ["-c", prog])
