@@ -2,11 +2,12 @@
 reduced and broadcast. Frozen tensors (and buffers) never travel.
 
 With `bind=True` (the round's model) FlatParams owns that vector: every trainable parameter's
-`.data` becomes a view of one buffer, so loading the global weights is one copy, an update is
-two vector ops and the finiteness check one kernel, whatever the number of tensors — the
-per-client fixed cost scales with the trainable size, not with the tensor count. That holds as
-long as nothing replaces the parameters' storage afterwards (the model is built, moved to its
-device, cached and wrapped before the FlatParams is made; optimizers update in place). Models
+`.data` becomes a view of one buffer, so loading the global weights is one copy, an update one
+or two vector ops (see wire.collective) and the finiteness check one kernel, whatever the
+number of tensors — the per-client fixed cost scales with the trainable size, not with the
+tensor count. That holds as long as nothing replaces the parameters' storage afterwards (the
+model is built, moved to its device, cached and wrapped before the FlatParams is made;
+optimizers update in place). Models
 whose trainable tensors are not all float32 on one device keep the tensor-by-tensor path.
 """
 
