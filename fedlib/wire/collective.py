@@ -10,7 +10,8 @@ trainable vector per client instead of two. Settling in small groups keeps the r
 the size of a few clients' weights: its rounding error is ~4× that of subtracting g per client,
 still far below the fp32 rounding of one client's own weights (tests/test_flat.py). A round-long
 running sum would be ~500× worse. It cut the per-client overhead of `bench scale` (top 2 layers,
-1,000 clients) from 0.11 to 0.09 of compute on 1 rank and from 0.155 to 0.09 on 2.
+1,000 clients, back-to-back runs) from 0.11 to 0.085 of compute on 1 rank and from 0.155 to 0.10
+on 2.
 """
 
 from __future__ import annotations

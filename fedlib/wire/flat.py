@@ -7,8 +7,8 @@ or two vector ops (see wire.collective) and the finiteness check one kernel, wha
 number of tensors — the per-client fixed cost scales with the trainable size, not with the
 tensor count. That holds as long as nothing replaces the parameters' storage afterwards (the
 model is built, moved to its device, cached and wrapped before the FlatParams is made;
-optimizers update in place). Models
-whose trainable tensors are not all float32 on one device keep the tensor-by-tensor path.
+optimizers update in place). Models whose trainable tensors are not all float32 on one device
+keep the tensor-by-tensor path.
 """
 
 from __future__ import annotations
