@@ -2,14 +2,23 @@
 interprets the `device` and `client.precision` keys. Everything else receives a `torch.device`.
 
 `auto` binds each rank to one accelerator of its node — local rank modulo the visible devices,
-so 8 ranks on a 4-GPU node share each GPU by two — and falls back to the CPU. Results on one
+so 8 ranks on a 4-GPU node share each GPU by two — and falls back to the CPU, with a warning
+when the node has GPUs that the imported torch cannot use. Intel GPUs need IPEX imported before
+`torch.xpu` on the sites' builds (ALCF's frameworks module); the launcher's and the sites' masks
+(CUDA_VISIBLE_DEVICES, ROCR_/HIP_VISIBLE_DEVICES, ZE_AFFINITY_MASK) decide what "visible" is. Results on one
 device type are reproducible run to run (every draw comes from a generator seeded by (seed,
 round, client)); CPU and GPU runs differ in floating point (kernels sum in different orders).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +29,43 @@ from .wire import launcher
 PRECISION = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+_IMPORTED: dict[str, bool] = {}
+_WARNED: set[str] = set()
+# The variables that narrow what a GPU runtime shows, per vendor: Slurm's gpu plugins set the
+# first of each (gres/gpu), site scripts set them per rank (ALCF gpu_tile_compact.sh: one tile).
+MASKS = {"nvidia": ("CUDA_VISIBLE_DEVICES",),
+         "amd": ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"),
+         "intel": ("ZE_AFFINITY_MASK",)}
+LAUNCHER_GPU_VARS = ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "GPU_DEVICE_ORDINAL")
+
+
+def import_optional(name: str) -> bool:
+    """Import `name` once if it is installed: a site's torch add-on that registers itself on
+    import (IPEX makes `torch.xpu` see Intel GPUs on older builds; oneCCL registers `ccl`)."""
+    if name not in _IMPORTED:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            importlib.import_module(name)
+        _IMPORTED[name] = found
+    return _IMPORTED[name]
+
+
+def prepare_backend(name: str) -> None:
+    """Make torch.distributed backend `name` available before it is chosen or initialised:
+    `ccl` exists only once `oneccl_bindings_for_pytorch` is imported (after IPEX, as ALCF's
+    Aurora examples do); `xccl` is native in torch >= 2.8 but needs the XPU runtime loaded."""
+    if name in ("ccl", "xccl"):
+        import_optional("intel_extension_for_pytorch")
+        if not import_optional("oneccl_bindings_for_pytorch") and name == "ccl":
+            raise RuntimeError("torch.distributed backend ccl needs oneccl_bindings_for_pytorch "
+                               "(ALCF: module load frameworks); none is installed in this venv")
+
+
 def _xpu_count() -> int:
+    import_optional("intel_extension_for_pytorch")  # before torch.xpu: IPEX builds need it
     xpu = getattr(torch, "xpu", None)
     return xpu.device_count() if xpu is not None and xpu.is_available() else 0
 
@@ -31,15 +76,65 @@ def _count(kind: str) -> int:
     return _xpu_count()
 
 
+def visible(vendor: str, env: Mapping[str, str] | None = None) -> tuple[str, int | None]:
+    """(the masks that apply, e.g. "ROCR_VISIBLE_DEVICES=0,1", how many devices they leave, or
+    None when unmasked). ROCm applies HIP_VISIBLE_DEVICES (or CUDA_VISIBLE_DEVICES) to what
+    ROCR_VISIBLE_DEVICES left; an empty mask hides every device."""
+    env = os.environ if env is None else env
+    set_ = [(v, env[v]) for v in MASKS[vendor] if v in env]
+    if not set_:
+        return "", None
+    n = len([e for e in set_[-1][1].split(",") if e.strip()])
+    return " ".join(f"{v}={x}" for v, x in set_), n
+
+
+def node_gpus(env: Mapping[str, str] | None = None, dev: Path = Path("/dev")) -> list[str]:
+    """Evidence that this node has GPUs, whatever torch says: device files the drivers create
+    (/dev/nvidiaN, /dev/kfd for ROCm, /dev/dri render nodes) and the launcher's GPU variables."""
+    env = os.environ if env is None else env
+    found = []
+    nv = sorted(p.name for p in dev.glob("nvidia[0-9]*"))
+    if nv:
+        found.append(f"{len(nv)} NVIDIA device file(s) ({dev}/{nv[0]}...)")
+    if (dev / "kfd").exists():
+        found.append(f"AMD ROCm driver ({dev}/kfd)")
+    masks = {m for ms in MASKS.values() for m in ms}
+    gpu_vars = [f"{v}={env[v]}" for v in (*LAUNCHER_GPU_VARS, *sorted(masks))
+                if env.get(v, "").strip() and not (v == "SLURM_GPUS_ON_NODE" and env[v].strip() == "0")]
+    if gpu_vars and any((dev / "dri").glob("renderD*")):
+        found.append(f"GPU render nodes ({dev}/dri/renderD*)")
+    return found + gpu_vars
+
+
+def unused_gpus(env: Mapping[str, str] | None = None, dev: Path = Path("/dev")) -> str | None:
+    """A one-line warning when the node has GPUs (`node_gpus`) but the imported torch sees none:
+    a CPU or wrong-vendor torch build, a missing IPEX, or a mask that hides every device."""
+    if _count("cuda") or _count("xpu"):
+        return None
+    evidence = node_gpus(env, dev)
+    if not evidence:
+        return None
+    build = (f"torch {torch.__version__} (CUDA {torch.version.cuda}, "
+             f"ROCm {getattr(torch.version, 'hip', None)})")
+    return (f"this node has GPUs ({'; '.join(evidence)}) but {build} sees none, so it computes "
+            f"on the CPU; use the site's torch (make install SITE=1), check the GPU masks, "
+            f"or set device: cpu to say so")
+
+
 def resolve(name: str = "auto", local_rank: int | None = None) -> torch.device:
-    """The torch.device for the `device` key on this rank (ConfigError if it is not there)."""
+    """The torch.device for the `device` key on this rank (ConfigError if it is not there), made
+    the current device of its kind (so NCCL/oneCCL/RCCL and default allocations use it too)."""
     lr = launcher.local_rank() if local_rank is None else local_rank
     if name == "cpu":
         return torch.device("cpu")
     if name == "auto":
         for kind in ("cuda", "xpu"):
             if n := _count(kind):
-                return torch.device(kind, lr % n)
+                return _current(torch.device(kind, lr % n))
+        msg = unused_gpus()
+        if msg and msg not in _WARNED:
+            _WARNED.add(msg)
+            warnings.warn(f"device: auto: {msg}", stacklevel=2)
         return torch.device("cpu")
     kind, _, index = name.partition(":")
     n = _count(kind)
@@ -49,7 +144,12 @@ def resolve(name: str = "auto", local_rank: int | None = None) -> torch.device:
     i = int(index) if index else lr % n
     if i >= n:
         raise ConfigError(f"device: {name!r} but only {n} {kind} device(s) are visible")
-    return torch.device(kind, i)
+    return _current(torch.device(kind, i))
+
+
+def _current(dev: torch.device) -> torch.device:
+    getattr(torch, dev.type).set_device(dev.index)
+    return dev
 
 
 def generator(device: torch.device, seed: int) -> torch.Generator:

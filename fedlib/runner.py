@@ -47,6 +47,7 @@ def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
     threads = cfg.threads if cfg.threads is not None else launcher.threads_per_rank(comm.size)
     if threads is not None:
         torch.set_num_threads(threads)
+    launcher.warn_oversubscription(torch.get_num_threads(), comm.size)
 
 
 def comm_for(cfg: config.RunConfig) -> Comm:

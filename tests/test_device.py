@@ -21,6 +21,7 @@ def test_auto_binds_local_rank_modulo_visible_gpus(monkeypatch):
     monkeypatch.setattr(device.launcher, "local_rank", lambda: 3)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: None)
     assert device.resolve("auto") == torch.device("cuda", 1)  # 3 % 2
     assert device.resolve("cuda") == torch.device("cuda", 1)
     assert device.resolve("cuda:0") == torch.device("cuda", 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -68,6 +69,33 @@ def _slurm_local_size(env: Mapping[str, str]) -> int | None:
     return None
 
 
+def _slurm_step(env: Mapping[str, str]) -> Launch | None:
+    """The srun step this process is a task of, or None (a batch script's shell is no step)."""
+    step, step_var = _int(env, "SLURM_STEP_NUM_TASKS")
+    if step is None and "SLURM_STEP_ID" in env:
+        step, step_var = _int(env, "SLURM_NTASKS", "SLURM_NPROCS")
+    if step is None:
+        return None
+    return Launch("slurm", step, _int(env, "SLURM_PROCID")[0], _int(env, "SLURM_LOCALID")[0],
+                  _slurm_local_size(env), step_var)
+
+
+def _pals(env: Mapping[str, str]) -> Launch:
+    """Cray PALS: its own mpiexec (PBS on Polaris/Aurora) sets PALS_* and PMI_* in full; Slurm's
+    cray_shasta plugin before 23.02 sets only PALS_APID/APINFO/RANKID/NODEID/SPOOL_DIR, so the
+    size and node-local rank then come from the Slurm step that started it."""
+    size, var = _int(env, "PMI_SIZE", "PALS_NRANKS", "PALS_SIZE")
+    local, _ = _int(env, "PALS_LOCAL_RANKID", "PMI_LOCAL_RANK")
+    lsize, _ = _int(env, "PALS_LOCAL_SIZE", "PMI_LOCAL_SIZE")
+    step = _slurm_step(env)
+    if step is not None:
+        if size is None:
+            size, var = step.world_size, step.size_var
+        local = step.local_rank if local is None else local
+        lsize = step.local_size if lsize is None else lsize
+    return Launch("pals", size, _int(env, "PALS_RANKID")[0], local, lsize, var)
+
+
 def detect(env: Mapping[str, str] | None = None) -> Launch:
     """The launcher of this process (or of `env`, for tests)."""
     env = os.environ if env is None else env
@@ -77,17 +105,11 @@ def detect(env: Mapping[str, str] | None = None) -> Launch:
                       _int(env, "OMPI_COMM_WORLD_LOCAL_RANK")[0],
                       _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE")[0], var)
     if "PALS_RANKID" in env:
-        size, var = _int(env, "PMI_SIZE", "PALS_NRANKS", "PALS_SIZE")
-        return Launch("pals", size, _int(env, "PALS_RANKID")[0],
-                      _int(env, "PALS_LOCAL_RANKID", "PMI_LOCAL_RANK")[0],
-                      _int(env, "PALS_LOCAL_SIZE", "PMI_LOCAL_SIZE")[0], var)
-    step, step_var = _int(env, "SLURM_STEP_NUM_TASKS")
-    if step is None and "SLURM_STEP_ID" in env:
-        step, step_var = _int(env, "SLURM_NTASKS", "SLURM_NPROCS")
+        return _pals(env)
+    step = _slurm_step(env)
     pmi, pmi_var = _int(env, "PMI_SIZE")
-    if step is not None and pmi in (None, step):  # srun itself (with or without its PMI)
-        return Launch("slurm", step, _int(env, "SLURM_PROCID")[0], _int(env, "SLURM_LOCALID")[0],
-                      _slurm_local_size(env), step_var)
+    if step is not None and pmi in (None, step.world_size):  # srun itself (with or without PMI)
+        return step
     if pmi is not None:  # Hydra / Intel MPI / MPICH (maybe over an srun of one proxy per node)
         return Launch("pmi", pmi, _int(env, "PMI_RANK")[0],
                       _int(env, "MPI_LOCALRANKID", "PMI_LOCAL_RANK")[0],
@@ -137,6 +159,58 @@ def threads_per_rank(world_size: int, env: Mapping[str, str] | None = None,
         return None
     node = node_cpus or os.cpu_count() or 1
     return max(1, min(node // local, allowed_cpus or _cpus()))
+
+
+COUNTS = ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")  # must be >= 1 to mean anything
+INDICES = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
+           "OMPI_COMM_WORLD_LOCAL_SIZE", "PALS_RANKID", "PALS_LOCAL_RANKID", "PALS_LOCAL_SIZE",
+           "PALS_NODEID", "PMI_SIZE", "PMI_RANK", "PMI_LOCAL_RANK", "PMI_LOCAL_SIZE",
+           "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "PMIX_RANK", "SLURM_STEP_NUM_TASKS",
+           "SLURM_NTASKS", "SLURM_NPROCS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID")
+TASK_LISTS = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
+
+
+def bad_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """One line per launcher/thread variable that is set but unreadable: `detect` and
+    `threads_per_rank` skip such a value silently, so the doctor must name it."""
+    env = os.environ if env is None else env
+    out = []
+    for var in (*COUNTS, *INDICES):
+        v = env.get(var)
+        if v is None:
+            continue
+        n = v.strip()
+        if not n.isdigit() or (var in COUNTS and int(n) < 1):
+            want = "a whole number >= 1" if var in COUNTS else "a whole number"
+            out.append(f"{var}={v!r} is not {want}; fedlib ignores it")
+    out += [f"{var}={env[var]!r} is not a Slurm task list like 4(x2),3; fedlib ignores it"
+            for var in TASK_LISTS if var in env and not tasks_per_node(env[var])]
+    return out
+
+
+def oversubscription(threads: int, world_size: int = 1, env: Mapping[str, str] | None = None,
+                     cpus: int | None = None, node_cpus: int | None = None) -> str | None:
+    """A one-line warning when this node's ranks x torch threads per rank exceed the CPUs they
+    may use, else None. Each rank may use its affinity mask (`cpus`); ranks bound to disjoint
+    masks share local_size x that, unbound ranks share the node (`node_cpus`). Two ranks with an
+    inherited OMP_NUM_THREADS=2 on 2 cores made workload W's round 2.44x the bare loop's, not 0.84x."""
+    env = os.environ if env is None else env
+    local = local_size(world_size, env)
+    own = cpus or _cpus()
+    usable = min(node_cpus or os.cpu_count() or own, local * own)
+    if local * threads <= usable:
+        return None
+    src = "OMP_NUM_THREADS" if "OMP_NUM_THREADS" in env else "threads"
+    return (f"oversubscribed: {local} rank(s) on this node x {threads} torch thread(s) each = "
+            f"{local * threads} > {usable} CPU(s) they may use; set `threads` (or {src}) to "
+            f"{max(1, usable // local)} or bind fewer ranks per node")
+
+
+def warn_oversubscription(threads: int, world_size: int = 1) -> None:
+    """Print `oversubscription`'s line to stderr once per node (its first rank) at run start."""
+    msg = oversubscription(threads, world_size)
+    if msg and not (detect().local_rank or 0):
+        print(f"fedlib: warning: {msg}", file=sys.stderr)
 
 
 def mismatch(mpi_size: int, env: Mapping[str, str] | None = None) -> str | None:
