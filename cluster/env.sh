@@ -6,12 +6,19 @@
 #                 are often offline: HF_HUB_OFFLINE=1)
 #   IPYTHONDIR    ipyparallel profiles and connection files; SHARED (engines on other nodes read
 #                 them). $HOME is read-only on some compute nodes (Frontier): use scratch.
+#   MIOPEN_USER_DB_PATH, MIOPEN_CUSTOM_CACHE_DIR  MIOpen's caches (ROCm); node-local
 SHARED="${FEDLIB_SHARED:-${SCRATCH:-${MEMBERWORK:-$PWD}}}"
 export FEDLIB_CACHE="${FEDLIB_CACHE:-${TMPDIR:-/tmp}/fedlib-${USER:-me}}"
 export HF_HOME="${HF_HOME:-$SHARED/.cache/huggingface}"
 export IPYTHONDIR="${IPYTHONDIR:-$SHARED/.ipython}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
 mkdir -p "$HF_HOME" "$IPYTHONDIR" outputs
+# ROCm (Frontier): MIOpen's kernel database and compiled-kernel cache default to ~/.cache/miopen;
+# many ranks sharing it on a network file system fail with I/O errors (OLCF Frontier user guide,
+# "MIOpen"), so each job keeps them on node-local storage (MIOpen creates the folder per node).
+export MIOPEN_USER_DB_PATH="${MIOPEN_USER_DB_PATH:-${TMPDIR:-/tmp}/miopen-${USER:-me}-${SLURM_JOB_ID:-${PBS_JOBID:-$$}}}"
+export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_CUSTOM_CACHE_DIR:-$MIOPEN_USER_DB_PATH}"
+mkdir -p "$MIOPEN_USER_DB_PATH" "$MIOPEN_CUSTOM_CACHE_DIR"
 
 # fedlib_engines PROFILE N LAUNCHER [ARGS...]: one ipyparallel engine per MPI rank, started by
 # ipyparallel's own MPI launcher with the site's launcher command (`srun`, PALS `mpiexec`,

@@ -1,10 +1,16 @@
 """Device choice, precision and the device path on the CPU (the GPU side is tests/test_gpu.py)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from fedlib import client, config, device, runner
 from fedlib.wire.timer import Timer
+from tests.conftest import ROOT
 
 
 def test_resolve_cpu_and_auto_without_accelerators(monkeypatch):
@@ -112,3 +118,119 @@ def test_client_trains_with_the_same_dropout_masks_without_torch_manual_seed(tin
 
     monkeypatch.setattr(torch, "manual_seed", fail)
     assert torch.equal(trained(), before)
+
+
+# --- Intel (Aurora) and AMD (Frontier) through stubbed device modules -----------------------
+
+class FakeXPU:
+    """torch.xpu as a site's IPEX build behaves: no device until IPEX is imported."""
+
+    def __init__(self, count: int = 2) -> None:
+        self.calls: list[str] = []
+        self.ready = False
+        self.count = count
+
+    def is_available(self) -> bool:
+        self.calls.append("xpu.is_available")
+        return self.ready
+
+    def device_count(self) -> int:
+        self.calls.append("xpu.device_count")
+        return self.count if self.ready else 0
+
+    def set_device(self, i: int) -> None:
+        self.calls.append(f"xpu.set_device({i})")
+
+
+def fake_package(root: Path, name: str, body: str) -> None:
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text(f"import torch\n{body}\n")
+
+
+@pytest.fixture
+def xpu(monkeypatch, tmp_path):
+    """A fake torch.xpu and a folder on sys.path for fake site packages."""
+    fake = FakeXPU()
+    monkeypatch.setattr(torch, "xpu", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "_IMPORTED", {})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ("intel_extension_for_pytorch", "oneccl_bindings_for_pytorch")
+    yield fake, tmp_path
+    for n in names:
+        sys.modules.pop(n, None)
+
+
+def test_ipex_imported_before_torch_xpu_and_device_set_per_local_rank(xpu):
+    fake, root = xpu
+    assert device.resolve("auto", local_rank=3) == torch.device("cpu")  # no IPEX installed
+    fake.calls.clear()
+    device._IMPORTED.clear()
+    fake_package(root, "intel_extension_for_pytorch",
+                 "torch.xpu.calls.append('import ipex')\ntorch.xpu.ready = True")
+    assert device.resolve("auto", local_rank=3) == torch.device("xpu", 1)  # 3 % 2
+    assert fake.calls == ["import ipex", "xpu.is_available", "xpu.device_count", "xpu.set_device(1)"]
+    assert device.resolve("xpu:0", local_rank=3) == torch.device("xpu", 0)
+    assert fake.calls[-1] == "xpu.set_device(0)" and fake.calls.count("import ipex") == 1
+
+
+def test_prepare_backend_imports_oneccl_after_ipex(xpu):
+    fake, root = xpu
+    with pytest.raises(RuntimeError, match="^torch.distributed backend ccl needs oneccl_bindings"):
+        device.prepare_backend("ccl")
+    device.prepare_backend("xccl")  # native in torch >= 2.8: the bindings are optional
+    device._IMPORTED.clear()
+    fake_package(root, "intel_extension_for_pytorch", "torch.xpu.calls.append('import ipex')")
+    fake_package(root, "oneccl_bindings_for_pytorch",
+                 "assert 'import ipex' in torch.xpu.calls\ntorch.xpu.calls.append('import oneccl')")
+    device.prepare_backend("ccl")
+    assert fake.calls == ["import ipex", "import oneccl"]
+    device.prepare_backend("gloo")  # nothing for the others
+    assert fake.calls == ["import ipex", "import oneccl"]
+
+
+@pytest.mark.parametrize(("vendor", "env", "want"), [
+    ("nvidia", {"CUDA_VISIBLE_DEVICES": "2,3"}, ("CUDA_VISIBLE_DEVICES=2,3", 2)),
+    ("nvidia", {"CUDA_VISIBLE_DEVICES": ""}, ("CUDA_VISIBLE_DEVICES=", 0)),   # hides all
+    ("nvidia", {"ROCR_VISIBLE_DEVICES": "0"}, ("", None)),                      # not NVIDIA's
+    ("amd", {"ROCR_VISIBLE_DEVICES": "0,1,2,3"}, ("ROCR_VISIBLE_DEVICES=0,1,2,3", 4)),
+    ("amd", {"ROCR_VISIBLE_DEVICES": "4,5,6,7", "HIP_VISIBLE_DEVICES": "1"},  # HIP indexes ROCR's
+     ("ROCR_VISIBLE_DEVICES=4,5,6,7 HIP_VISIBLE_DEVICES=1", 1)),
+    ("intel", {"ZE_AFFINITY_MASK": "0.0,0.1"}, ("ZE_AFFINITY_MASK=0.0,0.1", 2)),
+    ("intel", {}, ("", None)),
+])
+def test_visible_devices_under_each_vendors_masks(vendor, env, want):
+    assert device.visible(vendor, env) == want
+
+
+def test_auto_warns_when_the_node_has_gpus_torch_cannot_use(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device, "_xpu_count", lambda: 0)
+    monkeypatch.setattr(device, "_WARNED", set())
+    (tmp_path / "kfd").write_text("")
+    env = {"ROCR_VISIBLE_DEVICES": "0,1", "SLURM_GPUS_ON_NODE": "2"}
+    assert device.node_gpus(env, tmp_path) == [f"AMD ROCm driver ({tmp_path}/kfd)",
+                                               "SLURM_GPUS_ON_NODE=2", "ROCR_VISIBLE_DEVICES=0,1"]
+    msg = device.unused_gpus(env, tmp_path)
+    assert msg is not None and msg.startswith("this node has GPUs (AMD ROCm driver") and "sees none" in msg
+    assert device.unused_gpus({"SLURM_GPUS_ON_NODE": "0"}, tmp_path / "none") is None
+    monkeypatch.setattr(device, "node_gpus", lambda env=None, dev=None: ["2 NVIDIA device file(s)"])
+    with pytest.warns(UserWarning, match="^device: auto: this node has GPUs"):
+        assert device.resolve("auto", local_rank=0) == torch.device("cpu")
+
+
+def test_env_sh_puts_miopen_caches_on_node_local_storage(tmp_path):
+    """OLCF: MIOpen's default ~/.cache/miopen on a shared file system fails with I/O errors."""
+    node = tmp_path / "node-tmp"
+    node.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "TMPDIR": str(node),
+           "SCRATCH": str(tmp_path), "USER": "me", "SLURM_JOB_ID": "77"}
+    script = f"source {ROOT}/cluster/env.sh && echo $MIOPEN_USER_DB_PATH && echo $MIOPEN_CUSTOM_CACHE_DIR"
+    out = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [f"{node}/miopen-me-77"] * 2
+    assert (node / "miopen-me-77").is_dir()
+    env["MIOPEN_USER_DB_PATH"] = str(tmp_path / "mine")
+    out = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(tmp_path / "mine")] * 2  # a user's own setting wins
