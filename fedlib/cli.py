@@ -40,7 +40,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from . import doctor
 
     cfg = config.load(args.config, config.parse_overrides(args.set))
-    return doctor.run(cfg.output_dir, cfg.threads)
+    return doctor.run(cfg.output_dir, cfg.threads, cfg=cfg)
 
 
 def _keys(_: argparse.Namespace) -> int:

@@ -200,9 +200,10 @@ def oversubscription(threads: int, world_size: int = 1, env: Mapping[str, str] |
     usable = min(node_cpus or os.cpu_count() or own, local * own)
     if local * threads <= usable:
         return None
-    src = "OMP_NUM_THREADS" if "OMP_NUM_THREADS" in env else "threads"
+    src = "".join(f" (or {v}, set now)" for v in COUNTS[:1] if v in env) or "".join(
+        f" (or {v}, set now)" for v in COUNTS[1:] if v in env)
     return (f"oversubscribed: {local} rank(s) on this node x {threads} torch thread(s) each = "
-            f"{local * threads} > {usable} CPU(s) they may use; set `threads` (or {src}) to "
+            f"{local * threads} > {usable} CPU(s) they may use; set `threads`{src} to "
             f"{max(1, usable // local)} or bind fewer ranks per node")
 
 
