@@ -212,3 +212,16 @@ def test_doctor_under_each_site(monkeypatch, tmp_path, site, expect):
     for e in expect:
         assert e in text, text
     assert f"ok (sum {site.world:g} = {site.world} ranks)" in text
+
+
+def test_cpu_ranges_and_numa_nodes_from_sys(tmp_path):
+    from fedlib import doctor_checks as dc
+
+    assert dc.ranges({0, 1, 2, 3, 8, 10, 11}) == "0-3,8,10-11"
+    assert dc.parse_ranges("0-3,8,10-11") == {0, 1, 2, 3, 8, 10, 11}
+    for node, cpus in (("node0", "0-31,64-95"), ("node1", "32-63,96-127")):  # a 2-socket node
+        (tmp_path / "devices/system/node" / node).mkdir(parents=True)
+        (tmp_path / "devices/system/node" / node / "cpulist").write_text(cpus + "\n")
+    assert dc.numa_nodes({40, 41}, tmp_path) == "1"
+    assert dc.numa_nodes({30, 33}, tmp_path) == "0,1"  # a binding across sockets shows
+    assert dc.numa_nodes({200}, tmp_path) == "?"
