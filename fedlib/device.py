@@ -111,9 +111,12 @@ def unused_gpus(env: Mapping[str, str] | None = None, dev: Path = Path("/dev")) 
     a CPU or wrong-vendor torch build, a missing IPEX, or a mask that hides every device."""
     if _count("cuda") or _count("xpu"):
         return None
+    env = os.environ if env is None else env
     evidence = node_gpus(env, dev)
     if not evidence:
         return None
+    evidence += [f"{m} is empty (hides every GPU)" for m in sorted({m for ms in MASKS.values() for m in ms})
+                 if m in env and not env[m].strip()]
     build = (f"torch {torch.__version__} (CUDA {torch.version.cuda}, "
              f"ROCm {getattr(torch.version, 'hip', None)})")
     return (f"this node has GPUs ({'; '.join(evidence)}) but {build} sees none, so it computes "

