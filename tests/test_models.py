@@ -131,3 +131,21 @@ def test_offline_hub_id_not_in_the_cache_is_one_line(tmp_path, monkeypatch):
         f"model.name='bert-bsae': not a preset or a folder, and as a hub id not in the Hugging Face "
         f"cache {tmp_path}; HF_HUB_OFFLINE=1 forbids downloading it (download it where the network is "
         "reachable) (did you mean 'bert-base'?)")
+
+
+def test_a_hub_id_transformers_cannot_fetch_is_one_line(monkeypatch):
+    """Online, a missing repo or an unreachable hub surfaces as transformers' multi-line OSError."""
+    from huggingface_hub import constants
+
+    def unreachable(*_, **__):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your "
+                      "internet connection or see how to run the library in offline mode.")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", unreachable)
+    monkeypatch.setattr(models.AutoConfig, "from_pretrained", unreachable)
+    for load in (models.load_tokenizer, lambda c: models.build(c, num_labels=2, seed=0)):
+        with pytest.raises(config.ConfigError) as e:
+            load(config.ModelConfig(name="someorg/some-model"))
+        assert str(e.value) == ("model.name='someorg/some-model': could not be loaded (OSError: We couldn't "
+                                "connect to 'https://huggingface.co' to load the files.)")
