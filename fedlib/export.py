@@ -60,7 +60,7 @@ def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[st
         raise ValueError(f"{out}: cannot be written ({e.strerror})") from None
     if adapter:
         model.save_pretrained(tmp)  # peft: adapter_config.json + adapter weights (+ the classifier)
-        (tmp / "labels.json").write_text(json.dumps(list(label_names)))
+        (tmp / data.LABELS).write_text(json.dumps(list(label_names)))
     else:
         hf = _plain(model)
         hf.config.id2label = dict(enumerate(label_names))

@@ -113,7 +113,7 @@ def test_export_into_a_file_is_one_line(run, tmp_path, capsys):
     assert target.read_text() == "mine"
 
 
-def test_export_needs_no_data_folder(run, tmp_path):
+def test_export_needs_no_data_folder(run, tmp_path, capsys):
     """The label names travel in the run folder: the data set may be gone when a model is exported."""
     import shutil
     import subprocess
@@ -135,3 +135,10 @@ def test_export_needs_no_data_folder(run, tmp_path):
     assert m.config.id2label == {0: "background", 1: "method", 2: "result"}
     assert m.config.label2id == {"background": 0, "method": 1, "result": 2}
     torch.testing.assert_close(FlatParams(_reference(cfg, res)).get(), FlatParams(m).get())
+    (cfg.run_dir / "labels.json").unlink()  # a run folder from before fedlib kept the names
+    capsys.readouterr()
+    assert cli.main(["export", str(cfg.run_dir), str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fedlib: error: {cfg.run_dir}: has no labels.json (a run from an older fedlib) "
+                          f"and its data set cannot give the label names: data.name='{copy}'"), err
+    assert len(err.splitlines()) == 1
