@@ -25,8 +25,34 @@ from .wire import launcher
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+LABELS = "labels.json"  # the label names, a JSON list: in a data folder, and in every run folder
+
+
 class DataError(ValueError):
     """Malformed data; the message names the file and line."""
+
+
+def read_label_names(label_file: Path) -> list[str]:
+    """The label names of a data folder's (or a run folder's) labels.json, id = position."""
+    try:
+        names = json.loads(label_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{label_file}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{label_file}: not UTF-8 text (byte {e.start})") from None
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{label_file}: must be a non-empty JSON list of label names")
+    return [str(n) for n in names]
+
+
+def write_label_names(folder: Path, names: tuple[str, ...] | list[str]) -> Path:
+    """Keep the label names in a run folder, so that exporting its model later (an id2label)
+    needs the checkpoint's folder alone, not the data set, which may be gone or moved by then."""
+    path = folder / LABELS
+    tmp = path.with_name(f".{LABELS}.tmp")
+    tmp.write_text(json.dumps(list(names)) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def search_path() -> list[Path]:
@@ -84,20 +110,14 @@ def load_texts(cfg: DataConfig) -> tuple[dict[str, tuple[list[str], list[int]]],
     splits = ("train", cfg.eval_split)
     folder = resolve(cfg.name, cfg.subset)
     if folder is not None:
-        label_file = folder / "labels.json"
-        try:
-            names = json.loads(label_file.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{label_file}:{e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(names, list) or not names:
-            raise DataError(f"{label_file}: must be a non-empty JSON list of label names")
+        names = read_label_names(folder / LABELS)
         out = {}
         for s in splits:
             p = folder / f"{s}.jsonl"
             if not p.is_file():
                 raise DataError(f"{p}: missing (data.name={cfg.name!r})")
             out[s] = read_jsonl(p, len(names), cfg.text_column, cfg.label_column)
-        return out, [str(n) for n in names]
+        return out, names
     return _load_hub(cfg, splits)
 
 

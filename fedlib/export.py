@@ -46,6 +46,7 @@ def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[st
                          "model that exists nowhere else; export the merged model instead")
     if why := unsupported(cfg):
         raise ValueError(f"cannot export: {why}")
+    _check_out(Path(out), allow_full=True)
     model = models.build(cfg.model, num_labels=len(label_names), seed=cfg.seed)
     FlatParams(model).set(weights.detach().to("cpu", torch.float32))
     tokenizer = models.load_tokenizer(cfg.model)
@@ -53,10 +54,13 @@ def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[st
     out = Path(out)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise ValueError(f"{out}: cannot be written ({e.strerror})") from None
     if adapter:
         model.save_pretrained(tmp)  # peft: adapter_config.json + adapter weights (+ the classifier)
-        (tmp / "labels.json").write_text(json.dumps(list(label_names)))
+        (tmp / data.LABELS).write_text(json.dumps(list(label_names)))
     else:
         hf = _plain(model)
         hf.config.id2label = dict(enumerate(label_names))
@@ -72,12 +76,34 @@ def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[st
 def export_run(run_dir: Path, out: Path, adapter: bool = False) -> Path:
     """Export the last checkpoint of `run_dir` (its weights and the config they were trained with)."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: exists and is not empty; export into a new folder")
+    _check_out(out, allow_full=False)
     state, saved = checkpoint.load(Path(run_dir))
     cfg = config.from_dict(saved)
-    _, names = data.load_texts(cfg.data)
-    return write(cfg, state.weights, names, out, adapter)
+    return write(cfg, state.weights, label_names(Path(run_dir), cfg), out, adapter)
+
+
+def label_names(run_dir: Path, cfg: config.RunConfig) -> list[str]:
+    """The run folder's labels.json (written when the run starts); a run folder from before
+    fedlib kept it falls back on the data set, which must then still be where the run found it."""
+    if (run_dir / data.LABELS).is_file():
+        return data.read_label_names(run_dir / data.LABELS)
+    try:
+        return data.load_texts(cfg.data)[1]
+    except ValueError as e:  # DataError, ConfigError
+        raise ValueError(f"{run_dir}: has no {data.LABELS} (a run from an older fedlib) and its data "
+                         f"set cannot give the label names: {e}") from None
+
+
+def _check_out(out: Path, allow_full: bool) -> None:
+    """`out` must be (or become) a folder: a file there, or a file above it, is refused in one line
+    rather than as an OSError from deep inside save_pretrained."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file; export writes a folder, so give a path that does not exist")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{out}: cannot be created, {above} is a file")
+    if not allow_full and out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"{out}: exists and is not empty; export into a new folder")
 
 
 def _plain(model: nn.Module) -> PreTrainedModel:

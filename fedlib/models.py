@@ -7,6 +7,9 @@ are folded into it (`data.tokenize`), which is harmless for random-init timing r
 
 from __future__ import annotations
 
+import difflib
+import inspect
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from transformers import (
 )
 
 from . import frozen, seeds
-from .config import ModelConfig
+from .config import ConfigError, ModelConfig
 from .seeds import Stream
 
 
@@ -53,7 +56,40 @@ PRESETS: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
 def preset_config(name: str, overrides: dict[str, Any] | None = None) -> PretrainedConfig:
     """A preset's config with `overrides` applied at construction (so derived sizes follow)."""
     cls, kwargs = PRESETS[ALIASES.get(name, name)]
+    check_overrides(cls, overrides or {})
     return cls(**{**kwargs, **(overrides or {})})
+
+
+# Sizes that must be whole and positive: 0 or -1 layers builds a model with no encoder at all,
+# which trains (its embeddings and head) without a word of warning.
+POSITIVE = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+            "vocab_size", "max_position_embeddings", "embedding_size", "num_hidden_groups",
+            "inner_group_num")
+# Constructor arguments a config accepts but does not list in `to_dict()`.
+_CONFIG_ARGS = ("num_labels", "attn_implementation")
+
+
+def override_keys(cls: type[PretrainedConfig]) -> set[str]:
+    """The keys `model.overrides` may set on a `cls` config. PretrainedConfig stores unknown
+    keyword arguments as attributes without a word (a typo changes nothing, or reaches the model
+    class as a TypeError), so the default config's own keys are the list."""
+    params = inspect.signature(PretrainedConfig.__init__).parameters
+    return set(cls().to_dict()) | {p for p in params if p not in ("self", "kwargs")} | set(_CONFIG_ARGS)
+
+
+def check_overrides(cls: type[PretrainedConfig], overrides: dict[str, Any],
+                    known: Iterable[str] = ()) -> None:
+    """Refuse an override `cls` has no key for (naming close matches) and a size below 1; `known`:
+    a loaded checkpoint's own keys, which its config may hold beyond the class defaults."""
+    allowed = override_keys(cls) | set(known)
+    for key, value in overrides.items():
+        where = f"model.overrides.{key}"
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), sorted(allowed), n=2, cutoff=0.8)
+            hint = f" (did you mean {' or '.join(repr(n) for n in near)}?)" if near else ""
+            raise ConfigError(f"{where}: not a key of {cls.__name__}{hint}")
+        if key in POSITIVE and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"{where}: must be an integer >= 1, got {value!r}")
 
 
 ALIASES = {"albert": "albert-base-v2", "bert": "bert-base-uncased", "deberta": "deberta-v3-base",
@@ -77,13 +113,49 @@ class ModelSpec:
 
 
 def resolve(name: str) -> ModelSpec:
+    """Preset, minilm, checkpoint folder or hub id; anything else is refused here, in one line,
+    before transformers turns it into chained tracebacks."""
     name = ALIASES.get(name, name)
     if name in PRESETS:
         return ModelSpec("preset", name, str(minilm_path()))
     if name == "minilm":
         p = str(minilm_path())
         return ModelSpec("pretrained", p, p)
-    return ModelSpec("pretrained", name, name)  # local checkpoint dir or hub id
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ConfigError(f"model.name={name!r}: the folder has no config.json, so it is not a "
+                              "saved transformers model (save_pretrained writes one)")
+        return ModelSpec("pretrained", name, name)
+    _check_hub_id(name)
+    return ModelSpec("pretrained", name, name)
+
+
+def _check_hub_id(name: str) -> None:
+    """A well-formed hub id, and with HF_HUB_OFFLINE one in the local cache."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    choices = sorted({*PRESETS, *ALIASES, "minilm"})
+    near = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise ConfigError(f"model.name={name!r}: no such folder")
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ConfigError(f"model.name={name!r}: not a preset ({', '.join(choices)}), not a folder "
+                          f"and not a valid Hugging Face hub id (org/name){hint}") from None
+    if constants.HF_HUB_OFFLINE and not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise ConfigError(f"model.name={name!r}: not a preset or a folder, and as a hub id not in the "
+                          f"Hugging Face cache {constants.HF_HUB_CACHE}; HF_HUB_OFFLINE=1 forbids "
+                          f"downloading it (download it where the network is reachable){hint}")
+
+
+def _unloadable(name: str, e: Exception) -> ConfigError:
+    """What transformers could not load (network, missing repo), as one line."""
+    first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return ConfigError(f"model.name={name!r}: could not be loaded ({type(e).__name__}: {first[:300]})")
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
@@ -93,7 +165,7 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
     except (ImportError, OSError, ValueError) as e:
         missing = _missing_sentencepiece()
         if not missing:
-            raise
+            raise _unloadable(cfg.name, e) from e
         raise ImportError(  # transformers' own message blames tiktoken, which is beside the point
             f"model.name={cfg.name!r}: its tokenizer could not be loaded and {' and '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not installed; ALBERT (spiece.model) and "
@@ -119,12 +191,18 @@ def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
     if spec.kind == "preset":
         hf_cfg = preset_config(spec.source, {**cfg.overrides, "num_labels": num_labels})
         model = AutoModelForSequenceClassification.from_config(hf_cfg)
-    elif cfg.pretrained:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            spec.source, num_labels=num_labels, **cfg.overrides)
     else:
-        hf_cfg = AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
-        model = AutoModelForSequenceClassification.from_config(hf_cfg)
+        try:
+            hf_cfg = AutoConfig.from_pretrained(spec.source)
+        except (OSError, ValueError) as e:
+            raise _unloadable(cfg.name, e) from e
+        check_overrides(type(hf_cfg), cfg.overrides, set(hf_cfg.to_dict()))
+        if cfg.pretrained:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                spec.source, num_labels=num_labels, **cfg.overrides)
+        else:
+            hf_cfg = AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
+            model = AutoModelForSequenceClassification.from_config(hf_cfg)
     if cfg.pooling == "mean":
         model = frozen.MeanPooled(model)
     frozen.freeze(model, cfg.frozen)

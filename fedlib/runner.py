@@ -105,6 +105,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
         if store is not None and resume:  # back to the residuals the checkpoint covers
             store.restore(state.extra.get("residuals", {}))
         (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
+        data.write_label_names(run_dir, ctx.data.label_names)  # export needs no data folder later
         part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
             run_dir / "partition.csv", index=False)
         rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep_upto=state.round if resume else None)

@@ -90,3 +90,40 @@ def test_readme_config_table_in_sync():
     readme = docs.README.read_text()
     assert f"<!-- config-keys:start -->\n{docs.table()}<!-- config-keys:end -->" in readme, (
         "README config table is stale: run `make docs`")
+
+
+# ---- YAML a user's editor can produce: one line naming the file, the line and the key ----
+
+def test_non_utf8_yaml_names_file_line_and_byte(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: x\n# caf\u00e9 au lait\nfederation:\n  rounds: 2\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        config.load(bad)
+    assert str(e.value) == f"{bad}:2: not UTF-8 text (byte 13: b'\\xe9'); save the file as UTF-8"
+
+
+def test_duplicate_yaml_key_names_the_key_and_both_lines(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: x\nfederation:\n  rounds: 2\n  num_clients: 3\n  rounds: 5\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(dup)
+    assert str(e.value) == f"{dup}:5: federation.rounds: duplicate key (also on line 3); keep one"
+    top = tmp_path / "top.yaml"
+    top.write_text("seed: 1\nname: x\nseed: 2\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(top)
+    assert str(e.value) == f"{top}:3: seed: duplicate key (also on line 1); keep one"
+
+
+def test_duplicate_key_in_a_set_value_and_bad_yaml_are_one_line(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config.parse_overrides(["model.overrides={hidden_size: 8, hidden_size: 16}"])
+    assert str(e.value) == "--set model.overrides.hidden_size: duplicate key; keep one"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfederation: [1\n")
+    with pytest.raises(ConfigError) as e:
+        config.load(bad)
+    assert str(e.value) == f"{bad}:3: not valid YAML: expected ',' or ']', but got '<stream end>'"
+    nested = tmp_path / "ok.yaml"  # the same key under two sections is no duplicate
+    nested.write_text("federation:\n  rounds: 2\nstrategy:\n  algorithm: fedavg\nclient:\n  lr: 0.001\n")
+    assert config.load(nested).federation.rounds == 2

@@ -97,3 +97,48 @@ def test_export_refuses_what_it_cannot_write(run, tmp_path, capsys):
     (tmp_path / "full" / "keep.txt").write_text("mine")
     assert cli.main(["export", str(cfg.run_dir), str(tmp_path / "full")]) == 2
     assert "not empty" in capsys.readouterr().err and (tmp_path / "full" / "keep.txt").is_file()
+
+
+def test_export_into_a_file_is_one_line(run, tmp_path, capsys):
+    cfg, _ = run(**{"federation.rounds": 1, "federation.export": False})
+    target = tmp_path / "model.bin"
+    target.write_text("mine")
+    capsys.readouterr()  # the run's own output
+    assert cli.main(["export", str(cfg.run_dir), str(target)]) == 2
+    assert capsys.readouterr().err == (f"fedlib: error: {target}: is a file; export writes a folder, so "
+                                       "give a path that does not exist\n")
+    assert cli.main(["export", str(cfg.run_dir), str(target / "inside")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fedlib: error: {target / 'inside'}: cannot be created, {target} is a file\n"
+    assert target.read_text() == "mine"
+
+
+def test_export_needs_no_data_folder(run, tmp_path, capsys):
+    """The label names travel in the run folder: the data set may be gone when a model is exported."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    copy = tmp_path / "mydata"
+    shutil.copytree(ROOT / "data" / "scicite" / "tiny", copy)
+    cfg, res = run(**{"data.name": str(copy), "federation.rounds": 1, "federation.export": False})
+    assert json.loads((cfg.run_dir / "labels.json").read_text()) == LABELS
+    shutil.rmtree(copy)
+    out = tmp_path / "exported"
+    p = subprocess.run([sys.executable, "-m", "fedlib", "export", str(cfg.run_dir), str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    m = AutoModelForSequenceClassification.from_pretrained(out)
+    assert m.config.id2label == {0: "background", 1: "method", 2: "result"}
+    assert m.config.label2id == {"background": 0, "method": 1, "result": 2}
+    torch.testing.assert_close(FlatParams(_reference(cfg, res)).get(), FlatParams(m).get())
+    (cfg.run_dir / "labels.json").unlink()  # a run folder from before fedlib kept the names
+    capsys.readouterr()
+    assert cli.main(["export", str(cfg.run_dir), str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fedlib: error: {cfg.run_dir}: has no labels.json (a run from an older fedlib) "
+                          f"and its data set cannot give the label names: data.name='{copy}'"), err
+    assert len(err.splitlines()) == 1

@@ -68,3 +68,84 @@ def test_each_family_trains_one_step(name, tiny_cfg):
                             "intermediate_size": 64}})
     res = runner.run(cfg, progress=False)
     assert res.state.round == 1 and res.rounds["train_loss"].notna().all()
+
+
+# ---- model.name and model.overrides: one line naming the key, before transformers is reached ----
+
+SMALL = {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
+
+
+@pytest.mark.parametrize(("name", "overrides", "message"), [
+    ("bert-base-uncased", {"num_hidden_layer": 1, **SMALL},
+     "model.overrides.num_hidden_layer: not a key of BertConfig (did you mean 'num_hidden_layers'?)"),
+    ("minilm", {"hiden_dropout_prob": 0.2},  # a from_pretrained kwarg: a TypeError from the model class
+     "model.overrides.hiden_dropout_prob: not a key of BertConfig (did you mean 'hidden_dropout_prob'?)"),
+    ("deberta-v3-base", {"num_hidden_layers": 1, "colour": "red", **SMALL},
+     "model.overrides.colour: not a key of DebertaV2Config"),
+    ("bert-base-uncased", {"num_hidden_layers": -1, **SMALL},  # built a model with no encoder
+     "model.overrides.num_hidden_layers: must be an integer >= 1, got -1"),
+    ("bert-base-uncased", {"num_hidden_layers": 0, **SMALL},
+     "model.overrides.num_hidden_layers: must be an integer >= 1, got 0"),
+    ("albert-base-v2", {"num_hidden_layers": 1, **SMALL, "hidden_size": 2.5},
+     "model.overrides.hidden_size: must be an integer >= 1, got 2.5"),
+])
+def test_bad_overrides_are_refused_naming_the_key(name, overrides, message):
+    cfg = config.ModelConfig(name=name, overrides=overrides)
+    with pytest.raises(config.ConfigError) as e:
+        models.build(cfg, num_labels=2, seed=0)
+    assert str(e.value) == message
+
+
+def test_config_only_keys_are_accepted_as_overrides():
+    m = models.build(config.ModelConfig(name="bert-base-uncased", overrides={
+        "num_hidden_layers": 1, "attn_implementation": "eager", "hidden_dropout_prob": 0.0, **SMALL}),
+        num_labels=2, seed=0)
+    assert m.config.num_hidden_layers == 1 and m.config.hidden_dropout_prob == 0.0
+
+
+CHOICES = ("albert, albert-base, albert-base-v2, albert-large-v2, bert, bert-base, bert-base-uncased, "
+           "bert-large-uncased, deberta, deberta-base, deberta-v3-base, deberta-v3-large, minilm")
+
+
+def test_model_name_that_is_nothing_loadable_is_one_line(tmp_path):
+    for name, message in [
+        ("bad name!!", f"model.name='bad name!!': not a preset ({CHOICES}), not a folder and not a "
+                       "valid Hugging Face hub id (org/name)"),
+        (str(tmp_path / "nope" / "ckpt"), f"model.name='{tmp_path}/nope/ckpt': no such folder"),
+        (str(tmp_path), f"model.name='{tmp_path}': the folder has no config.json, so it is not a saved "
+                        "transformers model (save_pretrained writes one)"),
+    ]:
+        with pytest.raises(config.ConfigError) as e:
+            models.load_tokenizer(config.ModelConfig(name=name))
+        assert str(e.value) == message
+
+
+def test_offline_hub_id_not_in_the_cache_is_one_line(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(config.ConfigError) as e:
+        models.build(config.ModelConfig(name="bert-bsae"), num_labels=2, seed=0)
+    assert str(e.value) == (
+        f"model.name='bert-bsae': not a preset or a folder, and as a hub id not in the Hugging Face "
+        f"cache {tmp_path}; HF_HUB_OFFLINE=1 forbids downloading it (download it where the network is "
+        "reachable) (did you mean 'bert-base'?)")
+
+
+def test_a_hub_id_transformers_cannot_fetch_is_one_line(monkeypatch):
+    """Online, a missing repo or an unreachable hub surfaces as transformers' multi-line OSError."""
+    from huggingface_hub import constants
+
+    def unreachable(*_, **__):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your "
+                      "internet connection or see how to run the library in offline mode.")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", unreachable)
+    monkeypatch.setattr(models.AutoConfig, "from_pretrained", unreachable)
+    for load in (models.load_tokenizer, lambda c: models.build(c, num_labels=2, seed=0)):
+        with pytest.raises(config.ConfigError) as e:
+            load(config.ModelConfig(name="someorg/some-model"))
+        assert str(e.value) == ("model.name='someorg/some-model': could not be loaded (OSError: We couldn't "
+                                "connect to 'https://huggingface.co' to load the files.)")

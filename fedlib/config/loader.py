@@ -140,21 +140,56 @@ def replace(cfg: RunConfig, **changes: Any) -> RunConfig:
     return from_dict(_merge(cfg.to_dict(), _nest(changes)))
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line in the YAML text, for error messages."""
+def _yaml(text: str, where: str, prefix: str = "") -> tuple[Any, dict[str, int]]:
+    """The YAML document and its dotted key -> 1-based line map (for error messages). A key given
+    twice in one mapping is refused naming both lines: YAML keeps the last one silently, so a
+    pasted block would override an earlier setting unseen."""
     lines: dict[str, int] = {}
 
     def walk(node: yaml.Node, prefix: str) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for k, v in node.value:
                 key = f"{prefix}.{k.value}" if prefix else str(k.value)
-                lines[key] = k.start_mark.line + 1
+                line = k.start_mark.line + 1
+                if key in seen and one_line:
+                    raise ConfigError(f"{where} {key}: duplicate key; keep one")
+                if key in seen:
+                    raise ConfigError(f"{where}:{line}: {key}: duplicate key (also on line {seen[key]}); "
+                                      "keep one")
+                seen[key] = lines[key] = line
                 walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, f"{prefix}[{i}]")
 
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, "")
-    return lines
+    one_line = "\n" not in text.strip()
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, lines
+        walk(root, prefix)
+        return loader.construct_document(root), lines
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}" if mark is not None and not one_line else f"{where} {prefix}".strip()
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{at}: not valid YAML: {what}") from None
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; other bytes are refused naming the file, line and byte offset."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        bad = raw[e.start : e.start + 1]
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {bad!r}); save the file as "
+                          "UTF-8") from None
 
 
 def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
@@ -164,7 +199,7 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else None
+        out[k.strip()] = _yaml(v, "--set", k.strip())[0] if v.strip() else None
     return out
 
 
@@ -175,14 +210,10 @@ def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None
     if path is not None:
         if Path(path).is_dir():
             raise ConfigError(f"{path}: is a directory; expected a YAML file (e.g. params/quickstart.yaml)")
-        text = Path(path).read_text()
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        data, lines = _yaml(_read_text(Path(path)), str(path))
+        data = data or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
-        lines = _key_lines(text)
     over = _nest(overrides or {})
     try:
         return from_dict(_merge(data, over))
