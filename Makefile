@@ -28,7 +28,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: install install-plan test reproduce run lab bench lint lock clean docs strip doctor
+.PHONY: install install-plan gpu-check test reproduce run lab bench lint lock clean docs strip doctor
 
 $(VENV)/.installed-wheel: pyproject.toml constraints.txt
 	@if [[ -e $(VENV)/.site ]]; then echo "$(VENV) was built with SITE=1: make clean first to switch" >&2; exit 1; fi
@@ -89,6 +89,11 @@ lock: $(VENV)
 
 clean:
 	rm -rf $(VENV) outputs/*/ .pytest_cache
+
+# on a machine with a GPU (<= 5 minutes): GPU tests, reproducibility, autocast, shared-GPU MPI,
+# workload W vs a bare loop, NCCL vs host-staged allreduce; a table and outputs/gpucheck/*/gpucheck.csv
+gpu-check: $(VENV)
+	$(PY) -m fedlib.bench.gpucheck --out outputs/gpucheck
 
 doctor: $(VENV)
 	$(PY) -m fedlib doctor

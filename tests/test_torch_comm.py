@@ -145,10 +145,12 @@ def test_rendezvous_on_the_configured_interface(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.delenv("MASTER_PORT", raising=False)
     monkeypatch.setattr(torch_comm.socket, "gethostname", lambda: "login-mgmt-eth")
-    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "=lo,hsn1")
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "=hsn1,lo")
+    assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://127.0.0.1:")
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "l")  # NCCL's prefix match: `hsn` selects hsn0
     assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://127.0.0.1:")
     monkeypatch.setenv("FEDLIB_IFNAME", "hsn0")  # FEDLIB_IFNAME first; no such interface here
-    with pytest.raises(ValueError, match=r"^FEDLIB_IFNAME=hsn0: no IPv4 address on network interface 'hsn0'"):
+    with pytest.raises(ValueError, match=r"^FEDLIB_IFNAME=hsn0: no network interface here with an IPv4"):
         torch_comm._rendezvous(0, FakeMPI())
     monkeypatch.delenv("FEDLIB_IFNAME")
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "^docker,lo")  # an exclusion list names no interface

@@ -84,18 +84,26 @@ def interface_address(name: str) -> str:
 
 
 def rendezvous_host(env: dict[str, str] | None = None) -> str:
-    """Rank 0's address for the others to reach it: on FEDLIB_IFNAME, else on the first interface
-    NCCL_SOCKET_IFNAME names (its `=` exact-match prefix dropped; a `^` exclusion list names
-    none), else the host name."""
+    """Rank 0's address for the others to reach it: on the interface FEDLIB_IFNAME names, else
+    on the first interface NCCL_SOCKET_IFNAME selects (as NCCL reads it: `hsn` is a prefix that
+    matches hsn0, `=hsn0` an exact name, `^...` an exclusion list that names none), else the
+    host name."""
     env = os.environ if env is None else env
     for var in ("FEDLIB_IFNAME", "NCCL_SOCKET_IFNAME"):
         spec = env.get(var, "").strip()
-        if spec and not spec.startswith("^"):
-            name = spec.lstrip("=").split(",")[0].strip()
+        if not spec or spec.startswith("^"):
+            continue
+        exact = var == "FEDLIB_IFNAME" or spec.startswith("=")
+        wanted = [w.strip() for w in spec.lstrip("=").split(",") if w.strip()]
+        names = [n for _, n in socket.if_nameindex()]
+        found = [n for w in wanted for n in names if (n == w if exact else n.startswith(w))]
+        for name in found:
             try:
                 return interface_address(name)
-            except ValueError as e:
-                raise ValueError(f"{var}={spec}: {e}") from None
+            except ValueError:
+                continue
+        raise ValueError(f"{var}={spec}: no network interface here with an IPv4 address matches "
+                         f"(interfaces: {', '.join(names)})")
     return socket.gethostname()
 
 
