@@ -74,7 +74,9 @@ c.Cluster.controller_ip = "*"
 PY
   # shellcheck disable=SC2064 - expand the profile now
   trap "ipcluster stop --profile='$profile' >/dev/null 2>&1 || true" EXIT
-  ipcluster start --daemonize --profile="$profile" --n="$n"
+  # connection files (the controller's addresses and message key) readable by the user alone
+  (umask 077; ipcluster start --daemonize --profile="$profile" --n="$n")
+  chmod 600 "$IPYTHONDIR/profile_$profile/security/"*.json 2>/dev/null || true
   python - <<PY
 import ipyparallel as ipp
 ipp.Client(profile="$profile").wait_for_engines($n, timeout=900)
