@@ -123,6 +123,10 @@ def plan(python: str, lock: Path, out: Path, pyproject: Path, extras: tuple[str,
         cmd = [*(pip or (python, "-m", "pip")), "install", "--dry-run", "--report", str(rep),
                "-c", str(out), "-r", str(req)]
         res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0 and "no such option" in res.stderr:
+            print(f"SITE=1: the pip of {python} is too old for --dry-run --report (needs pip >= 22.2): "
+                  f"{python} -m pip install --user --upgrade pip", file=sys.stderr)
+            return 1
         if res.returncode != 0:
             print(f"SITE=1: no install keeps the site's "
                   f"{', '.join(f'{k} {v}' for k, v in versions.items() if v)}: "

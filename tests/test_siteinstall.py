@@ -89,6 +89,16 @@ def test_plan_refuses_a_report_that_replaces_the_site_build(tmp_path, capsys):
         f"(constraints: {tmp_path / 'c.txt'})"]
 
 
+def test_plan_names_a_pip_too_old_for_the_dry_run(tmp_path, capsys):
+    site = _fake_site(tmp_path, "2.3.0")
+    old_pip = tmp_path / "pip.py"
+    old_pip.write_text("import sys\nprint('no such option: --report', file=sys.stderr)\nsys.exit(2)\n")
+    rc = siteinstall.plan(str(site), ROOT / "constraints.txt", tmp_path / "c.txt", ROOT / "pyproject.toml",
+                          pip=(sys.executable, str(old_pip)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "too old for --dry-run --report (needs pip >= 22.2)" in err[0]
+
+
 def _make_dry_run(tmp_path: Path, site_python: Path) -> subprocess.CompletedProcess:
     repo = tmp_path / "repo"
     repo.mkdir()
