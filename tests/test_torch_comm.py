@@ -68,3 +68,90 @@ def test_torch_comm_close_frees_the_group():
         "del pg  # or this very reference would carry the group into finalization\n"
     )
     mpiexec(2, ["-c", prog])
+
+
+# --- on GPUs, simulated: torch.distributed and torch.cuda stubbed (no GPU here) ---------------
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+
+
+def _nccl_stubs(monkeypatch, gpus):
+    from fedlib.wire import torch_comm
+
+    init = _Recorder()
+    monkeypatch.setattr(torch_comm.dist, "init_process_group", init)
+    monkeypatch.setattr(torch_comm.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch_comm.atexit, "register", lambda fn: None)
+    monkeypatch.setattr(torch_comm, "_world", lambda: (1, 4, None))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "PALS_LOCAL_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    return torch_comm, init
+
+
+def test_nccl_group_gets_the_rank_gpu_and_the_configured_timeout(monkeypatch):
+    from datetime import timedelta
+
+    torch_comm, init = _nccl_stubs(monkeypatch, gpus=4)
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    torch_comm.TorchComm(device=torch.device("cuda:1"), timeout_s=42.5)
+    (args, kwargs), = init.calls
+    assert args == ("nccl",)
+    assert kwargs["timeout"] == timedelta(seconds=42.5)
+    assert kwargs["device_id"] == torch.device("cuda", 1)  # eager init, one communicator
+
+
+def test_nccl_more_ranks_per_node_than_gpus_is_a_config_error(monkeypatch):
+    from fedlib.config import ConfigError
+
+    torch_comm, init = _nccl_stubs(monkeypatch, gpus=1)
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    with pytest.raises(ConfigError, match=r"this node has 2 ranks and 1 visible GPU\(s\)"):
+        torch_comm.TorchComm(device=torch.device("cuda:0"))
+    assert init.calls == []
+    torch_comm.check_gpu_ranks("gloo", 2, 0)  # gloo (and the MPI backend) may share
+
+
+def test_federation_timeout_reaches_the_torch_comm(monkeypatch, tiny_cfg):
+    from fedlib import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "make_comm", lambda kind, **kw: seen.update(kw, kind=kind))
+    runner.comm_for(tiny_cfg(**{"federation.backend": "torch", "federation.timeout_s": 60}))
+    assert (seen["kind"], seen["timeout_s"]) == ("torch", 60)
+
+
+def test_rendezvous_on_the_configured_interface(monkeypatch):
+    from fedlib.wire import torch_comm
+
+    class FakeMPI:
+        def bcast(self, obj, root=0):
+            return obj
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setattr(torch_comm.socket, "gethostname", lambda: "login-mgmt-eth")
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "=hsn1,lo")
+    assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://127.0.0.1:")
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "l")  # NCCL's prefix match: `hsn` selects hsn0
+    assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://127.0.0.1:")
+    monkeypatch.setenv("FEDLIB_IFNAME", "hsn0")  # FEDLIB_IFNAME first; no such interface here
+    with pytest.raises(ValueError, match=r"^FEDLIB_IFNAME=hsn0: no network interface here with an IPv4"):
+        torch_comm._rendezvous(0, FakeMPI())
+    monkeypatch.delenv("FEDLIB_IFNAME")
+    monkeypatch.setenv("NCCL_SOCKET_IFNAME", "^docker,lo")  # an exclusion list names no interface
+    assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://login-mgmt-eth:")

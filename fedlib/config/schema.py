@@ -164,6 +164,7 @@ class FederationConfig:
     error_feedback: bool = False  # keep what rounding lost per client, add it to its next update
     overlap: bool = False  # p2p: send/receive updates on a background thread while the next client trains
     backend: Literal["mpi", "torch"] = "mpi"  # comm: mpi4py, or torch.distributed (gloo on CPU, NCCL on CUDA)
+    timeout_s: float = 1800.0  # backend torch: seconds a collective may wait (a node builds its caches)
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "federation.num_clients", "must be >= 1")
@@ -180,6 +181,7 @@ class FederationConfig:
         _require(self.eval_every >= 0, "federation.eval_every", "must be >= 0")
         _require(self.checkpoint_every >= 0, "federation.checkpoint_every", "must be >= 0")
         _require(1 <= self.chunk_mb < 2048, "federation.chunk_mb", "must be in [1, 2047]")
+        _require(self.timeout_s > 0, "federation.timeout_s", f"must be > 0, got {self.timeout_s}")
         _require(not self.overlap or self.aggregation == "p2p", "federation.overlap",
                  "overlaps the p2p star's per-client messages with training; the collective sends "
                  "once per round after the last client, so set federation.aggregation: p2p or "

@@ -13,6 +13,10 @@ Engines stop when the block exits, also when a cell fails; an engine's error is 
 here naming the engine and its original exception. The environment variables
 ``FEDLIB_ENGINES`` (mode) and ``FEDLIB_IPP_PROFILE`` override what a notebook asks for, so a
 batch job (cluster/slurm.sbatch) points every notebook at the engines it started.
+
+On a shared node the controller's connection files (its addresses and the key that signs every
+message: whoever reads them can run code on the engines) are the user's alone: the cluster
+starts under umask 077 and every JSON file of the profile's security folder is made 0600.
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ from ..wire.comm import LAUNCH_ENV
 from . import sweep
 
 Mode = Literal["mpi", "connect", "local"]
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def private_connection_files(profile_dir: str | Path) -> None:
+    """Make the profile's connection and cluster files readable by this user alone (0600)."""
+    for f in (Path(profile_dir) / "security").glob("*.json"):
+        os.chmod(f, 0o600)
 
 
 class EngineError(RuntimeError):
@@ -71,7 +90,9 @@ class Pool:
             self.cluster = ipp.Cluster(engines="mpi", n=n, log_level=40)
             atexit.register(self.close)
             _exit_on_sigterm()  # a killed kernel must not leave its MPI engines computing
-            self.client = self.cluster.start_and_connect_sync()
+            with _umask(0o077):  # the controller and engines it spawns inherit it
+                self.client = self.cluster.start_and_connect_sync()
+            private_connection_files(self.cluster.profile_dir)
         elif mode == "connect":
             self.client = ipp.Client(profile=profile or "default", cluster_id=cluster_id or "")
         else:

@@ -54,9 +54,11 @@ def execute(src: Path, dest: Path, params: dict) -> None:
     import papermill as pm
     from nbconvert import HTMLExporter
 
+    from .kernel import papermill_kwargs as ipc_kernels  # shared nodes: no kernel on TCP
+
     try:
         pm.execute_notebook(str(src), str(dest), parameters=params, cwd=str(src.parent),
-                            kernel_name="python3", progress_bar=False, log_output=False)
+                            kernel_name="python3", progress_bar=False, log_output=False, **ipc_kernels())
     except pm.PapermillExecutionError as e:
         raise NotebookFailed(f"notebook {src.stem} failed in cell {e.exec_count} (index {e.cell_index}): "
                              f"{e.ename}: {e.evalue}\n  executed copy with the traceback: {dest}") from None

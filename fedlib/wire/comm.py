@@ -59,25 +59,45 @@ def chunks(buf: torch.Tensor, chunk_bytes: int) -> list[torch.Tensor]:
 
 
 def synchronize(device: Any) -> None:
-    """Wait for the device's queued kernels (copies are asynchronous; a no-op on the CPU)."""
+    """Wait for the kernels queued on this thread's current stream of `device` (copies are
+    asynchronous; a no-op on the CPU). The current stream, not the whole device: the overlap
+    thread's transfers run on their own stream and must not wait for the training stream."""
     if device.type != "cpu":
         import torch
 
-        getattr(torch, device.type).synchronize(device)
+        getattr(torch, device.type).current_stream(device).synchronize()
 
 
 class Staging:
-    """Moves a buffer the backend cannot read to `wire` (host or device) and back, timing it."""
+    """Moves a buffer the backend cannot read to `wire` (host or device) and back, timing it.
+    Host copies of device buffers live in pinned memory, kept per (shape, dtype): copies from
+    pageable memory go through a driver bounce buffer at a fraction of the bus's speed."""
 
     def __init__(self) -> None:
         self.copy_s = 0.0
+        self._pinned: dict[tuple[Any, Any], torch.Tensor] = {}
+
+    def host(self, like: torch.Tensor) -> torch.Tensor:
+        """A pinned host buffer shaped like `like` (reused: pinning costs more than the copy)."""
+        import torch
+
+        key = (tuple(like.shape), like.dtype)
+        if key not in self._pinned:
+            self._pinned[key] = torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
+        return self._pinned[key]
 
     def there(self, buf: torch.Tensor, wire: Any, fill: bool = True) -> torch.Tensor:
         """`buf` on `wire`; `fill=False` for a buffer that will only be written (a receive)."""
         if buf.device.type == getattr(wire, "type", wire):
             return buf
         t = time.perf_counter()
-        out = buf.to(wire) if fill else buf.new_empty(buf.shape, device=wire)
+        to_host = getattr(wire, "type", wire) == "cpu"
+        if to_host and buf.device.type == "cuda":
+            out = self.host(buf)
+            if fill:
+                out.copy_(buf, non_blocking=True)
+        else:
+            out = buf.to(wire) if fill else buf.new_empty(buf.shape, device=wire)
         synchronize(buf.device if out.device.type == "cpu" else out.device)
         self.copy_s += time.perf_counter() - t
         return out
@@ -85,21 +105,63 @@ class Staging:
     def back(self, buf: torch.Tensor, staged: torch.Tensor) -> None:
         if staged is not buf:
             t = time.perf_counter()
-            buf.copy_(staged)
+            buf.copy_(staged, non_blocking=staged.is_pinned())
             synchronize(buf.device)
             self.copy_s += time.perf_counter() - t
 
 
-def cuda_aware_mpi() -> bool:
-    """Whether MPI may be handed CUDA memory. Conservative: FEDLIB_CUDA_AWARE_MPI=1/0 decides;
-    otherwise ask Open MPI / MPICH's MPIX_Query_cuda_support when the library exports it."""
+def mpi_gpu_support() -> tuple[bool, str]:
+    """Whether MPI may be handed GPU memory, and how that was decided (doctor prints both).
+
+    FEDLIB_CUDA_AWARE_MPI=1/0 decides. Otherwise ask the library mpi4py loaded — through
+    mpi4py's own extension module: Python loads it RTLD_LOCAL, so libmpi's symbols are not in
+    the global namespace and `CDLL(None)` never finds them, whereas dlsym on the module's handle
+    searches its dependencies. `MPIX_Query_cuda_support` (Open MPI, MPICH >= 4) or, on ROCm,
+    `MPIX_Query_rocm_support` (Open MPI 5). Cray MPICH exports neither: it is GPU-aware when
+    MPICH_GPU_SUPPORT_ENABLED=1 and its GTL library (libmpi_gtl_cuda / _hsa) is loaded."""
     env = os.environ.get("FEDLIB_CUDA_AWARE_MPI")
     if env is not None:
-        return env == "1"
+        return env == "1", f"FEDLIB_CUDA_AWARE_MPI={env}"
     try:
-        return bool(ctypes.CDLL(None).MPIX_Query_cuda_support())
-    except (AttributeError, OSError):
-        return False
+        from mpi4py import MPI
+    except ImportError:
+        return False, "no mpi4py"
+    try:
+        lib = ctypes.CDLL(MPI.__file__)
+    except OSError as e:
+        return False, f"cannot open {MPI.__file__}: {e}"
+    import torch
+
+    names = ("MPIX_Query_rocm_support",) if torch.version.hip else ()
+    for name in (*names, "MPIX_Query_cuda_support"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            ok = bool(fn())
+            return ok, f"{name}() = {int(ok)}"
+    if os.environ.get("MPICH_GPU_SUPPORT_ENABLED") == "1":
+        gtl = _loaded("libmpi_gtl_")
+        return gtl is not None, (f"MPICH_GPU_SUPPORT_ENABLED=1, {gtl} loaded" if gtl else
+                                 "MPICH_GPU_SUPPORT_ENABLED=1 but no GTL library loaded "
+                                 "(link with craype-accel-* loaded)")
+    return False, "the MPI library exports no MPIX_Query_*_support (Cray MPICH: MPICH_GPU_SUPPORT_ENABLED=1)"
+
+
+def _loaded(prefix: str) -> str | None:
+    """The name of a shared library with `prefix` mapped into this process, if any."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                name = os.path.basename(line.split()[-1]) if "/" in line else ""
+                if name.startswith(prefix):
+                    return name
+    except OSError:
+        return None
+    return None
+
+
+def cuda_aware_mpi() -> bool:
+    """Whether MPI may be handed CUDA (or ROCm) memory: see `mpi_gpu_support`."""
+    return mpi_gpu_support()[0]
 
 
 class LocalComm:
@@ -217,10 +279,12 @@ def under_mpi() -> bool:
     return launcher.launched()
 
 
-def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK, device: Any = None) -> Comm:
+def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK, device: Any = None,
+              timeout_s: float = 1800.0) -> Comm:
     """`auto` picks MPI when a launcher started this process, else the local world of one;
     `torch` likewise picks torch.distributed on the launcher's ranks (federation.backend), its
-    collective library chosen by `device` (gloo on CPU, NCCL on CUDA); `mpi` is always MPI.
+    collective library chosen by `device` (gloo on CPU, NCCL on CUDA), every collective bounded
+    by `timeout_s` (federation.timeout_s; MPI has no timeout); `mpi` is always MPI.
 
     A world whose size differs from the launcher's stops here (`launcher.WorldMismatch`): N
     one-rank worlds would otherwise each run the whole job into the same folder."""
@@ -228,7 +292,7 @@ def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK, device: Any
         return LocalComm()
     if kind == "torch":
         from .torch_comm import TorchComm
-        comm: Comm = TorchComm(device=device, chunk_bytes=chunk_bytes)
+        comm: Comm = TorchComm(device=device, chunk_bytes=chunk_bytes, timeout_s=timeout_s)
     else:
         comm = MPIComm(chunk_bytes=chunk_bytes)
     launcher.check_world(comm.size)

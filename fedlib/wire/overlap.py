@@ -10,13 +10,18 @@ Seconds: jobs on the background thread are not timed; the caller's `comm` phase 
 the time it is *blocked* on them (a busy buffer, the final drain). MPI must be initialized
 with at least MPI_THREAD_SERIALIZED (mpi4py's default is MULTIPLE); while jobs are in flight
 the caller makes no MPI calls.
+
+On a GPU the background jobs queue their copies and kernels on a stream of their own (else
+they wait behind the training stream's kernels and little overlaps): each job first waits for
+an event recorded on the caller's stream when it was submitted (the buffers it reads are
+ready), and finishes by synchronizing its stream (what it wrote is ready when `drain` returns).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .timer import Timer
 
@@ -27,17 +32,38 @@ B = TypeVar("B")
 class Pipeline:
     """Runs jobs inline (`enabled=False`) or in order on one background thread."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, device: Any = None) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fedlib-comm") if enabled else None
         self._pending: list[Future[None]] = []
+        self._device = device
+        self._stream = None
+        if enabled and device is not None and device.type == "cuda":
+            import torch
+
+            self._stream = torch.cuda.Stream(device)
 
     def run(self, job: Job, timer: Timer) -> Future[None] | None:
         if self._pool is None:
             job(timer)
             return None
-        fut = self._pool.submit(job, Timer())
+        if self._stream is not None:
+            import torch
+
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(self._device))
+            fut = self._pool.submit(self._on_stream, job, ready)
+        else:
+            fut = self._pool.submit(job, Timer())
         self._pending.append(fut)
         return fut
+
+    def _on_stream(self, job: Job, ready: Any) -> None:
+        import torch
+
+        with torch.cuda.stream(self._stream):
+            self._stream.wait_event(ready)
+            job(Timer())
+        self._stream.synchronize()
 
     def drain(self, timer: Timer) -> None:
         """Wait for every submitted job (re-raising the first failure)."""

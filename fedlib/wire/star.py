@@ -37,7 +37,7 @@ class Star:
         self.codec = codec or Codec()
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.acc = Aggregate.zeros(numel, self.device)
-        self.pipe = Pipeline(overlap)
+        self.pipe = Pipeline(overlap, self.device)
         self._stage = Ring([self._message_buffer() for _ in range(2 if overlap else 1)])
         self._inbox = self._message_buffer() if overlap else self._stage.buffers[0]
 

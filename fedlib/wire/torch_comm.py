@@ -7,15 +7,26 @@ device is staged through a copy, timed in `copy_s` (with NCCL and device buffers
 
 The process group is built from the launcher that started the ranks: rank and world size
 from MPI (mpi4py) — or, without MPI, Slurm's / torchrun's variables — and the rendezvous
-address from MASTER_ADDR/MASTER_PORT if set, else rank 0's host and a free port on it,
+address from MASTER_ADDR/MASTER_PORT if set, else rank 0's address on the interface named by
+FEDLIB_IFNAME or NCCL_SOCKET_IFNAME (hsn0 on Slingshot: the high-speed network, not the
+management Ethernet that the host name resolves to) or its host name, and a free port on it,
 broadcast with MPI. Buffers travel in chunks < 2 GiB, like MPIComm's.
+
+On NCCL the group is bound to the rank's GPU (`device_id`: one communicator, built eagerly,
+instead of one per pair of ranks at their first message), and NCCL refuses two ranks on one GPU
+("Duplicate GPU detected"), so more ranks per node than visible GPUs is a config error here
+(the MPI backend may share a GPU). `federation.timeout_s` bounds every collective: the other
+ranks of a node wait in one while its first rank builds the tokenized-data cache.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
+import inspect
 import os
 import socket
+import struct
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +34,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional  # noqa: F401  (before the group exists: see TorchComm.close)
 
+from ..config.schema import ConfigError
+from . import launcher
 from .comm import _DEFAULT_CHUNK, Staging, chunks
+
+_SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's IPv4 address
+_HAS_DEVICE_ID = "device_id" in inspect.signature(dist.init_process_group).parameters  # torch >= 2.3
 
 
 def _backend(device: torch.device) -> str:
@@ -57,14 +73,57 @@ def _world() -> tuple[int, int, Any]:
                        "no SLURM_PROCID, no RANK)")
 
 
+def interface_address(name: str) -> str:
+    """The IPv4 address of network interface `name` (e.g. hsn0), via the SIOCGIFADDR ioctl."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            req = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError as e:
+            raise ValueError(f"no IPv4 address on network interface {name!r}: {e.strerror}") from None
+    return socket.inet_ntoa(req[20:24])
+
+
+def rendezvous_host(env: dict[str, str] | None = None) -> str:
+    """Rank 0's address for the others to reach it: on the interface FEDLIB_IFNAME names, else
+    on the first interface NCCL_SOCKET_IFNAME selects (as NCCL reads it: `hsn` is a prefix that
+    matches hsn0, `=hsn0` an exact name, `^...` an exclusion list that names none), else the
+    host name."""
+    env = os.environ if env is None else env
+    for var in ("FEDLIB_IFNAME", "NCCL_SOCKET_IFNAME"):
+        spec = env.get(var, "").strip()
+        if not spec or spec.startswith("^"):
+            continue
+        exact = var == "FEDLIB_IFNAME" or spec.startswith("=")
+        wanted = [w.strip() for w in spec.lstrip("=").split(",") if w.strip()]
+        names = [n for _, n in socket.if_nameindex()]
+        found = [n for w in wanted for n in names if (n == w if exact else n.startswith(w))]
+        for name in found:
+            try:
+                return interface_address(name)
+            except ValueError:
+                continue
+        raise ValueError(f"{var}={spec}: no network interface here with an IPv4 address matches "
+                         f"(interfaces: {', '.join(names)})")
+    return socket.gethostname()
+
+
 def _rendezvous(rank: int, mpi: Any) -> str:
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
     if addr is None or port is None:
         if mpi is None:
             raise RuntimeError("federation.backend=torch without MPI needs MASTER_ADDR and MASTER_PORT")
-        mine = (socket.gethostname(), _free_port()) if rank == 0 else None
+        mine = (rendezvous_host(), _free_port()) if rank == 0 else None
         addr, port = mpi.bcast(mine, root=0)
     return f"tcp://{addr}:{port}"
+
+
+def check_gpu_ranks(backend: str, ranks_on_node: int, gpus: int) -> None:
+    """NCCL/RCCL: one rank per GPU. A config error naming the counts, before NCCL aborts."""
+    if backend == "nccl" and ranks_on_node > gpus:
+        raise ConfigError(
+            f"federation.backend: torch runs NCCL, one rank per GPU, but this node has {ranks_on_node} "
+            f"ranks and {gpus} visible GPU(s); start at most {gpus} rank(s) per node or set "
+            "federation.backend: mpi (ranks may share a GPU)")
 
 
 class TorchComm:
@@ -73,12 +132,17 @@ class TorchComm:
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.rank, self.size, self._mpi = _world()
         self.backend = _backend(self.device)
+        extra: dict[str, Any] = {}
         if self.backend == "nccl":
+            check_gpu_ranks(self.backend, launcher.local_size(self.size), torch.cuda.device_count())
             torch.cuda.set_device(self.device)
+            if _HAS_DEVICE_ID:
+                index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+                extra["device_id"] = torch.device("cuda", index)
         if not dist.is_initialized():
             dist.init_process_group(self.backend, init_method=_rendezvous(self.rank, self._mpi),
                                     rank=self.rank, world_size=self.size,
-                                    timeout=timedelta(seconds=timeout_s))
+                                    timeout=timedelta(seconds=timeout_s), **extra)
             atexit.register(self.close)
         self.wire = torch.device("cpu") if self.backend == "gloo" else self.device
         self.chunk_bytes = chunk_bytes
