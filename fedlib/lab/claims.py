@@ -27,7 +27,7 @@ import pandas as pd
 from . import comm_claims, stats
 from .verdict import FAILS, HOLDS, OPEN, PRODUCED, TOLERANCES, budget, produced, row
 
-__all__ = ["FAILS", "HOLDS", "OPEN", "TOLERANCES", "budget", "table", "show", "load", "stable"]
+__all__ = ["FAILS", "HOLDS", "OPEN", "TOLERANCES", "budget", "table", "show", "load", "non_inferior"]
 
 TOLERANCE = -TOLERANCES["accuracy"].lo  # accuracy points a non-inferiority claim allows to lose
 STRATA = ("model", "algorithm", "partition.kind")
@@ -66,7 +66,7 @@ def effect(ref: pd.DataFrame, test: pd.DataFrame, strata: tuple[str, ...] = STRA
     return stats.stratified([(r[value], t[value]) for r, t in pairs], paired), lone
 
 
-def stable(claim: str, ref: pd.DataFrame, test: pd.DataFrame, strata: tuple[str, ...] = STRATA,
+def non_inferior(claim: str, ref: pd.DataFrame, test: pd.DataFrame, strata: tuple[str, ...] = STRATA,
            tol: float = TOLERANCE) -> dict:
     """Non-inferiority of `test`'s accuracy against `ref`'s (the rules above)."""
     both = pd.concat([ref, test])
@@ -110,7 +110,7 @@ def clients_claims(df: pd.DataFrame) -> list[dict]:
     out = []
     for model, g in df.groupby("model", sort=False):
         lo, hi = g["clients"].min(), g["clients"].max()
-        out.append(stable(f"accuracy non-inferior at {hi} vs {lo} clients ({model})",
+        out.append(non_inferior(f"accuracy non-inferior at {hi} vs {lo} clients ({model})",
                           g[g["clients"] == lo], g[g["clients"] == hi]))
     return out
 
@@ -121,15 +121,15 @@ def heterogeneity_claims(df: pd.DataFrame) -> list[dict]:
     dirichlet = df[kind == "dirichlet"]
     alphas = sorted(set(ALPHAS) | set(dirichlet.get("partition.alpha", pd.Series(dtype=float)).dropna()),
                     reverse=True)
-    return [stable(f"accuracy non-inferior under Dirichlet label skew α={a:g} vs IID", ref,
+    return [non_inferior(f"accuracy non-inferior under Dirichlet label skew α={a:g} vs IID", ref,
                    dirichlet[_is(dirichlet, "partition.alpha", a)], strata=("model", "algorithm"))
             for a in alphas]
 
 
 def dropout_claims(df: pd.DataFrame) -> list[dict]:
     p = df["participation.dropout"].astype(float)
-    return [stable(f"accuracy non-inferior under dropout p={q:g} vs none", df[p == 0], df[np.isclose(p, q)])
-            for q in sorted(set(DROPOUTS) | set(p[p > 0]))]
+    return [non_inferior(f"accuracy non-inferior under dropout p={q:g} vs none", df[p == 0],
+                         df[np.isclose(p, q)]) for q in sorted(set(DROPOUTS) | set(p[p > 0]))]
 
 
 def privacy_claims(df: pd.DataFrame) -> list[dict]:
@@ -146,7 +146,7 @@ def privacy_claims(df: pd.DataFrame) -> list[dict]:
             deltas = sorted(set(test["delta"].dropna())) if "delta" in test and len(test) else []
             delta = "/".join(f"{d:g}" for d in deltas) or "?"
             claim = f"accuracy non-inferior under {label} (ε={e:g}, δ={delta}) vs non-private"
-            out.append(stable(claim, ref, test))
+            out.append(non_inferior(claim, ref, test))
     return out
 
 
