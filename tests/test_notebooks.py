@@ -126,8 +126,12 @@ def test_heterogeneity_notebook_and_its_claims(tmp_path):
     assert m["accuracy_by_setting"]["kind=iid"] > runs["majority_rate"].iloc[0] + 0.2  # 7 fields: 0.15
     assert m["tv_by_setting"]["kind=dirichlet alpha=0.3"] > m["tv_by_setting"]["kind=iid"]
     claims = pd.read_csv(out / "claims.csv").set_index("claim")
-    row = claims.loc["accuracy stable under Dirichlet label skew α=0.3 (vs IID)"]
+    row = claims.loc["accuracy non-inferior under Dirichlet label skew α=0.3 vs IID"]
     assert row["n"] == 3 and row["budget"] == "8 clients, 3 rounds, head, 3 seeds"
     assert row["verdict"] in {"holds", "does not hold", "not resolved at this budget"}
-    not_run = claims.loc["accuracy stable under Dirichlet label skew α=1 (vs IID)"]
+    assert "paired over seeds" in row["measure"] and row["seeds_x_strata"] == "3 × 1"
+    made = (row["profile"], row["data"], row["trainable"], str(row["cached_features"]))
+    assert made == ("tiny", "mag", "head", "True")
+    assert row["eval_examples"] == "300 of 500" and len(str(row["git_commit"])) >= 10
+    not_run = claims.loc["accuracy non-inferior under Dirichlet label skew α=1 vs IID"]
     assert not_run["note"] == "not run in this profile"

@@ -52,8 +52,11 @@ def learning_curve(rounds: pd.DataFrame, majority: float | None = None, ax: Any 
     import seaborn as sns
 
     scored = rounds.dropna(subset=["accuracy"])
-    ax = sns.lineplot(data=scored, x="round", y="accuracy", marker="o", ax=ax, label="accuracy")
-    sns.lineplot(data=scored, x="round", y="macro_f1", marker="s", ax=ax, label="macro-F1")
+    # one run: one value per round, drawn as points on a line (no interval)
+    ax = sns.lineplot(data=scored, x="round", y="accuracy", marker="o", errorbar=None, ax=ax,
+                      label="accuracy (n=1)")
+    sns.lineplot(data=scored, x="round", y="macro_f1", marker="s", errorbar=None, ax=ax,
+                 label="macro-F1 (n=1)")
     if majority is not None:
         ax.axhline(majority, ls="--", c="grey", label="majority class")
     ax.set_ylim(0, 1)
@@ -61,45 +64,45 @@ def learning_curve(rounds: pd.DataFrame, majority: float | None = None, ax: Any 
     return ax
 
 
-def linear_fit(df: pd.DataFrame, x: str, y: str, by: list[str]) -> pd.DataFrame:
-    """Least-squares y = a + b·x for each group: columns a, b, r2, n."""
-    rows = []
-    for key, g in df.groupby(by):
-        xs, ys = g[x].to_numpy(float), g[y].to_numpy(float)
-        b, a = np.polyfit(xs, ys, 1) if len(g) > 1 else (0.0, float(ys.mean()))
-        ss = float(((ys - ys.mean()) ** 2).sum())
-        r2 = 1 - float(((ys - (a + b * xs)) ** 2).sum()) / ss if ss > 0 else 1.0
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
-                     "a": a, "b": b, "r2": r2, "n": len(g)})
-    return pd.DataFrame(rows)
-
-
-def with_fit(df: pd.DataFrame, fit: pd.DataFrame, x: str, by: list[str], name: str = "fit") -> pd.DataFrame:
-    """`df` plus a column `name` = a + b·x from the matching row of `fit`."""
-    out = df.merge(fit[[*by, "a", "b"]], on=by, how="left")
-    out[name] = out["a"] + out["b"] * out[x]
-    return out.drop(columns=["a", "b"])
+def n_text(n: pd.Series | list[int]) -> str:
+    """"n=3", or "n=1–3" where groups differ: what a legend or axis label states."""
+    vals = sorted({int(v) for v in n})
+    return f"n={vals[0]}" if len(vals) == 1 else f"n={vals[0]}–{vals[-1]}"
 
 
 def ci_lines(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: Any = None,
-             label: str | None = None, marker: str = "o") -> pd.DataFrame:
+             label: str | None = None, marker: str = "o", palette: dict | None = None) -> pd.DataFrame:
     """Mean of `y` over seeds per `x` (one curve per `hue`), with 95 % t-interval error bars
-    (`stats`; a point measured once has no bar). Returns the table it drew."""
+    (`stats`). A point measured once has no interval and gets no bar: it is drawn as a hollow
+    marker, and the legend says "n=1" — never a zero-width bar. Returns the table it drew."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
     table = stats.summarize(runs, [hue, x] if hue else [x], y)
     groups = [(k, table[table[hue] == k]) for k in dict.fromkeys(runs[hue])] if hue else [(label or y, table)]
+    once_drawn = False
     for i, (key, g) in enumerate(groups):  # colours C0, C1, ... in the order the runs came
-        ax.errorbar(g[x], g[y], yerr=g[f"{y}_ci"].fillna(0), marker=marker, capsize=3, label=str(key),
-                    color=f"C{i}")
-    ax.set(xlabel=x, ylabel=f"{y} (mean, 95% CI)")
+        color = (palette or {}).get(key, f"C{i}")
+        ax.plot(g[x], g[y], marker=None, color=color)
+        many = g[g["n"] >= 2]
+        ax.errorbar(many[x], many[y], yerr=many[f"{y}_ci"], fmt=marker, capsize=3, color=color,
+                    label=f"{key} ({n_text(many['n'])})" if len(many) else None)
+        once = g[g["n"] < 2]
+        if len(once):
+            ax.plot(once[x], once[y], ls="none", marker=marker, mfc="none", color=color,
+                    label=f"{key} (n=1)" if not len(many) else None)
+            if len(many) and not once_drawn:  # one legend entry for every single-run point
+                ax.plot([], [], ls="none", marker=marker, mfc="none", color="grey", label="n=1: no interval")
+                once_drawn = True
+    ax.set(xlabel=x, ylabel=f"{y} (mean, 95% t-CI)")
     return table
 
 
 def ci_bars(runs: pd.DataFrame, cat: str, y: str, ax: Any = None, horizontal: bool = False,
             hue: str | None = None) -> pd.DataFrame:
-    """Bars of the mean of `y` over seeds per `cat` (grouped by `hue`), 95 % t-interval whiskers."""
+    """Bars of the mean of `y` over seeds per `cat` (grouped by `hue`), 95 % t-interval whiskers;
+    a bar measured once has no whisker and a hollow marker at its end ("n=1" in the legend). The
+    axis label states n."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
@@ -107,22 +110,30 @@ def ci_bars(runs: pd.DataFrame, cat: str, y: str, ax: Any = None, horizontal: bo
     cats = list(dict.fromkeys(runs[cat]))
     hues = [None] if hue is None else list(dict.fromkeys(runs[hue]))
     width = 0.8 / len(hues)
+    once_drawn = False
     for j, h in enumerate(hues):
         g = table if h is None else table[table[hue] == h]
         g = g.set_index(cat).reindex(cats)
         pos = np.arange(len(cats)) - 0.4 + width * (j + 0.5)
-        err = g[f"{y}_ci"].fillna(0).to_numpy()
+        err = g[f"{y}_ci"].where(g["n"] >= 2).to_numpy()  # NaN: no whisker (matplotlib skips it)
         draw = ax.barh if horizontal else ax.bar
         draw(pos, g[y].to_numpy(), width, **({"xerr": err} if horizontal else {"yerr": err}),
-             capsize=3, label=None if h is None else str(h))
+             capsize=3, label=None if h is None else str(h), color=f"C{j}")
+        once = (g["n"] < 2).to_numpy()
+        if once.any():
+            xy = (g[y].to_numpy()[once], pos[once]) if horizontal else (pos[once], g[y].to_numpy()[once])
+            ax.plot(*xy, ls="none", marker="o", mfc="none", color="black",
+                    label=None if once_drawn else "n=1: no interval")
+            once_drawn = True
     (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(cats)), [str(c) for c in cats])
+    what = f"{y} (mean, 95% t-CI, {n_text(table['n'])})"
     if horizontal:
         if not ax.yaxis_inverted():  # first category on top (once: a shared axis is one axis)
             ax.invert_yaxis()
-        ax.set(xlabel=f"{y} (mean, 95% CI)", ylabel=cat)
+        ax.set(xlabel=what, ylabel=cat)
     else:
-        ax.set(ylabel=f"{y} (mean, 95% CI)", xlabel=cat)
-    if hue is not None:
+        ax.set(ylabel=what, xlabel=cat)
+    if hue is not None or once_drawn:
         ax.legend(title=hue, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the bars
     return table
 

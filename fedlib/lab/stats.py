@@ -1,9 +1,12 @@
-"""Means and 95 % confidence intervals over seeds, and the rule that calls a difference.
+"""Means and 95 % confidence intervals over seeds, differences (paired, Welch, stratified) and
+regression coefficients with theirs, and how many seeds would resolve an open verdict.
 
 Intervals are Student-t intervals (mean ± t(0.975, n−1)·sd/√n), not seaborn's bootstrap: with
 the 3-5 seeds a laptop affords, a bootstrap interval is too narrow (it cannot be wider than the
 range of the values) and changes with its own random draws. One value has no interval (NaN
-half-width), so nothing measured once is ever called a difference.
+half-width), so nothing measured once is ever called a difference. Two settings are compared by
+the interval of their difference, never by setting their own two intervals side by side: two
+95 % intervals that share a stretch are compatible with a real difference.
 """
 
 from __future__ import annotations
@@ -79,11 +82,6 @@ def difference(a: Iterable[float], b: Iterable[float], level: float = LEVEL) -> 
     return Interval(d, float(_st.t.ppf(0.5 + level / 2, dof)) * se, n)
 
 
-def differs(a: Interval, b: Interval) -> bool:
-    """A difference is called only where both intervals exist and do not overlap."""
-    return a.resolved and b.resolved and (a.hi < b.lo or b.hi < a.lo)
-
-
 def summarize(df: pd.DataFrame, by: str | Sequence[str], value: str | Sequence[str],
               level: float = LEVEL) -> pd.DataFrame:
     """One row per group of `by`: for each `value` its mean (under its own name), `<value>_ci`
@@ -126,3 +124,107 @@ def slope(x: Iterable[float], y: Iterable[float], level: float = LEVEL) -> Slope
         return Slope(Interval(float(b), float("nan"), n), float(a), r2)
     se = math.sqrt(float((resid**2).sum()) / (n - 2) / float(((xs - xs.mean()) ** 2).sum()))
     return Slope(Interval(float(b), float(_st.t.ppf(0.5 + level / 2, n - 2)) * se, n), float(a), r2)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A difference test − reference combined over strata: its interval (n = seeds × strata), how
+    it was formed, and `unit_sd`, the spread of one seed's difference within a stratum (pooled),
+    from which `seeds_needed` predicts the interval at more seeds."""
+
+    iv: Interval
+    method: str  # "paired" (same seeds in both arms) or "Welch"
+    strata: int
+    unit_sd: float
+
+
+def stratified(strata: Sequence[tuple[Sequence[float], Sequence[float]]], paired: bool,
+               level: float = LEVEL) -> Effect:
+    """Mean over strata of each stratum's effect mean(b) − mean(a), with a pooled-variance t-interval.
+
+    Paired (each stratum's a[i], b[i] from the same seed: same initial weights and partition): the
+    per-seed differences' variance is pooled over strata, se = s_p·√(Σ 1/n_k)/K with Σ(n_k − 1)
+    degrees of freedom. Welch (arms that do not share seeds): se² = Σ_k (v_a/n_a + v_b/n_b)/K² with
+    Welch–Satterthwaite degrees of freedom over all the groups. One stratum reduces to the paired
+    t-interval or Welch's."""
+    groups = [(_finite(a), _finite(b)) for a, b in strata]
+    groups = [(a, b) for a, b in groups if len(a) and len(b)]
+    k = len(groups)
+    method = "paired" if paired else "Welch"
+    if k == 0:
+        return Effect(Interval(float("nan"), float("nan"), 0), method, 0, float("nan"))
+    if paired:
+        if any(len(a) != len(b) for a, b in groups):
+            raise ValueError("paired strata need one reference and one test value per seed")
+        diffs = [b - a for a, b in groups]
+        mean = float(np.mean([d.mean() for d in diffs]))
+        n = sum(len(d) for d in diffs)
+        dof = sum(len(d) - 1 for d in diffs)
+        if dof == 0:
+            return Effect(Interval(mean, float("nan"), n), method, k, float("nan"))
+        sp = math.sqrt(sum(float(((d - d.mean()) ** 2).sum()) for d in diffs) / dof)
+        se = sp * math.sqrt(sum(1 / len(d) for d in diffs)) / k
+        return Effect(Interval(mean, _half(se, dof, level), n), method, k, sp)
+    mean = float(np.mean([b.mean() - a.mean() for a, b in groups]))
+    n = sum(min(len(a), len(b)) for a, b in groups)
+    parts = [(v.var(ddof=1) / len(v), len(v) - 1) for a, b in groups for v in (a, b) if len(v) > 1]
+    if len(parts) < 2 * k:  # a group measured once: no variance for it
+        return Effect(Interval(mean, float("nan"), n), method, k, float("nan"))
+    var = sum(c for c, _ in parts)
+    se = math.sqrt(var) / k
+    dof = var**2 / sum(c**2 / d for c, d in parts) if var > 0 else float(sum(d for _, d in parts))
+    unit = math.sqrt(sum(c * (d + 1) for c, d in parts) / k)  # sd of mean(b) − mean(a) at one seed each
+    return Effect(Interval(mean, _half(se, dof, level), n), method, k, unit)
+
+
+def seeds_needed(gap: float, unit_sd: float, strata: int = 1, power: float = 0.8, level: float = LEVEL,
+                 most: int = 1000) -> int | None:
+    """Seeds per stratum at which a true effect `gap` away from a tolerance bound, with the
+    observed spread `unit_sd`, puts the whole interval on its side of the bound with probability
+    `power`: the smallest n with (t(1−α/2) + t(power))·unit_sd/√(strata·n) ≤ |gap|, at
+    strata·(n − 1) degrees of freedom. None when no n up to `most` does (or gap is 0)."""
+    if not (math.isfinite(gap) and math.isfinite(unit_sd)) or gap == 0:
+        return None
+    for n in range(2, most + 1):
+        dof = strata * (n - 1)
+        t = _st.t.ppf(0.5 + level / 2, dof) + _st.t.ppf(power, dof)
+        if t * unit_sd / math.sqrt(strata * n) <= abs(gap):
+            return n
+    return None
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Least-squares coefficients (constant first) with their t-intervals on n − p dof."""
+
+    coef: tuple[Interval, ...]
+    dof: int
+
+
+def polyfit(x: Iterable[float], y: Iterable[float], degree: int, level: float = LEVEL) -> Fit:
+    """y = c0 + c1·x + … + c_d·x^d by least squares; each coefficient's interval uses its standard
+    error from σ̂²·(XᵀX)⁻¹ — the CI of the quadratic term is how a line is tested against a curve."""
+    xs, ys = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[ok], ys[ok]
+    n, p = len(xs), degree + 1
+    if len(np.unique(xs)) < p:
+        return Fit(tuple(Interval(float("nan"), float("nan"), n) for _ in range(p)), max(n - p, 0))
+    design = np.vander(xs, p, increasing=True)
+    beta, *_ = np.linalg.lstsq(design, ys, rcond=None)
+    dof = n - p
+    if dof == 0:
+        return Fit(tuple(Interval(float(b), float("nan"), n) for b in beta), 0)
+    s2 = float(((ys - design @ beta) ** 2).sum()) / dof
+    se = np.sqrt(np.diag(s2 * np.linalg.inv(design.T @ design)))
+    coef = tuple(Interval(float(b), _half(float(e), dof, level), n) for b, e in zip(beta, se, strict=True))
+    return Fit(coef, dof)
+
+
+def _finite(values: Iterable[float]) -> np.ndarray:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    return v[np.isfinite(v)]
+
+
+def _half(se: float, dof: float, level: float) -> float:
+    return float(_st.t.ppf(0.5 + level / 2, dof)) * se

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import config, runner
+from .. import config, data, runner
 from ..metrics import PHASES
 
 RunFn = Callable[[config.RunConfig], runner.Result]
@@ -117,12 +117,30 @@ def with_seeds(grid: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None) -
 
 
 def budget(cfg: config.RunConfig) -> dict[str, Any]:
-    """What a claim's budget names besides clients and rounds: the seed and what trained."""
+    """What a claim's row names besides clients and rounds (`fedlib.lab.claims`): the seed, what
+    trained and whether its frozen part was cached, the workload of a client's round (local steps
+    or epochs, batch, tokens), the evaluation examples of how many in the split, and δ of a DP run."""
     m = cfg.model
     k = m.frozen  # None, a number of lower layers (embeddings included), or "all"
     trainable = (f"LoRA r{m.lora_r}" if m.lora_r else "full" if k is None
                  else "head" if k == "all" else "all but embeddings" if k == 0 else f"layers above {k}")
-    return {"seed": cfg.seed, "trainable": trainable}
+    split = _split_size(cfg.data)
+    cap = cfg.data.max_eval_samples
+    return {"seed": cfg.seed, "trainable": trainable, "cached_features": bool(m.cache_features),
+            "local_steps": cfg.client.local_steps, "local_epochs": cfg.client.local_epochs,
+            "batch_size": cfg.client.batch_size, "max_length": cfg.data.max_length,
+            "eval_examples": split if cap is None else cap if split is None else min(cap, split),
+            "eval_split_size": split, "delta": None if cfg.privacy.mode == "none" else cfg.privacy.delta}
+
+
+def _split_size(d: config.DataConfig) -> int | None:
+    """Examples in the evaluation split of a local data set (its JSONL lines); None for a hub id."""
+    folder = data.resolve(d.name, d.subset)
+    path = folder / f"{d.eval_split}.jsonl" if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 # `make reproduce` sets this to a JSON file it polls: which run of which sweep is running, and
