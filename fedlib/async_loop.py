@@ -97,6 +97,8 @@ def train_pending(ctx: Run, mech: privacy.Mechanism, srv: Server, timer: Timer) 
             else:
                 row.copy_(flat.get())
             buf[i, flat.numel:] = torch.tensor((res.loss, res.compute_s, comm.rank), dtype=buf.dtype)
+    with timer("wait"):  # idle until the slowest rank has trained its share
+        comm.barrier()
     with timer("comm"):
         comm.allreduce(buf)
     tail = buf[:, flat.numel:].cpu().numpy()

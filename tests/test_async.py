@@ -168,3 +168,17 @@ def test_async_two_ranks_equal_one(tmp_path, tiny_cfg):
     torch.testing.assert_close(two["weights"], one.state.weights, rtol=0, atol=1e-5)
     ranks = pd.read_csv(tmp_path / "two" / "clients.csv")["rank"]
     assert set(ranks) == {0, 1}  # both ranks trained
+
+
+def test_virtual_time_of_a_sync_round_is_its_slowest_client(tiny_cfg):
+    from fedlib.lab import virtual_time
+
+    cfg = tiny_cfg(name="s", **{"participation.speed": "uniform", "federation.rounds": 2})
+    res = runner.run(cfg, progress=False)
+    c = res.clients
+    slowest = [max(c[c["round"] == r]["speed"]) * 3 for r in (1, 2)]  # 3 local steps each
+    curve = virtual_time.curve(cfg.run_dir)
+    assert curve["virtual_s"].tolist() == pytest.approx([slowest[0], slowest[0] + slowest[1]])
+    assert curve["updates"].tolist() == [6, 12]
+    assert virtual_time.time_to(curve, 2.0) == math.inf
+    assert virtual_time.time_to(curve, 0.0) == pytest.approx(slowest[0])
