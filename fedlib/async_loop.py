@@ -203,6 +203,7 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
             keep = diverged or (every > 0 and (v % every == 0 or v == fed.rounds))
             if keep and not diverged:
                 train_pending(ctx, mech, srv, timer)  # in flight but trained: no base weights to save
+                state = mech.record(state, comm)  # and what their training spent (DP-SGD)
                 state = replace(state, extra={**state.extra, "async": srv.to_dict()})
             if keep and r0:
                 with timer("checkpoint"):

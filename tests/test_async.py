@@ -142,6 +142,20 @@ def test_async_divergence_stops_with_the_last_finite_state(tiny_cfg, monkeypatch
     assert saved.round == 2 and torch.isfinite(saved.weights).all()
 
 
+def test_dpsgd_spending_survives_an_async_resume(tiny_cfg):
+    """DP-SGD is per client, so it works unchanged; the tasks trained before a checkpoint (in
+    flight, not yet applied) have their spending in it, so a resume accounts as a whole run."""
+    over = {**ASYNC, "privacy.mode": "sample", "privacy.noise_multiplier": 0.8, "federation.rounds": 3}
+    full = runner.run(tiny_cfg(name="dp", **over), progress=False)
+    part = tiny_cfg(name="part", **{**over, "federation.rounds": 2})
+    runner.run(part, progress=False)
+    resumed = runner.run(config.replace(part, **{"federation.rounds": 3}), resume=True, progress=False)
+    assert resumed.state.extra["dp_sgd"] == full.state.extra["dp_sgd"]
+    torch.testing.assert_close(resumed.state.weights, full.state.weights, rtol=0, atol=0)
+    eps = full.rounds["eps_max"].tolist()
+    assert 0 < eps[0] <= eps[1] <= eps[2]
+
+
 @pytest.mark.parametrize(("over", "msg"), [
     ({"federation.mode": "fedasync", "privacy.mode": "client", "privacy.noise_multiplier": 1.0},
      "privacy.mode: client-level DP has no accountant for fedasync's sampling"),
