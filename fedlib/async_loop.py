@@ -15,6 +15,7 @@ the allreduce adds zeros, so the model does not depend on the number of ranks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, tim
     return Step(mech.record(state, ctx.comm), applied, dispatched, start)
 
 
-def _steps_of(ctx: Run) -> Any:
+def _steps_of(ctx: Run) -> Callable[[int], int]:
     return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
 
 
