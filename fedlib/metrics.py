@@ -59,6 +59,10 @@ class RoundRow:
     noise_multiplier: float | None = None  # privacy.mode=client: sigma of this round's noise
     sample_rate: float | None = None  # privacy.mode=client: Poisson rate q (epsilon = Opacus(history))
     copy_s: float = 0.0  # rank 0's seconds staging device buffers through the host for the comm
+    mode: str = "sync"  # federation.mode; in fedbuff/fedasync a row is one server step (version)
+    virtual_s: float | None = None  # async: simulated time at this step (local steps of a speed-1 client)
+    staleness_mean: float | None = None  # async: mean / max staleness tau of the updates applied
+    staleness_max: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class ClientRow:
     speed: float = 1.0  # straggler factor: simulated time = compute_s x speed
     sim_s: float = 0.0
     outcome: str = "ok"  # ok, dropped (mid-training), late or rejected
+    staleness: int | None = None  # async: server versions between its model and the one it made (round)
 
 
 class CsvLog:

@@ -75,6 +75,9 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
     started = provenance.utc_now()
     lock, aside = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
     try:
+        if cfg.federation.mode != "sync":  # fedbuff | fedasync: the virtual-clock loop
+            from . import async_loop
+            return async_loop.run(cfg, comm, resume, progress, started, aside)
         return _run(cfg, comm, resume, progress, started, aside)
     finally:
         if lock is not None:

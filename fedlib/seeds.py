@@ -16,7 +16,9 @@ Streams and their ids:
   - ``BATCHES``: its batch order (or DP-SGD's Poisson batches);
   - ``DROPOUT``: nn.Dropout masks (torch's global generator) while it trains;
   - ``SAMPLE_NOISE``: DP-SGD's per-step Gaussian noise;
-- ``CLIENT_NOISE`` (round): client-level DP's Gaussian noise on the round's sum.
+- ``CLIENT_NOISE`` (round): client-level DP's Gaussian noise on the round's sum;
+- ``DISPATCH`` (dispatch): which client an asynchronous server hands its n-th task
+  (fedlib.async_loop; the task trains with ``CLIENT`` (version + 1, client), like a round).
 
 With ``privacy.secure_noise`` the noise streams take OS entropy instead of the run seed
 (`secure_entropy`), so they cannot be replayed from the config.
@@ -41,11 +43,12 @@ class Stream(IntEnum):
     DROPOUT = 0xD50F
     CLIENT_NOISE = 0xC015
     SAMPLE_NOISE = 0x5015
+    DISPATCH = 0xD15A
 
 
 ARITY = {Stream.MODEL_INIT: 0, Stream.PARTITION: 0, Stream.SAMPLING: 1, Stream.FATE: 2,
          Stream.CLIENT: 2, Stream.BATCHES: 0, Stream.DROPOUT: 0, Stream.SAMPLE_NOISE: 0,
-         Stream.CLIENT_NOISE: 1}
+         Stream.CLIENT_NOISE: 1, Stream.DISPATCH: 1}
 
 
 def seed(run_seed: int, stream: Stream, *ids: int) -> int:

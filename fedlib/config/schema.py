@@ -135,6 +135,10 @@ class StrategyConfig:
     tau: float = 1e-3  # adaptivity of FedAdam/FedYogi/FedAdagrad; v starts at tau^2
     bias_correction: bool = False  # fedadam/fedyogi: Adam's bias-corrected step; false = Reddi et al. Alg. 2
     momentum: float = 0.9  # FedAvgM server momentum
+    staleness: Literal["constant", "polynomial", "hinge"] = "polynomial"  # async: s(tau) weighs stale updates
+    staleness_a: float = 0.5  # polynomial: s = (tau+1)^-a; hinge: s = 1/(a(tau-b)+1) past b
+    staleness_b: float = 4.0  # hinge: versions of staleness weighted fully
+    async_alpha: float = 0.6  # fedasync: mixing weight alpha, x <- (1 - alpha*s)x + alpha*s*x_client
 
     def __post_init__(self) -> None:
         _require(self.server_lr > 0, "strategy.server_lr", f"must be > 0, got {self.server_lr}")
@@ -142,6 +146,10 @@ class StrategyConfig:
         _require(0 <= self.beta2 < 1, "strategy.beta2", "must be in [0, 1)")
         _require(self.tau > 0, "strategy.tau", "must be > 0")
         _require(0 <= self.momentum < 1, "strategy.momentum", "must be in [0, 1)")
+        _require(self.staleness_a >= 0, "strategy.staleness_a", f"must be >= 0, got {self.staleness_a}")
+        _require(self.staleness_b >= 0, "strategy.staleness_b", f"must be >= 0, got {self.staleness_b}")
+        _require(0 < self.async_alpha <= 1, "strategy.async_alpha",
+                 f"must be in (0, 1], got {self.async_alpha}")
         _require(not self.bias_correction or self.algorithm in ("fedadam", "fedyogi"),
                  "strategy.bias_correction", f"applies to fedadam and fedyogi, not {self.algorithm}")
 
@@ -165,6 +173,10 @@ class FederationConfig:
     overlap: bool = False  # p2p: send/receive updates on a background thread while the next client trains
     backend: Literal["mpi", "torch"] = "mpi"  # comm: mpi4py, or torch.distributed (gloo on CPU, NCCL on CUDA)
     timeout_s: float = 1800.0  # backend torch: seconds a collective may wait (a node builds its caches)
+    mode: Literal["sync", "fedbuff", "fedasync"] = "sync"  # sync rounds, or asynchronous aggregation
+    concurrency: int | None = None  # async: clients training at once; null = clients per round
+    buffer_size: int | None = None  # fedbuff: K arrivals per server step; null = concurrency
+    clock: Literal["virtual"] = "virtual"  # async: simulated time from participation.speed (deterministic)
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "federation.num_clients", "must be >= 1")
@@ -186,6 +198,9 @@ class FederationConfig:
                  "overlaps the p2p star's per-client messages with training; the collective sends "
                  "once per round after the last client, so set federation.aggregation: p2p or "
                  "leave overlap false")
+        for k in ("concurrency", "buffer_size"):
+            v = getattr(self, k)
+            _require(v is None or v >= 1, f"federation.{k}", "must be >= 1 or null")
 
 
 PartitionKind = Literal["iid", "dirichlet", "dirichlet_mix", "quantity", "shards"]
@@ -310,11 +325,26 @@ class RunConfig:
         _require(not (self.privacy.mode == "sample" and self.client.mu > 0), "client.mu",
                  "FedProx's penalty is not per-example, so it cannot be combined with privacy.mode=sample")
 
+        if self.federation.mode != "sync":
+            _check_async(self)
+
     @property
     def clients_per_round(self) -> int:
         """Clients sampled each round (before dropout)."""
         fed = self.federation
         return min(fed.num_clients, fed.clients_per_round or max(1, round(fed.fraction * fed.num_clients)))
+
+    @property
+    def concurrency(self) -> int:
+        """Clients training at once in an async mode (federation.concurrency, else per round)."""
+        return self.federation.concurrency or self.clients_per_round
+
+    @property
+    def buffer_size(self) -> int:
+        """Arrivals per server step: K for fedbuff (null = concurrency), 1 for fedasync."""
+        if self.federation.mode == "fedasync":
+            return 1
+        return self.federation.buffer_size or self.concurrency
 
     @property
     def run_dir(self) -> Path:
@@ -323,3 +353,26 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+
+def _check_async(cfg: RunConfig) -> None:
+    """What an asynchronous mode (fedlib.async_loop) cannot honour, refused with the reason."""
+    fed, mode = cfg.federation, cfg.federation.mode
+    _require(cfg.concurrency <= fed.num_clients, "federation.concurrency",
+             f"is {cfg.concurrency} but there are only {fed.num_clients} clients")
+    _require(mode != "fedasync" or fed.buffer_size is None, "federation.buffer_size",
+             "fedasync applies every update as it arrives; leave buffer_size null (or use mode: fedbuff)")
+    _require(cfg.buffer_size <= cfg.concurrency, "federation.buffer_size",
+             f"is {cfg.buffer_size} but only {cfg.concurrency} clients train at once "
+             "(federation.concurrency)")
+    _require(cfg.privacy.mode != "client", "privacy.mode",
+             f"client-level DP has no accountant for {mode}'s sampling (clients drawn as slots free up); "
+             "use mode: sync, or privacy.mode: sample")
+    _require(cfg.privacy.target_epsilon is None, "privacy.target_epsilon",
+             f"plans sigma for synchronous rounds; with mode: {mode} give privacy.noise_multiplier")
+    _require(cfg.participation.dropout == 0 and cfg.participation.deadline_s is None, "participation.dropout",
+             f"dropout and deadline_s are synchronous-round notions; mode: {mode} models slowness "
+             "by the clock")
+    _require(fed.aggregation == "collective" and fed.payload_dtype == "fp32" and not fed.error_feedback,
+             "federation.aggregation", f"mode: {mode} gathers fp32 updates with the collective; leave "
+             "aggregation: collective, payload_dtype: fp32, error_feedback: false")

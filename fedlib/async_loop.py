@@ -1,0 +1,261 @@
+"""Asynchronous aggregation on the virtual clock (federation.mode: fedbuff | fedasync).
+
+The server hands tasks to `concurrency` clients (fedlib.vclock); each arrival goes into the
+FedBuff buffer, which is applied every K arrivals (fedlib.strategies.fedbuff), or is mixed in
+at once (fedlib.strategies.fedasync). One server step — one new version — is one row of
+rounds.csv.
+
+Training is lazy and batched: when an arrival's update is needed and not yet computed, every
+task in flight that has not trained is trained then, all at once, placed on ranks as a round
+places its clients, each from its own version's weights with its own seed (version + 1,
+client), and the updates are gathered to every rank by one allreduce of a zero-padded
+(tasks × params) matrix. A client's update depends only on its version, shard and seed, and
+the allreduce adds zeros, so the model does not depend on the number of ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, client, config, participation, privacy, provenance, rundir, runner, seeds
+from .metrics import ClientRow, CsvLog, RoundRow, Timer
+from .partition_report import report as part_report
+from .round import Run
+from .strategies import ServerState, fedasync, fedbuff
+from .vclock import Clock, Task
+from .wire.comm import Comm
+
+TAIL = 3  # per-task slots after the parameters: loss, measured compute seconds, rank
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained task's result, on every rank: Δ (fedbuff) or the client's weights (fedasync)."""
+
+    payload: torch.Tensor
+    loss: float
+    compute_s: float
+    rank: int
+
+
+@dataclass
+class Server:
+    """The asynchronous server's state besides ServerState: clock, finished-but-unapplied
+    results, the buffer, and the base weights of versions that untrained tasks start from."""
+
+    clock: Clock = field(default_factory=Clock)
+    results: dict[int, Trained] = field(default_factory=dict)  # dispatch -> result
+    buffer: list[tuple[Task, Trained]] = field(default_factory=list)
+    bases: dict[int, torch.Tensor] = field(default_factory=dict)  # version -> weights
+
+    def to_dict(self) -> dict[str, Any]:
+        """Checkpointable (call after `train_pending`: then no base weights are needed)."""
+        res = {n: [r.payload, r.loss, r.compute_s, r.rank] for n, r in self.results.items()}
+        buf = [[list(astuple(t)), r.payload, r.loss, r.compute_s, r.rank] for t, r in self.buffer]
+        return {"clock": self.clock.to_dict(), "results": res, "buffer": buf}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], device: torch.device) -> Server:
+        def trained(p: torch.Tensor, loss: float, compute_s: float, rank: int) -> Trained:
+            return Trained(p.to(device), float(loss), float(compute_s), int(rank))
+
+        res = {int(n): trained(*r) for n, r in d["results"].items()}
+        buf = [(Task(*t), trained(*r)) for t, *r in d["buffer"]]
+        return cls(Clock.from_dict(d["clock"]), res, buf)
+
+
+def train_pending(ctx: Run, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
+    """Train every task in flight without a result, on the ranks the placement gives it."""
+    cfg, comm, flat = ctx.cfg, ctx.comm, ctx.flat
+    todo = sorted((t for t in srv.clock.inflight if t.dispatch not in srv.results), key=lambda t: t.dispatch)
+    if not todo:
+        return
+    plan = ctx.place([t.cid for t in todo])  # a client is in flight at most once: ids are unique
+    mine = set(plan[comm.rank])
+    buf = torch.zeros(len(todo), flat.numel + TAIL, device=ctx.device)
+    for i, t in enumerate(todo):
+        if t.cid not in mine:
+            continue
+        base = srv.bases[t.version]
+        flat.set(base)
+        mu = cfg.client.mu
+        penalty = client.prox_term(flat.params, flat.views(base), mu) if mu > 0 else None
+        with timer("compute"):
+            res = mech.train(ctx.model, ctx.shards[t.cid], cfg.client,
+                             seeds.seed(cfg.seed, seeds.Stream.CLIENT, t.version + 1, t.cid), t.cid, penalty)
+        with timer("pack"):
+            mech.bound(flat, base)
+            row = buf[i, : flat.numel]
+            if cfg.federation.mode == "fedbuff":
+                flat.delta_into(row, base)
+            else:
+                row.copy_(flat.get())
+            buf[i, flat.numel:] = torch.tensor((res.loss, res.compute_s, comm.rank), dtype=buf.dtype)
+    with timer("wait"):  # idle until the slowest rank has trained its share
+        comm.barrier()
+    with timer("comm"):
+        comm.allreduce(buf)
+    tail = buf[:, flat.numel:].cpu().numpy()
+    for i, t in enumerate(todo):
+        srv.results[t.dispatch] = Trained(buf[i, : flat.numel], float(tail[i, 0]), float(tail[i, 1]),
+                                          int(round(tail[i, 2])))
+    used = {t.version for t in srv.clock.inflight if t.dispatch not in srv.results}
+    srv.bases = {v: w for v, w in srv.bases.items() if v in used}
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one server step applied and dispatched."""
+
+    state: ServerState
+    applied: list[tuple[Task, Trained]]
+    dispatched: int
+    start_s: float  # simulated time of the previous version
+
+
+def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
+    """Run arrivals until the server makes its next version; every rank returns the same."""
+    cfg = ctx.cfg
+    steps_of = _steps_of(ctx)
+    start, dispatched = srv.clock.now, 0
+    while True:
+        for t in srv.clock.fill(cfg, state.round, steps_of):
+            srv.bases.setdefault(t.version, state.weights)
+            dispatched += 1
+        if srv.clock.inflight[0].dispatch not in srv.results:  # the next arrival has not trained
+            train_pending(ctx, mech, srv, timer)
+        task = srv.clock.pop()
+        srv.buffer.append((task, srv.results.pop(task.dispatch)))
+        if len(srv.buffer) >= cfg.buffer_size:
+            break
+    applied, srv.buffer = srv.buffer, []
+    version = state.round + 1
+    with timer("aggregate"):
+        if cfg.federation.mode == "fedasync":
+            (t, r), = applied
+            state = fedasync.step(state, r.payload, t.staleness(version), cfg.strategy)
+        else:
+            arrivals = [fedbuff.Arrival(mech.weight(len(ctx.shards[t.cid])), t.staleness(version), r.payload)
+                        for t, r in applied]
+            state = fedbuff.step(state, arrivals, cfg.strategy)
+    srv.clock.new_version()
+    for t in srv.clock.fill(cfg, state.round, steps_of):  # freed slots start from the new version
+        srv.bases.setdefault(t.version, state.weights)
+        dispatched += 1
+    return Step(mech.record(state, ctx.comm), applied, dispatched, start)
+
+
+def _steps_of(ctx: Run) -> Callable[[int], int]:
+    return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
+
+
+def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
+        aside: Path | None) -> runner.Result:
+    """The async counterpart of the runner's loop: same files, one row per server step."""
+    r0 = comm.rank == 0
+    run_dir, fed = cfg.run_dir, cfg.federation
+    ctx = Run.build(cfg, comm)
+    prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
+    state, srv = ServerState(ctx.flat.get()), Server()
+    if resume:
+        state, saved = checkpoint.load(run_dir)
+        if changed := runner._changed_keys(saved, cfg.to_dict()):
+            raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in "
+                                     f"{run_dir}")
+        state = replace(state, weights=state.weights.to(ctx.device))
+        if "async" in state.extra:
+            srv = Server.from_dict(state.extra["async"], ctx.device)
+    mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
+    mech.plan(state)
+    if r0:
+        (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
+        part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
+            run_dir / "partition.csv", index=False)
+        keep = state.round if resume else None
+        rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep)
+        clog = CsvLog(run_dir / "clients.csv", ClientRow, keep)
+    comm.barrier()
+    stopped, diverged = None, False
+    bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
+               unit="step")
+    try:
+        while state.round < fed.rounds:
+            timer, sent0, before = Timer(), comm.bytes_sent, state
+            out = step(ctx, mech, srv, state, timer)
+            state, ev, v = out.state, (None, None, None), out.state.round
+            if not participation.finite([state.weights]):
+                stopped = f"diverged at server step {v}: the global weights are not finite"
+            elif fed.eval_every and (v % fed.eval_every == 0 or v == fed.rounds):
+                with timer("eval"):
+                    ev = ctx.evaluate(state.weights)
+                if not np.isfinite(ev[0]):
+                    stopped = f"diverged at server step {v}: the evaluation loss is {ev[0]}"
+            if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
+                stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
+                state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
+            every = fed.checkpoint_every
+            keep = diverged or (every > 0 and (v % every == 0 or v == fed.rounds))
+            if keep and not diverged:
+                train_pending(ctx, mech, srv, timer)  # in flight but trained: no base weights to save
+                state = mech.record(state, comm)  # and what their training spent (DP-SGD)
+                state = replace(state, extra={**state.extra, "async": srv.to_dict()})
+            if keep and r0:
+                with timer("checkpoint"):
+                    checkpoint.write(run_dir, state, cfg.to_dict())
+            reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
+            if r0:
+                row = _row(ctx, out, reports, ev, mech.metrics(state, v))
+                rlog.write(row)
+                for t, r in out.applied:
+                    clog.write(ClientRow(v, t.cid, r.rank, len(ctx.shards[t.cid]), t.steps, r.loss,
+                                         r.compute_s, t.speed, t.finish - t.start, "ok", t.staleness(v)))
+                if keep:
+                    rlog.sync()
+                    clog.sync()
+                    checkpoint.commit(run_dir)
+                rundir.discard(aside)
+                aside = None
+                bar.set_postfix(loss=f"{row.train_loss:.3f}", t=f"{row.virtual_s:.0f}")
+            bar.update(1)
+            if diverged:
+                if r0:
+                    tqdm.write(f"{cfg.name}: {stopped}")
+                break
+    finally:
+        bar.close()
+        if r0:
+            rlog.close()
+            clog.close()
+    return runner._finish(cfg, comm, ctx, state, stopped, diverged, prov)
+
+
+def _row(ctx: Run, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
+         privacy_metrics: dict[str, float]) -> RoundRow:
+    """One server step as a rounds.csv row: rank 0's phases, the updates applied, the clock."""
+    cfg, v = ctx.cfg, out.state.round
+    t0 = reports[0][0]
+    taus = [t.staleness(v) for t, _ in out.applied]
+    n = [len(ctx.shards[t.cid]) for t, _ in out.applied]
+    now = max(t.finish for t, _ in out.applied)
+    return RoundRow(
+        round=v, algorithm=cfg.strategy.algorithm, model=cfg.model.name,
+        aggregation=cfg.federation.aggregation,
+        ranks=len(reports), clients=cfg.federation.num_clients, sampled=out.dispatched,
+        aggregated=len(out.applied), params=ctx.flat.numel, payload_bytes=ctx.flat.numel * 4,
+        bytes_comm=int(sum(b for _, b in reports)),
+        round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
+        comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
+        checkpoint_s=t0["checkpoint"], other_s=t0["other"], copy_s=t0["copy"],
+        compute_max_s=max(s["compute"] for s, _ in reports), wait_max_s=max(s["wait"] for s, _ in reports),
+        train_loss=float(np.average([r.loss for _, r in out.applied], weights=n)),
+        eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2], sim_round_s=now - out.start_s,
+        mode=cfg.federation.mode, virtual_s=now, staleness_mean=float(np.mean(taus)), staleness_max=max(taus),
+        **privacy_metrics,
+    )
