@@ -76,3 +76,12 @@ def test_a_sweep_keeps_the_best_export_per_grid_point(bert_dir, tiny_cfg, monkey
         sweep.run_grid(base, grid, progress=False, export=[2])
     with pytest.raises(ValueError, match="export='all'"):
         sweep.run_grid(base, grid, progress=False, export="all")
+
+
+def test_a_sweep_deletes_residuals_no_checkpoint_can_use(tiny_cfg):
+    ef = {"federation.aggregation": "p2p", "federation.payload_dtype": "bf16",
+          "federation.error_feedback": True, "federation.rounds": 1}
+    runs = sweep.run_grid(tiny_cfg(**ef, **{"federation.checkpoint_every": 0}), [{}], progress=False)
+    assert not (Path(runs["run_dir"][0]) / "residuals").exists()
+    kept = sweep.run_grid(tiny_cfg(**ef), [{}], progress=False)  # a checkpoint names them: kept
+    assert len(list((Path(kept["run_dir"][0]) / "residuals").glob("*.pt"))) == 6
