@@ -57,3 +57,22 @@ def test_a_preset_never_counts_an_export_and_moments_follow_the_algorithm(tmp_pa
 
 def test_human():
     assert [disk.human(x) for x in (999, 1500, 18e9)] == ["999 B", "1.5 kB", "18.0 GB"]
+
+
+def test_the_full_profile_estimate_names_its_largest_run(monkeypatch):
+    """06's error-feedback timing run at its largest client count holds one model-sized residual
+    per client while it runs (deleted at the end): the estimate's peak is that run."""
+    import yaml
+
+    from fedlib.lab import reproduce
+
+    p = yaml.safe_load((reproduce.PARAMS / "full" / "06_system_strategies.yaml").read_text())
+    params = disk.param_count(p["model"])
+    assert params == 109_482_240  # bert-base-uncased (encoder + pooler), as published
+    runs, total, peak = disk.estimate("full", ["06_system_strategies"], reproduce.PARAMS)
+    assert runs == 2 * len(p["clients"]) * len(p["seeds"]) + 7 * len(p["clients"]) + 4 * len(p["seeds"])
+    assert max(p["clients"]) * params * 4 < peak < max(p["clients"]) * params * 4 * 1.001
+    assert total < 10e6  # what stays: CSVs only (no checkpoints, no exports, residuals deleted)
+    quick_runs, quick_total, _ = disk.estimate("quick", ["00_quickstart"], reproduce.PARAMS)
+    assert quick_runs == 1
+    assert 2 * 22e6 * 4 < quick_total < 2 * 23e6 * 4 + disk.TOKENIZER + 100_000  # checkpoint + export

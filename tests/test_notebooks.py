@@ -4,6 +4,8 @@ engines: 00_quickstart, and 03_heterogeneity followed by 99_summary's claims tab
 
 import ast
 import json
+import os
+import time
 
 import nbformat
 import pandas as pd
@@ -131,3 +133,32 @@ def test_heterogeneity_notebook_and_its_claims(tmp_path):
     assert row["verdict"] in {"holds", "does not hold", "not resolved at this budget"}
     not_run = claims.loc["accuracy stable under Dirichlet label skew α=1 (vs IID)"]
     assert not_run["note"] == "not run in this profile"
+
+
+def test_reproduce_prints_and_records_the_disk_it_wrote(tmp_path, capsys):
+    """What one invocation wrote (not an earlier record moved to history/) is printed and kept in
+    provenance.json; before a full-profile run the size model's estimate is printed too."""
+    books, params = tmp_path / "nb", tmp_path / "params"
+    books.mkdir()
+    for profile in ("p", "full"):
+        (params / profile).mkdir(parents=True)
+        (params / profile / "01_write.yaml").write_text(f"profile: {profile}\nout_dir: x\n")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = ''\nout_dir = ''"),
+        nbformat.v4.new_code_cell("import pathlib\n"
+                                  "(pathlib.Path(out_dir) / 'blob.bin').write_bytes(b'x' * 3_000_000)")])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, books / "01_write.ipynb")
+    out = tmp_path / "out" / "p"
+    out.mkdir(parents=True)
+    (out / "01_write.ipynb").write_bytes(b"y" * 5_000_000)  # an earlier record: moved, not counted
+    os.utime(out / "01_write.ipynb", (time.time() - 3600, time.time() - 3600))
+    reproduce.run("p", notebooks=books, out_root=tmp_path / "out", params=params)
+    wrote = json.loads((out / "provenance.json").read_text())["disk_bytes"]
+    assert 3_000_000 < wrote < 3_500_000  # the blob plus the executed copy, HTML and records
+    printed = capsys.readouterr().out
+    assert f"reproduce (p): wrote {wrote / 1e6:.1f} MB into {out}" in printed
+    assert "will write about" not in printed
+    reproduce.run("full", notebooks=books, out_root=tmp_path / "out", params=params)
+    assert "reproduce (full): 0 runs will write about 0 B into" in capsys.readouterr().out

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import provenance
 from ..data import REPO_ROOT
 from ..metrics import write_json
+from . import disk
 from .sweep import PROGRESS_ENV
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -74,6 +75,9 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
     names = names or available(notebooks)
     out = out_root / profile
     out.mkdir(parents=True, exist_ok=True)
+    since = time.time()
+    if profile == "full":  # hours of sweeps: say what they will write before the first one
+        print(estimate_line(profile, names, params, out), flush=True)
     prov = {**provenance.software(), "hosts": [socket.gethostname()], "profile": profile,
             "notebooks": names, "started": provenance.utc_now(), "ended": None}
     write_json(out / "provenance.json", prov)
@@ -93,8 +97,23 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
             rows.append({"notebook": name, "seconds": round(time.perf_counter() - t0, 1), "status": status,
                          "progress": watch.last})
             pd.DataFrame(rows).to_csv(out / "reproduce_times.csv", index=False)
-            write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows})
+            wrote = disk.used(out, since)
+            write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows,
+                                                 "disk_bytes": wrote})
+    print(f"reproduce ({profile}): wrote {disk.human(wrote)} into {out} "
+          f"({len(rows)} notebooks, {sum(r['seconds'] for r in rows) / 60:.1f} min)", flush=True)
     return pd.DataFrame(rows)
+
+
+def estimate_line(profile: str, names: list[str], params: Path, out: Path) -> str:
+    """The size model's forecast (fedlib.lab.disk) against the free space where it will write."""
+    import shutil
+
+    runs, total, peak = disk.estimate(profile, names, params)
+    free = shutil.disk_usage(out).free
+    line = (f"reproduce ({profile}): {runs} runs will write about {disk.human(total)} into {out} "
+            f"(the largest run holds up to {disk.human(peak)} while it runs); {disk.human(free)} free there")
+    return line + (" — NOT ENOUGH" if total + peak > free else "")
 
 
 def archive(out: Path, name: str, stamp: str) -> list[Path]:
