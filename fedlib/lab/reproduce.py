@@ -26,7 +26,7 @@ from .. import provenance
 from ..data import REPO_ROOT
 from ..metrics import write_json
 from . import disk
-from .sweep import PROGRESS_ENV
+from .sweep import PROGRESS_ENV, TOY_ENV
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PARAMS = REPO_ROOT / "params"
@@ -81,16 +81,17 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
     prov = {**provenance.software(), "hosts": [socket.gethostname()], "profile": profile,
             "notebooks": names, "started": provenance.utc_now(), "ended": None}
     write_json(out / "provenance.json", prov)
+    toy = prepare(profile, params, out)
     rows = []
     for name in (bar := tqdm(names, desc=f"reproduce ({profile})", unit="notebook")):
         bar.set_postfix_str(name)
-        values = {**parameters(profile, name, params), "profile": profile, "out_dir": str(out)}
+        values = {**expand(parameters(profile, name, params), out), "profile": profile, "out_dir": str(out)}
         archive(out, name, prov["started"])
         t0, status = time.perf_counter(), "failed"
         watch = Watcher(out / f"{name}.progress.json",
                         lambda text, n=name: bar.set_postfix_str(f"{n} · {text}"))
         try:
-            with watch:
+            with watch, environ(TOY_ENV, json.dumps(toy) if toy else None):
                 execute(notebooks / f"{name}.ipynb", out / f"{name}.ipynb", values)
             status = "ok"
         finally:
@@ -103,6 +104,62 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
     print(f"reproduce ({profile}): wrote {disk.human(wrote)} into {out} "
           f"({len(rows)} notebooks, {sum(r['seconds'] for r in rows) / 60:.1f} min)", flush=True)
     return pd.DataFrame(rows)
+
+
+TOY = "toy.yaml"  # params/<profile>/toy.yaml: a toy profile's models and overrides (params/smoke)
+MODELS = "<models>"  # in a toy profile's values: the folder its tiny checkpoints are built in
+
+
+def prepare(profile: str, params: Path, out: Path) -> dict:
+    """A toy profile: build its tiny local checkpoints (`tiny_checkpoints`: families, laid out as
+    the study's models ship; tests/tiny_checkpoints.py, so from a repository checkout) into
+    `<out>/models/<family>` once, and return its `overrides` for every sweep (`sweep.TOY_ENV`)."""
+    path = params / profile / TOY
+    if not path.is_file():
+        return {}
+    spec = yaml.safe_load(path.read_text()) or {}
+    families = spec.get("tiny_checkpoints", [])
+    if families:
+        import importlib
+
+        tc = importlib.import_module("tests.tiny_checkpoints")  # the repository's test helpers
+        models = out / "models"
+        vocab = {"bert": lambda: tc.wordpiece_vocab(models / "_wordpiece"),
+                 "albert": lambda: tc.sentencepiece_model(models / "_sentencepiece")}
+        for family in families:
+            if not (models / family / "config.json").is_file():
+                make = vocab["bert" if family == "bert" else "albert"]
+                tc.checkpoint(models / family, family, make())
+    return expand(spec.get("overrides", {}), out)
+
+
+def expand(values: dict, out: Path) -> dict:
+    """`<models>/x` in any string value (nested too) -> the absolute folder `<out>/models/x`."""
+    def go(v):  # noqa: ANN001, ANN202 - YAML values of any type
+        if isinstance(v, str):
+            return v.replace(MODELS, str((out / "models").resolve()))
+        if isinstance(v, list):
+            return [go(x) for x in v]
+        return {k: go(x) for k, x in v.items()} if isinstance(v, dict) else v
+    return {k: go(v) for k, v in values.items()}
+
+
+class environ:
+    """Set (or, with None, leave unset) one environment variable for a `with` block: the kernel
+    papermill starts inherits it."""
+
+    def __init__(self, key: str, value: str | None) -> None:
+        self.key, self.value, self.old = key, value, os.environ.get(key)
+
+    def __enter__(self) -> None:
+        if self.value is not None:
+            os.environ[self.key] = self.value
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is None:
+            os.environ.pop(self.key, None)
+        else:
+            os.environ[self.key] = self.old
 
 
 def estimate_line(profile: str, names: list[str], params: Path, out: Path) -> str:

@@ -98,7 +98,7 @@ def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: Run
     sweep would fill a quota — and never a random-init preset's."""
     run = run or local_run
     check_export(export, len(grid))
-    base = config.replace(base, output_dir=str(fresh_dir(base.output_dir, base.name)))
+    base = config.replace(base, **toy_overrides(), output_dir=str(fresh_dir(base.output_dir, base.name)))
     entry_of = [j for j in range(len(grid)) for _ in (seeds if seeds is not None else [None])]
     grid = with_seeds(grid, seeds)
     rows: list[dict[str, Any]] = []
@@ -194,6 +194,17 @@ def budget(cfg: config.RunConfig) -> dict[str, Any]:
     trainable = (f"LoRA r{m.lora_r}" if m.lora_r else "full" if k is None
                  else "head" if k == "all" else "all but embeddings" if k == 0 else f"layers above {k}")
     return {"seed": cfg.seed, "trainable": trainable}
+
+
+# A toy profile (params/smoke/toy.yaml, set by `fedlib reproduce`): dotted overrides applied to
+# every sweep's base before its grid, so the grid, its axes and every code path after it are the
+# full profile's while the model and data shrink (a grid's own `model.name` axis still wins).
+TOY_ENV = "FEDLIB_TOY"
+
+
+def toy_overrides() -> dict[str, Any]:
+    text = os.environ.get(TOY_ENV)
+    return dict(json.loads(text)) if text else {}
 
 
 # `make reproduce` sets this to a JSON file it polls: which run of which sweep is running, and
