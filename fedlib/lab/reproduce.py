@@ -107,7 +107,7 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
 
 
 TOY = "toy.yaml"  # params/<profile>/toy.yaml: a toy profile's models and overrides (params/smoke)
-MODELS = "<models>"  # in a toy profile's values: the folder its tiny checkpoints are built in
+OUT = "<out>"  # in a profile's values: the absolute output folder (tiny checkpoints: <out>/models/)
 
 
 def prepare(profile: str, params: Path, out: Path) -> dict:
@@ -134,10 +134,11 @@ def prepare(profile: str, params: Path, out: Path) -> dict:
 
 
 def expand(values: dict, out: Path) -> dict:
-    """`<models>/x` in any string value (nested too) -> the absolute folder `<out>/models/x`."""
+    """`<out>` in any string value (nested too) -> the profile's absolute output folder, so a
+    toy profile names its checkpoints and a benchmark folder wherever `--out`/the test puts it."""
     def go(v):  # noqa: ANN001, ANN202 - YAML values of any type
         if isinstance(v, str):
-            return v.replace(MODELS, str((out / "models").resolve()))
+            return v.replace(OUT, str(out.resolve()))
         if isinstance(v, list):
             return [go(x) for x in v]
         return {k: go(x) for k, x in v.items()} if isinstance(v, dict) else v
