@@ -209,3 +209,11 @@ def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(tmp_path):
     assert exports == ["quickstart"]
     assert not list(out.glob("runs/**/residuals/*.pt"))  # error feedback's files went with the runs
     assert json.loads((out / "provenance.json").read_text())["disk_bytes"] < 100e6
+
+
+def test_out_placeholder_names_the_profiles_output_folder(tmp_path):
+    got = reproduce.expand({"models": ["<out>/models/bert"], "setup": {"model.name": "<out>/m"}, "rounds": 2,
+                            "bench_dir": "<out>/bench", "plain": "outputs/x"}, tmp_path)
+    root = str(tmp_path.resolve())
+    assert got == {"models": [f"{root}/models/bert"], "setup": {"model.name": f"{root}/m"}, "rounds": 2,
+                   "bench_dir": f"{root}/bench", "plain": "outputs/x"}
