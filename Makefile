@@ -82,6 +82,7 @@ bench: $(VENV)
 
 lint: $(VENV)
 	$(VENV)/bin/ruff check fedlib tests notebooks
+	$(PY) -m mypy
 
 lock: $(VENV)
 	@if [[ -e $(VENV)/.site ]]; then echo "make lock needs the wheel venv (a site venv sees the system packages)" >&2; exit 1; fi

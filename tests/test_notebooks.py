@@ -4,6 +4,8 @@ engines: 00_quickstart, and 03_heterogeneity followed by 99_summary's claims tab
 
 import ast
 import json
+import os
+import time
 
 import nbformat
 import pandas as pd
@@ -135,3 +137,87 @@ def test_heterogeneity_notebook_and_its_claims(tmp_path):
     assert row["eval_examples"] == "300 of 500" and len(str(row["git_commit"])) >= 10
     not_run = claims.loc["accuracy non-inferior under Dirichlet label skew α=1 vs IID"]
     assert not_run["note"] == "not run in this profile"
+
+
+def test_reproduce_prints_and_records_the_disk_it_wrote(tmp_path, capsys):
+    """What one invocation wrote (not an earlier record moved to history/) is printed and kept in
+    provenance.json; before a full-profile run the size model's estimate is printed too."""
+    books, params = tmp_path / "nb", tmp_path / "params"
+    books.mkdir()
+    for profile in ("p", "full"):
+        (params / profile).mkdir(parents=True)
+        (params / profile / "01_write.yaml").write_text(f"profile: {profile}\nout_dir: x\n")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = ''\nout_dir = ''"),
+        nbformat.v4.new_code_cell("import pathlib\n"
+                                  "(pathlib.Path(out_dir) / 'blob.bin').write_bytes(b'x' * 3_000_000)")])
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, books / "01_write.ipynb")
+    out = tmp_path / "out" / "p"
+    out.mkdir(parents=True)
+    (out / "01_write.ipynb").write_bytes(b"y" * 5_000_000)  # an earlier record: moved, not counted
+    os.utime(out / "01_write.ipynb", (time.time() - 3600, time.time() - 3600))
+    reproduce.run("p", notebooks=books, out_root=tmp_path / "out", params=params)
+    wrote = json.loads((out / "provenance.json").read_text())["disk_bytes"]
+    assert 3_000_000 < wrote < 3_500_000  # the blob plus the executed copy, HTML and records
+    printed = capsys.readouterr().out
+    assert f"reproduce (p): wrote {wrote / 1e6:.1f} MB into {out}" in printed
+    assert "will write about" not in printed
+    reproduce.run("full", notebooks=books, out_root=tmp_path / "out", params=params)
+    assert "reproduce (full): 0 runs will write about 0 B into" in capsys.readouterr().out
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(tmp_path):
+    """params/smoke: every notebook with the full profile's grids and code paths at toy size
+    (tiny ALBERT / BERT / DeBERTa-v2 checkpoints built by reproduce), what a cluster job reaches
+    only after hours: 06's local-steps sweep and 07's `bench system` crashed there (RunConfig has
+    no .replace). Each notebook's recorded metrics are read back."""
+    table = reproduce.run("smoke", out_root=tmp_path)
+    out = tmp_path / "smoke"
+    assert table["status"].tolist() == ["ok"] * len(NOTEBOOKS), table
+    m = {p.stem: {k: v.data for k, v in sb.read_notebook(str(out / p.name)).scraps.items()}
+         for p in NOTEBOOKS}
+    families = {"albert", "bert", "deberta-v2"}
+
+    assert m["00_quickstart"]["ranks"] == 1 and m["00_quickstart"]["breakdown_error"] < 0.02
+    comm = pd.read_csv(out / "01_comm_scaling_runs.csv")
+    assert len(comm) == 3 * 2 * 2 * 3 * 2  # models x clients x modes x algorithms x partitions
+    assert {p.rsplit("/", 1)[-1] for p in comm["model"]} == families
+    assert set(comm["algorithm"]) == {"fedavg", "fedprox", "fedadam"}
+    assert {p.rsplit("/", 1)[-1] for p in m["01_comm_scaling"]["payload_mb"]} == families
+    acc = pd.read_csv(out / "02_accuracy_vs_clients.csv")
+    assert len(acc) == 3 * 2 * 2 * 2 and set(acc["partition.kind"]) == {"iid", "dirichlet"}
+    assert {p.rsplit("/", 1)[-1] for p in m["02_accuracy_vs_clients"]["accuracy_by_clients"]} == families
+    assert len(m["03_heterogeneity"]["accuracy_by_setting"]) == 4 and m["03_heterogeneity"]["seeds"] == 2
+    assert set(m["04_dropout"]["aggregated_by_dropout"]) == {"0.0", "0.5"}
+    eps = m["05_privacy"]["epsilon_by_setting"]
+    assert len(eps) == 2 and all(0 < e <= 8.0 + 1e-6 for e in eps.values())  # client-level, DP-SGD
+
+    s = m["06_system_strategies"]
+    assert [r["client.local_steps"] for r in s["local_steps_tradeoff"]] == [1, 2]
+    assert set(s["accuracy_by_strategy"]) == {"full fine-tuning fp32", "LoRA r8", "bf16 payload",
+                                              "bf16+EF payload"}
+    assert 0 < s["lora_payload_fraction"] < 0.5
+    assert "bf16+EF p2p" in set(pd.read_csv(out / "06_system_strategies.csv")["strategy"])
+    b = m["07_benchmarks"]
+    assert b["benchmarks_missing"] == [] and b["benchmark_ratios"]["comm_wait_vs_p2p_at_max_clients"]
+    assert (out / "bench" / "system_local_steps.csv").is_file()
+    assert set(m["99_summary"]["notebooks_recorded"]) == {p.stem for p in NOTEBOOKS} - {"99_summary"}
+    assert (out / "claims.csv").is_file()
+
+    # disk (issue 18): only the single run of 00 exports; sweeps and benchmarks write no model/
+    exports = sorted(p.parent.parent.name for p in out.glob("**/model/config.json"))
+    assert exports == ["quickstart"]
+    assert not list(out.glob("runs/**/residuals/*.pt"))  # error feedback's files went with the runs
+    assert json.loads((out / "provenance.json").read_text())["disk_bytes"] < 100e6
+
+
+def test_out_placeholder_names_the_profiles_output_folder(tmp_path):
+    got = reproduce.expand({"models": ["<out>/models/bert"], "setup": {"model.name": "<out>/m"}, "rounds": 2,
+                            "bench_dir": "<out>/bench", "plain": "outputs/x"}, tmp_path)
+    root = str(tmp_path.resolve())
+    assert got == {"models": [f"{root}/models/bert"], "setup": {"model.name": f"{root}/m"}, "rounds": 2,
+                   "bench_dir": f"{root}/bench", "plain": "outputs/x"}

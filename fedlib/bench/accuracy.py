@@ -12,16 +12,22 @@ from ..lab import sweep
 from ..wire.comm import LocalComm
 
 
-def run(out: Path, quick: bool = False) -> pd.DataFrame:
+def fed_config(out: Path, quick: bool) -> config.RunConfig:
     rounds = 2 if quick else 5
-    cfg = config.load(None, {
+    return config.load(None, {
         "name": "accuracy-fedavg", "output_dir": str(sweep.fresh_dir(out / "runs", "accuracy")),
         "model.name": "minilm",
         "data.max_length": 64, "data.max_train_samples": 320 if quick else 960,
         "data.max_eval_samples": 300 if quick else 500,
         "client.lr": 2e-4, "client.batch_size": 16, "client.local_epochs": 1,
         "federation.num_clients": 8, "federation.rounds": rounds, "federation.checkpoint_every": 0,
+        "federation.export": False,  # benchmarks never export (issue 18: disk)
     })
+
+
+def run(out: Path, quick: bool = False) -> pd.DataFrame:
+    cfg = fed_config(out, quick)
+    rounds = cfg.federation.rounds
     fed = runner.run(cfg, comm=LocalComm(), progress=False)
     ctx = runner.Run.build(cfg, LocalComm())  # same initial weights (seeded head)
     central = cfg.client.__class__(**{**vars(cfg.client), "local_epochs": rounds})

@@ -36,7 +36,8 @@ def _worker(sizes: list[int], reps: int, device: str) -> None:
     from ..wire.torch_comm import TorchComm
 
     dev = resolve(device)
-    comms = {"mpi": MPIComm(), "torch": TorchComm(device=dev)}
+    mpi, tc = MPIComm(), TorchComm(device=dev)
+    comms: dict[str, MPIComm | TorchComm] = {"mpi": mpi, "torch": tc}
     rows = []
     for name, comm in comms.items():
         lib = getattr(comm, "backend", "mpi")
@@ -56,9 +57,9 @@ def _worker(sizes: list[int], reps: int, device: str) -> None:
                          "floats": n, "seconds": med, "copy_share": statistics.median(copies) / med,
                          "gb_per_s": n * 4 / med / 1e9})
             del buf
-    if comms["mpi"].rank == 0:
+    if mpi.rank == 0:
         print("ROWS", json.dumps(rows), flush=True)
-    comms["torch"].close()
+    tc.close()
 
 
 def _allreduce(quick: bool, device: str) -> pd.DataFrame:

@@ -35,6 +35,7 @@ def run(over: dict[str, Any], ranks: int = 1, timeout: int = 3600) -> tuple[pd.D
     """Run `python -m fedlib run` with dotted overrides on `ranks` MPI ranks (1 = no MPI).
 
     Returns rank 0's rounds.csv and every rank's peak RSS in KiB."""
+    over = {"federation.export": False, **over}  # a benchmark's model is read by nobody
     args = ["-c", _PEAK, "run", *overrides_args(over), "--quiet"]
     cmd = [sys.executable, *args]
     if ranks > 1:

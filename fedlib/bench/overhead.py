@@ -31,6 +31,7 @@ def _cfg(runs: Path, quick: bool, checkpoint_every: int) -> config.RunConfig:
         "client.local_steps": 2 if quick else 4,
         "federation.num_clients": 2 if quick else 4, "federation.rounds": 3 if quick else 6,
         "federation.eval_every": 0, "federation.checkpoint_every": checkpoint_every,
+        "federation.export": False,  # benchmarks never export (issue 18: disk)
     })
 
 

@@ -73,7 +73,7 @@ def accuracy_grid(strategies: list[str] | None = None, rounds: int = 2) -> list[
     round so that accuracy can be read at equal wall time."""
     bf16 = {"federation.payload_dtype": "bf16"}
     lora_rounds = LORA_ROUNDS * rounds
-    grid = [{"strategy": "full fine-tuning fp32"},
+    grid: list[dict[str, Any]] = [{"strategy": "full fine-tuning fp32"},
             {"strategy": "LoRA r8", "model.lora_r": 8, "client.lr": LORA_LR,
              "federation.rounds": lora_rounds},
             {"strategy": "bf16 payload", **bf16},
@@ -119,7 +119,8 @@ def wall_time(acc: pd.DataFrame, runs_dir: Path) -> tuple[pd.DataFrame, pd.DataF
 
 def local_steps_grid(budget: int) -> list[dict[str, Any]]:
     """`budget` local steps per client in total, as 1 round of `budget` steps ... `budget` rounds of 1."""
-    out, steps = [], 1
+    out: list[dict[str, Any]] = []
+    steps = 1
     while steps <= budget:
         rounds = budget // steps  # evaluated once, after the last round
         out.append({"strategy": f"{steps} steps x {rounds} rounds", "client.local_steps": steps,
@@ -129,7 +130,7 @@ def local_steps_grid(budget: int) -> list[dict[str, Any]]:
 
 
 def local_steps_base(out: Path, quick: bool) -> config.RunConfig:
-    return accuracy_base(out, quick).replace(name="system-steps")
+    return config.replace(accuracy_base(out, quick), name="system-steps")
 
 
 def with_ratios(df: pd.DataFrame) -> pd.DataFrame:

@@ -119,8 +119,8 @@ class Pool:
         return next(r for r in out if r is not None)
 
     def sweep(self, base: config.RunConfig, grid: Sequence[Mapping[str, Any]], desc: str = "runs",
-              seeds: Sequence[int] | None = None) -> pd.DataFrame:
-        return sweep.run_grid(base, grid, run=self.run, desc=desc, seeds=seeds)
+              seeds: Sequence[int] | None = None, export: sweep.Export = False) -> pd.DataFrame:
+        return sweep.run_grid(base, grid, run=self.run, desc=desc, seeds=seeds, export=export)
 
     def close(self) -> None:
         if self.client is not None and self.mode == "mpi":

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from .. import provenance
 from ..data import REPO_ROOT
 from ..metrics import write_json
-from .sweep import PROGRESS_ENV
+from . import disk
+from .sweep import PROGRESS_ENV, TOY_ENV
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PARAMS = REPO_ROOT / "params"
@@ -76,27 +77,103 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
     names = names or available(notebooks)
     out = out_root / profile
     out.mkdir(parents=True, exist_ok=True)
+    since = time.time()
+    if profile == "full":  # hours of sweeps: say what they will write before the first one
+        print(estimate_line(profile, names, params, out), flush=True)
     prov = {**provenance.software(), "hosts": [socket.gethostname()], "profile": profile,
             "notebooks": names, "started": provenance.utc_now(), "ended": None}
     write_json(out / "provenance.json", prov)
+    toy = prepare(profile, params, out)
     rows = []
     for name in (bar := tqdm(names, desc=f"reproduce ({profile})", unit="notebook")):
         bar.set_postfix_str(name)
-        values = {**parameters(profile, name, params), "profile": profile, "out_dir": str(out)}
+        values = {**expand(parameters(profile, name, params), out), "profile": profile, "out_dir": str(out)}
         archive(out, name, prov["started"])
         t0, status = time.perf_counter(), "failed"
         watch = Watcher(out / f"{name}.progress.json",
                         lambda text, n=name: bar.set_postfix_str(f"{n} · {text}"))
         try:
-            with watch:
+            with watch, environ(TOY_ENV, json.dumps(toy) if toy else None):
                 execute(notebooks / f"{name}.ipynb", out / f"{name}.ipynb", values)
             status = "ok"
         finally:
             rows.append({"notebook": name, "seconds": round(time.perf_counter() - t0, 1), "status": status,
                          "progress": watch.last})
             pd.DataFrame(rows).to_csv(out / "reproduce_times.csv", index=False)
-            write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows})
+            wrote = disk.used(out, since)
+            write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows,
+                                                 "disk_bytes": wrote})
+    print(f"reproduce ({profile}): wrote {disk.human(wrote)} into {out} "
+          f"({len(rows)} notebooks, {sum(r['seconds'] for r in rows) / 60:.1f} min)", flush=True)
     return pd.DataFrame(rows)
+
+
+TOY = "toy.yaml"  # params/<profile>/toy.yaml: a toy profile's models and overrides (params/smoke)
+OUT = "<out>"  # in a profile's values: the absolute output folder (tiny checkpoints: <out>/models/)
+
+
+def prepare(profile: str, params: Path, out: Path) -> dict:
+    """A toy profile: build its tiny local checkpoints (`tiny_checkpoints`: families, laid out as
+    the study's models ship; tests/tiny_checkpoints.py, so from a repository checkout) into
+    `<out>/models/<family>` once, and return its `overrides` for every sweep (`sweep.TOY_ENV`)."""
+    path = params / profile / TOY
+    if not path.is_file():
+        return {}
+    spec = yaml.safe_load(path.read_text()) or {}
+    families = spec.get("tiny_checkpoints", [])
+    if families:
+        import importlib
+
+        tc = importlib.import_module("tests.tiny_checkpoints")  # the repository's test helpers
+        models = out / "models"
+        vocab = {"bert": lambda: tc.wordpiece_vocab(models / "_wordpiece"),
+                 "albert": lambda: tc.sentencepiece_model(models / "_sentencepiece")}
+        for family in families:
+            if not (models / family / "config.json").is_file():
+                make = vocab["bert" if family == "bert" else "albert"]
+                tc.checkpoint(models / family, family, make())
+    return expand(spec.get("overrides", {}), out)
+
+
+def expand(values: dict, out: Path) -> dict:
+    """`<out>` in any string value (nested too) -> the profile's absolute output folder, so a
+    toy profile names its checkpoints and a benchmark folder wherever `--out`/the test puts it."""
+    def go(v):  # noqa: ANN001, ANN202 - YAML values of any type
+        if isinstance(v, str):
+            return v.replace(OUT, str(out.resolve()))
+        if isinstance(v, list):
+            return [go(x) for x in v]
+        return {k: go(x) for k, x in v.items()} if isinstance(v, dict) else v
+    return {k: go(v) for k, v in values.items()}
+
+
+class environ:
+    """Set (or, with None, leave unset) one environment variable for a `with` block: the kernel
+    papermill starts inherits it."""
+
+    def __init__(self, key: str, value: str | None) -> None:
+        self.key, self.value, self.old = key, value, os.environ.get(key)
+
+    def __enter__(self) -> None:
+        if self.value is not None:
+            os.environ[self.key] = self.value
+
+    def __exit__(self, *exc: object) -> None:
+        if self.old is None:
+            os.environ.pop(self.key, None)
+        else:
+            os.environ[self.key] = self.old
+
+
+def estimate_line(profile: str, names: list[str], params: Path, out: Path) -> str:
+    """The size model's forecast (fedlib.lab.disk) against the free space where it will write."""
+    import shutil
+
+    runs, total, peak = disk.estimate(profile, names, params)
+    free = shutil.disk_usage(out).free
+    line = (f"reproduce ({profile}): {runs} runs will write about {disk.human(total)} into {out} "
+            f"(the largest run holds up to {disk.human(peak)} while it runs); {disk.human(free)} free there")
+    return line + (" — NOT ENOUGH" if total + peak > free else "")
 
 
 def archive(out: Path, name: str, stamp: str) -> list[Path]:

@@ -85,26 +85,97 @@ def fresh_dir(root: str | Path, name: str) -> Path:
 
 
 def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: RunFn | None = None,
-             progress: bool = True, desc: str = "runs", seeds: Sequence[int] | None = None) -> pd.DataFrame:
+             progress: bool = True, desc: str = "runs", seeds: Sequence[int] | None = None,
+             export: Export = False) -> pd.DataFrame:
     """One row per grid entry and seed. An entry is dotted overrides plus optional plain keys (no
     dot) that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``.
     With `seeds`, every entry runs once per seed (run names end in ``seed<s>``); every row
     carries its `seed` and `trainable` part, what the error bars and the claims table group by.
-    The runs go to a fresh folder `<output_dir>/<base.name>-<UTC time>/` (see `fresh_dir`)."""
+    The runs go to a fresh folder `<output_dir>/<base.name>-<UTC time>/` (see `fresh_dir`).
+
+    `export` (see `Export`): which runs write their model as a Hugging Face folder. None by
+    default — a sweep's models are read by nobody, and a bert-base export is 440 MB, so a 324-run
+    sweep would fill a quota — and never a random-init preset's."""
     run = run or local_run
-    base = config.replace(base, output_dir=str(fresh_dir(base.output_dir, base.name)))
+    check_export(export, len(grid))
+    base = config.replace(base, **toy_overrides(), output_dir=str(fresh_dir(base.output_dir, base.name)))
+    entry_of = [j for j in range(len(grid)) for _ in (seeds if seeds is not None else [None])]
     grid = with_seeds(grid, seeds)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    best: dict[int, int] = {}  # export="best": grid entry -> the row holding its kept export
     for i, entry in enumerate(tqdm(grid, desc=desc, disable=not progress, unit="run")):
         labels = {k: v for k, v in entry.items() if "." not in k and k != "seed"}
         over = {k: v for k, v in entry.items() if "." in k or k == "seed"}
         name = slug(f"{base.name}-{i:02d}-" + "-".join(
             f"seed{v}" if k == "seed" else str(v) for k, v in entry.items()))
         cfg = config.replace(base, name=name, **over)
+        cfg = config.replace(cfg, **{"federation.export": wants_export(export, entry_of[i], cfg)})
         report_progress(desc, i, len(grid), cfg)
         rows.append(summarize(cfg, run(cfg), {**labels, **over, **budget(cfg)}))
+        rows[-1]["exported"] = exported(cfg)
+        drop_residuals(cfg)
+        if export == "best" and rows[-1]["exported"]:
+            keep_best(rows, best, entry_of[i], len(rows) - 1)
     report_progress(desc, len(grid), len(grid), None)
     return pd.DataFrame(rows)
+
+
+# True: every run (random-init presets excepted); "best": per grid entry, the seed with the best
+# final accuracy; a list: the grid entries (0-based, before seeds) whose runs export; False: none.
+Export = bool | str | Sequence[int]
+
+
+def check_export(export: Export, entries: int) -> None:
+    if isinstance(export, bool) or export == "best":
+        return
+    if isinstance(export, str) or not all(isinstance(j, int) and 0 <= j < entries for j in export):
+        raise ValueError(f"export={export!r}: give False, True, 'best' or a list of grid entry "
+                         f"indices in 0..{entries - 1}")
+
+
+def wants_export(export: Export, entry: int, cfg: config.RunConfig) -> bool:
+    """Whether this run exports. A random-init preset never does: its weights only time things."""
+    from ..models import resolve
+
+    if resolve(cfg.model.name).kind == "preset":
+        return False
+    if isinstance(export, bool) or export == "best":
+        return bool(export)
+    return entry in export
+
+
+def exported(cfg: config.RunConfig) -> str | None:
+    """The run's exported model folder, or None (not asked, or the run could not export)."""
+    from ..export import FOLDER
+
+    folder = cfg.run_dir / FOLDER
+    return str(folder) if cfg.federation.export and folder.is_dir() else None
+
+
+def drop_residuals(cfg: config.RunConfig) -> None:
+    """Error feedback leaves one model-sized residual file per client (bert-base at 96 clients:
+    42 GB); without a checkpoint no resume can read them, so a sweep deletes them when the run ends."""
+    import shutil
+
+    if cfg.federation.error_feedback and not cfg.federation.checkpoint_every:
+        shutil.rmtree(cfg.run_dir / "residuals", ignore_errors=True)
+
+
+def keep_best(rows: list[dict[str, Any]], best: dict[int, int], entry: int, new: int) -> None:
+    """Keep one export per grid entry: the newest run's if its accuracy beats the kept one's (the
+    first seed wins ties), else its own is deleted; at most two exports exist at any time."""
+    import shutil
+
+    old = best.get(entry)
+    acc = rows[new].get("accuracy")
+    if old is not None and not (acc is not None and acc > (rows[old].get("accuracy") or float("-inf"))):
+        shutil.rmtree(rows[new]["exported"])
+        rows[new]["exported"] = None
+        return
+    if old is not None:
+        shutil.rmtree(rows[old]["exported"])
+        rows[old]["exported"] = None
+    best[entry] = new
 
 
 def with_seeds(grid: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None) -> list[dict[str, Any]]:
@@ -141,6 +212,17 @@ def _split_size(d: config.DataConfig) -> int | None:
         return None
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+# A toy profile (params/smoke/toy.yaml, set by `fedlib reproduce`): dotted overrides applied to
+# every sweep's base before its grid, so the grid, its axes and every code path after it are the
+# full profile's while the model and data shrink (a grid's own `model.name` axis still wins).
+TOY_ENV = "FEDLIB_TOY"
+
+
+def toy_overrides() -> dict[str, Any]:
+    text = os.environ.get(TOY_ENV)
+    return dict(json.loads(text)) if text else {}
 
 
 # `make reproduce` sets this to a JSON file it polls: which run of which sweep is running, and
