@@ -205,6 +205,11 @@ def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(tmp_path):
     b = m["07_benchmarks"]
     assert b["benchmarks_missing"] == [] and b["benchmark_ratios"]["comm_wait_vs_p2p_at_max_clients"]
     assert (out / "bench" / "system_local_steps.csv").is_file()
+    a = m["08_async"]  # every arm ran every seed on the same client updates; sync is the reference
+    assert set(a["final_accuracy_by_arm"]) == {"sync FedAvg", "FedBuff K=2", "FedAsync"} and a["seeds"] == 2
+    assert a["time_ratio_by_arm"]["sync FedAvg"] == 1.0 and a["acc_diff_by_arm"]["sync FedAvg"] == 0.0
+    curves = pd.read_csv(out / "08_async_curves.csv")
+    assert set(curves.groupby(["arm", "seed"])["updates"].max()) == {12}  # 3 rounds x 4 clients each
     assert set(m["99_summary"]["notebooks_recorded"]) == {p.stem for p in NOTEBOOKS} - {"99_summary"}
     assert (out / "claims.csv").is_file()
 
