@@ -1,9 +1,13 @@
 """Every random stream of a run, derived from the run seed with its own domain tag.
 
-A stream's 64-bit seed is ``SeedSequence([seed, TAG, *ids])``: the tag comes first and each
-tag always takes the same number of ids, so two streams can only coincide by a 64-bit
-accident (a SeedSequence pads short entropy with zeros, so ``[seed, rnd, cid]`` and
-``[seed, rnd, 0xD9]`` — once client 217's training and the DP noise — were the same stream).
+A stream's 64-bit seed is ``SeedSequence([seed_lo, seed_hi, TAG, *ids])``: the run seed always
+takes two 32-bit words, the tag comes next and each tag always takes the same number of ids
+(each one 32-bit word), so the entropy words say unambiguously which (seed, stream, ids) they
+came from and two streams can only coincide by a 64-bit accident. Both fixed widths matter: a
+SeedSequence pads short entropy with zeros, so ``[seed, rnd, cid]`` and ``[seed, rnd, 0xD9]``
+— once client 217's training and the DP noise — were the same stream; and it splits a big int
+into 32-bit words, so with a bare ``seed`` entry the run seed ``5 + (FATE << 32)`` drew
+SAMPLING round 1 as the run seed 5 drew FATE (round SAMPLING, client 1).
 Nothing here depends on the rank, so 1 or 96 ranks draw the same numbers.
 
 Streams and their ids:
@@ -52,7 +56,10 @@ def seed(run_seed: int, stream: Stream, *ids: int) -> int:
     """The stream's 64-bit seed (for torch.manual_seed / torch.Generator)."""
     if len(ids) != ARITY[stream]:
         raise ValueError(f"stream {stream.name} takes {ARITY[stream]} ids, got {len(ids)}")
-    ss = np.random.SeedSequence([int(run_seed), int(stream), *map(int, ids)])
+    run_seed, ids = int(run_seed), [int(i) for i in ids]
+    if not 0 <= run_seed < 2**64 or not all(0 <= i < 2**32 for i in ids):
+        raise ValueError(f"run seed must be in [0, 2**64) and ids in [0, 2**32), got {run_seed}, {ids}")
+    ss = np.random.SeedSequence([run_seed & 0xFFFFFFFF, run_seed >> 32, int(stream), *ids])
     return int(ss.generate_state(2).view(np.uint64)[0])  # = generate_state(1, uint64), faster
 
 
