@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 
 class SampleLevel(Mechanism):
+    key = "dp_sgd"
+
     def __init__(self, cfg: RunConfig, shard_sizes: list[int], model: nn.Module) -> None:
         self.cfg, self.p = cfg, cfg.privacy
         self.sizes = shard_sizes
@@ -55,7 +57,7 @@ class SampleLevel(Mechanism):
     def plan(self, state: ServerState) -> None:
         """Remember each client's spending so far: a resume (perhaps to more rounds) plans the
         clients' remaining noise against what they already spent (`sigma_q`)."""
-        self._spent = {int(c): h for c, h in state.extra.get("dp_sgd", {}).items()}
+        self._spent = {int(c): h for c, h in state.extra.get(self.key, {}).items()}
         self._left = self.cfg.federation.rounds - state.round
         self._sigma.clear()
         for cid in self._spent:  # only a client that already spent can be over budget: refuse now
@@ -123,17 +125,17 @@ class SampleLevel(Mechanism):
     def record(self, state: ServerState, comm: Comm) -> ServerState:
         spent = [r for part in comm.allgather(self.pending) for r in part]
         self.pending = []
-        hist = dict(state.extra.get("dp_sgd", {}))
+        hist = dict(state.extra.get(self.key, {}))
         for cid, sigma, q, steps in spent:
             hist[cid] = accounting.merge(hist.get(cid, []), sigma, q, steps)
-        return replace(state, extra={**state.extra, "dp_sgd": hist})
+        return replace(state, extra={**state.extra, self.key: hist})
 
     def client_epsilon(self, state: ServerState, cid: int) -> float:
-        hist = state.extra.get("dp_sgd", {}).get(cid, [])
+        hist = state.extra.get(self.key, {}).get(cid, [])
         return accounting.epsilon(hist, self.p.delta, self.p.accountant)
 
     def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
         """Max and mean ε over every client that has trained so far (a client's spending stays
         when it sits a round out, so eps_max never goes down)."""
-        eps = [self.client_epsilon(state, c) for c in state.extra.get("dp_sgd", {})] or [0.0]
+        eps = [self.client_epsilon(state, c) for c in state.extra.get(self.key, {})] or [0.0]
         return {"eps_max": max(eps), "eps_mean": float(np.mean(eps))}
