@@ -8,9 +8,12 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
-from fedlib import checkpoint, runner
+from fedlib import checkpoint, runner, seeds
 from fedlib import round as rounds
+from fedlib.privacy.dpsgd import SampleLevel
+from fedlib.seeds import Stream
 from fedlib.strategies import server_step
+from fedlib.wire.comm import LocalComm
 
 
 def _nan_from(monkeypatch, bad_round: int, factor: float = float("nan")) -> None:
@@ -59,3 +62,27 @@ def test_a_diverged_summary_reports_the_kept_state(tiny_cfg, monkeypatch):
     assert s["diverged_round"]["accuracy"] == pytest.approx(row["accuracy"])
     assert row["accuracy"] != pytest.approx(acc)  # today's summary reported this one
     assert torch.equal(res.state.weights, w0)
+
+
+def test_dpsgd_empty_poisson_batch_is_a_noise_only_step(tiny_cfg):
+    """Shards of 3 at batch 1 (q = 1/3): a step whose Poisson batch is empty still moves the
+    weights by the noise alone, -lr·σC·z / B with z Opacus's draw from the SAMPLE_NOISE stream
+    (before, the step was skipped yet counted by the accountant)."""
+    sigma, clip = 1.3, 0.7
+    cfg = tiny_cfg(**{"privacy.mode": "sample", "privacy.noise_multiplier": sigma,
+                      "privacy.max_grad_norm": clip, "federation.num_clients": 4,
+                      "data.max_train_samples": 12, "client.batch_size": 1, "client.local_steps": 1,
+                      "client.optimizer": "sgd", "client.lr": 1.0, "client.max_grad_norm": None})
+    ctx = runner.Run.build(cfg, LocalComm())
+    assert len(ctx.shards[0]) == 3
+    seed = next(s for s in range(1000)
+                if not (torch.rand(3, generator=seeds.generator(s, Stream.BATCHES)) < 1 / 3).any())
+    mech = SampleLevel(cfg, [len(s) for s in ctx.shards], ctx.model)
+    params = [p for p in ctx.model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    res = mech.train(ctx.model, ctx.shards[0], cfg.client, seed, 0)
+    noise = torch.Generator().manual_seed(seeds.seed(seed, Stream.SAMPLE_NOISE))
+    for p, b in zip(params, before, strict=True):
+        z = torch.normal(0, sigma * clip, size=p.shape, generator=noise)
+        torch.testing.assert_close(p.detach(), b - 1.0 * z / 1, rtol=0, atol=1e-6)
+    assert res.steps == 1 and mech.pending == [(0, sigma, 1 / 3, 1)]

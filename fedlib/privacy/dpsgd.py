@@ -3,7 +3,8 @@ clipping and Gaussian noise (DPOptimizer), Poisson-sampled batches; batches, dro
 noise are three streams of the client's (seed, round, client) training seed (fedlib.seeds).
 With ``privacy.secure_noise`` the noise generator is seeded from OS entropy per client round
 and Opacus's ``secure_mode`` (noise robust to floating-point attacks) is on.
-Each client's spending is its own Opacus history — (σ, q, steps) per round it took
+An empty Poisson batch is still a step: the noise alone (`noise_only_step`), as the accountant
+assumes. Each client's spending is its own Opacus history — (σ, q, steps) per round it took
 part in — kept in ``ServerState.extra["dp_sgd"]`` so it is checkpointed and, being gathered
 from all ranks every round, the same whatever rank trained the client.
 
@@ -106,7 +107,8 @@ class SampleLevel(Mechanism):
         losses = []
         for _ in range(steps):
             idx = torch.nonzero(torch.rand(len(shard), generator=gen) < q).flatten()
-            if len(idx) == 0:  # P = (1-q)^n, negligible for real shards; the step is still counted
+            if len(idx) == 0:  # P = (1-q)^n: the sampled Gaussian mechanism still releases noise
+                noise_only_step(opt, params)
                 continue
             batch = client.on(shard.batch(idx), dev)
             if self.positions:
@@ -139,3 +141,15 @@ class SampleLevel(Mechanism):
         when it sits a round out, so eps_max never goes down)."""
         eps = [self.client_epsilon(state, c) for c in state.extra.get(self.key, {})] or [0.0]
         return {"eps_max": max(eps), "eps_mean": float(np.mean(eps))}
+
+
+def noise_only_step(opt: DPOptimizer, params: list[nn.Parameter]) -> None:
+    """The step of an empty Poisson batch: no example, so the clipped sum is zero and the update
+    is the noise N(0, (σC)²) / expected batch size alone. The accountant counts every step as
+    one release of the sampled Gaussian mechanism, so skipping it would report ε for noise
+    that was never added. Opacus treats a zero-length per-sample gradient as an empty batch."""
+    opt.zero_grad(set_to_none=True)
+    for p in params:
+        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+    opt.step()
+
