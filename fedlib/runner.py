@@ -213,6 +213,8 @@ def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, sto
             "params": ctx.flat.numel,
             "partition_tv_mean": float(pd.read_csv(run_dir / "partition.csv")["tv"].mean()),
             "majority_rate": _majority_rate(ctx.data.eval),
+            "eval_examples": len(ctx.data.eval),  # scored, of eval_split_size in the split
+            "eval_split_size": ctx.data.eval_split_size or len(ctx.data.eval),
             "mean_round_s": float(rounds["round_s"].mean()),
             "total_s": float(rounds["round_s"].sum()),
             "bytes_comm": int(rounds["bytes_comm"].sum()),
@@ -221,6 +223,7 @@ def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, sto
             **({"diverged_round": {"round": int(rounds["round"].iloc[-1]),
                                    **{k: _finite(rounds[k].iloc[-1]) for k in METRICS}}} if diverged else {}),
             **{k: float(rounds[k].iloc[-1]) for k in ("epsilon", "eps_max") if rounds[k].notna().any()},
+            **({"delta": cfg.privacy.delta} if cfg.privacy.mode != "none" else {}),  # ε is at this δ
             "provenance": {**prov, "ended": provenance.utc_now()},
         }
         write_json(run_dir / "summary.json", summary)

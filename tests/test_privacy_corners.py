@@ -8,11 +8,13 @@ import pytest
 import torch
 from opacus.accountants import RDPAccountant
 
-from fedlib import checkpoint, runner, seeds
+from fedlib import checkpoint, config, runner, seeds
 from fedlib import round as rounds
+from fedlib.config import ConfigError
 from fedlib.privacy.dpsgd import SampleLevel
 from fedlib.seeds import Stream
 from fedlib.strategies import server_step
+from fedlib.wire.codec import Codec
 from fedlib.wire.comm import LocalComm
 
 
@@ -42,6 +44,10 @@ def test_a_diverged_round_is_charged_to_the_accountant(tiny_cfg, monkeypatch):
     assert res.summary["epsilon"] == pytest.approx(true)
     saved, _ = checkpoint.load(cfg.run_dir)  # a resume starts from the spending of 3 rounds
     assert saved.round == 2 and saved.extra["client_dp"] == [[1.0, 0.5, 3]]
+    # the summary names the δ of its ε, and how much of the eval split was scored
+    whole = runner.Run.build(config.replace(cfg, **{"data.max_eval_samples": None}), LocalComm())
+    assert res.summary["delta"] == 1e-5 and res.summary["eval_examples"] == 64
+    assert res.summary["eval_split_size"] == len(whole.data.eval) > 64
 
 
 def test_a_diverged_summary_reports_the_kept_state(tiny_cfg, monkeypatch):
@@ -86,3 +92,55 @@ def test_dpsgd_empty_poisson_batch_is_a_noise_only_step(tiny_cfg):
         z = torch.normal(0, sigma * clip, size=p.shape, generator=noise)
         torch.testing.assert_close(p.detach(), b - 1.0 * z / 1, rtol=0, atol=1e-6)
     assert res.steps == 1 and mech.pending == [(0, sigma, 1 / 3, 1)]
+
+
+def test_client_level_dp_refuses_a_16_bit_payload(tmp_path):
+    """Rounding to bf16 after the clip breaks the bound the noise is calibrated to (seen here: a
+    clipped update of norm 0.99989 decodes past C = 1), so the configuration is refused."""
+    gen, worst = torch.Generator().manual_seed(0), 0.0
+    for rnd in range(1, 21):
+        u = torch.randn(1000, generator=gen)
+        u = u / u.norm() * 0.99989
+        worst = max(worst, float(Codec("bf16").encode(0, u.clone(), rnd=rnd).float().norm()))
+    assert worst > 1.0
+    dp = {"privacy.mode": "client", "privacy.noise_multiplier": 1.0}
+    for dtype in ("bf16", "fp16"):
+        with pytest.raises(ConfigError, match=r"^federation.payload_dtype: is .*mode=client.*use fp32"):
+            config.load(None, {**dp, "federation.payload_dtype": dtype})
+    assert config.load(None, {**dp, "federation.payload_dtype": "fp32"}).federation.payload_dtype == "fp32"
+    sample = config.load(None, {"privacy.mode": "sample", "privacy.noise_multiplier": 1.0,
+                                "federation.payload_dtype": "bf16"})  # post-processing of DP-SGD: fine
+    assert sample.federation.payload_dtype == "bf16"
+
+
+def test_client_level_delta_is_at_most_a_tenth_of_one_over_n():
+    dp = {"privacy.mode": "client", "privacy.target_epsilon": 8.0, "federation.num_clients": 1000}
+    with pytest.raises(ConfigError, match=r"^privacy.delta: is 0.001, .*num_clients=1000 .* = 0.0001"):
+        config.load(None, {**dp, "privacy.delta": 1e-3})
+    assert config.load(None, {**dp, "privacy.delta": 1e-4}).privacy.delta == 1e-4
+    assert config.load(None, dp).privacy.delta == 1e-5  # the default fits up to 10,000 clients
+    with pytest.raises(ConfigError, match="^privacy.delta"):
+        config.load(None, {**dp, "federation.num_clients": 20_000})
+
+
+@pytest.mark.parametrize("key", ["noise_multiplier", "target_epsilon", "epsilon_budget"])
+def test_dp_keys_without_dp_are_refused(key):
+    with pytest.raises(ConfigError, match=rf"^privacy.{key}: is set but privacy.mode is none"):
+        config.load(None, {f"privacy.{key}": 1.0})
+
+
+def test_dpsgd_epsilon_budget_stops_before_any_client_passes_it(tiny_cfg):
+    """Before, privacy.epsilon_budget applied to client-level DP only: DP-SGD ran on past it
+    with exit 0. 4 clients of 48 examples at batch 8 (q = 1/6), 3 steps a round, every client
+    every round: a budget between 2 and 3 rounds' ε (Opacus stepped by hand) stops after 2."""
+    over = {"privacy.mode": "sample", "privacy.noise_multiplier": 1.0, "federation.num_clients": 4,
+            "federation.rounds": 5}
+    acc, eps = RDPAccountant(), []
+    for _ in range(3):
+        for _ in range(3):
+            acc.step(noise_multiplier=1.0, sample_rate=8 / 48)
+        eps.append(acc.get_epsilon(delta=1e-5))
+    res = runner.run(tiny_cfg(**over, **{"privacy.epsilon_budget": (eps[1] + eps[2]) / 2}), progress=False)
+    assert res.state.round == 2 and "privacy budget: round 3" in res.summary["stopped"]
+    assert res.rounds["eps_max"].tolist() == pytest.approx(eps[:2])
+    assert res.summary["eps_max"] <= (eps[1] + eps[2]) / 2

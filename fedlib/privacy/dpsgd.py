@@ -4,7 +4,8 @@ noise are three streams of the client's (seed, round, client) training seed (fed
 With ``privacy.secure_noise`` the noise generator is seeded from OS entropy per client round
 and Opacus's ``secure_mode`` (noise robust to floating-point attacks) is on.
 An empty Poisson batch is still a step: the noise alone (`noise_only_step`), as the accountant
-assumes. Each client's spending is its own Opacus history — (σ, q, steps) per round it took
+assumes. ``privacy.epsilon_budget`` stops the run before a round would take any of its clients past it.
+Each client's spending is its own Opacus history — (σ, q, steps) per round it took
 part in — kept in ``ServerState.extra["dp_sgd"]`` so it is checkpointed and, being gathered
 from all ranks every round, the same whatever rank trained the client.
 
@@ -28,7 +29,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from .. import client, device, seeds
+from .. import client, device, participation, seeds
 from ..config import ClientConfig, ConfigError, RunConfig
 from ..seeds import Stream
 from . import Mechanism, accounting
@@ -87,6 +88,28 @@ class SampleLevel(Mechanism):
         except ValueError as e:
             raise ConfigError(f"privacy.target_epsilon={p.target_epsilon}: client {cid} cannot train "
                               f"{left} more steps within the budget: {e}") from None
+
+    def admit(self, state: ServerState, rnd: int) -> str | None:
+        """privacy.epsilon_budget: stop before a round would take any client it trains past the
+        budget. The round's clients and their steps are fixed before anyone trains (seeded by
+        round and client), so this checks exactly the spending the round would add."""
+        budget = self.p.epsilon_budget
+        if budget is None:
+            return None
+        hist, memo = state.extra.get(self.key, {}), {}
+        for f in participation.fates(self.cfg, rnd):
+            if f.drop == "before":
+                continue
+            sigma, q = self.sigma_q(f.client)
+            steps = participation.steps_done(f, client.num_steps(self.sizes[f.client], self.cfg.client))
+            spent = tuple(map(tuple, hist.get(f.client, [])))
+            if (k := (spent, sigma, q, steps)) not in memo:  # equal shards share their answer
+                memo[k] = accounting.epsilon([*spent, (sigma, q, steps)], self.p.delta, self.p.accountant)
+            if memo[k] > budget:
+                return (f"privacy budget: round {rnd} would bring client {f.client}'s epsilon to "
+                        f"{memo[k]:.3f} > privacy.epsilon_budget={budget} (delta={self.p.delta}); "
+                        f"stopped after round {rnd - 1}")
+        return None
 
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
               penalty: Any = None) -> client.ClientResult:
