@@ -213,6 +213,7 @@ class TextData:
     train: TextSplit
     eval: TextSplit
     label_names: tuple[str, ...]
+    eval_split_size: int | None = None  # examples in the whole eval split (`eval` may be its head)
 
     @property
     def num_labels(self) -> int:
@@ -293,6 +294,7 @@ def load(cfg: DataConfig, tokenizer: Any, vocab_size: int | None = None, comm: A
     ev = out[cfg.eval_split]
     if cfg.max_train_samples is not None:
         train = train.subset(torch.arange(min(cfg.max_train_samples, len(train))))
+    split_size = len(ev)
     if cfg.max_eval_samples is not None:
         ev = ev.subset(torch.arange(min(cfg.max_eval_samples, len(ev))))
-    return TextData(train, ev, tuple(names))
+    return TextData(train, ev, tuple(names), split_size)

@@ -144,7 +144,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
                     stopped = f"diverged in round {rnd}: the evaluation loss is {ev[0]}"
             if diverged := stopped is not None:
                 stopped += f"; stopped, the checkpoint keeps round {before.round} (the last finite state)"
-                state = before
+                state = mech.charge(before, state)  # its weights are dropped, its release is not
             keep = r0 and (diverged or (fed.checkpoint_every > 0 and (rnd % fed.checkpoint_every == 0
                                                                       or rnd == fed.rounds)))
             if keep:
@@ -204,27 +204,44 @@ def _finish(cfg: config.RunConfig, comm: Comm, ctx: Run, state: ServerState, sto
     rounds = pd.DataFrame()
     clients = pd.DataFrame()
     summary: dict[str, Any] = {}
+    # a diverged run reports the state it kept (perhaps never scored, e.g. round 0): score it
+    kept = ctx.evaluate(state.weights) if diverged and cfg.federation.eval_every else None
     if comm.rank == 0:
         rounds = pd.read_csv(run_dir / "rounds.csv")
         clients = pd.read_csv(run_dir / "clients.csv")
         scored = rounds.dropna(subset=["accuracy"])
         last = scored.iloc[-1] if len(scored) else {}
+        if diverged:  # the metrics are the kept state's; the diverged round's go beside them
+            last = dict(zip(METRICS, kept, strict=True)) if kept is not None else {}
         summary = {
             "name": cfg.name, "rounds": int(state.round), "ranks": comm.size,
-            **{k: float(last[k]) if k in last else None for k in ("accuracy", "macro_f1", "eval_loss")},
+            **{k: _finite(last[k]) if k in last else None for k in METRICS},
             "params": ctx.flat.numel,
             "partition_tv_mean": float(pd.read_csv(run_dir / "partition.csv")["tv"].mean()),
             "majority_rate": _majority_rate(ctx.data.eval),
+            "eval_examples": len(ctx.data.eval),  # scored, of eval_split_size in the split
+            "eval_split_size": ctx.data.eval_split_size or len(ctx.data.eval),
             "mean_round_s": float(rounds["round_s"].mean()),
             "total_s": float(rounds["round_s"].sum()),
             "bytes_comm": int(rounds["bytes_comm"].sum()),
             "stopped": stopped,
             "diverged": diverged,
+            **({"diverged_round": {"round": int(rounds["round"].iloc[-1]),
+                                   **{k: _finite(rounds[k].iloc[-1]) for k in METRICS}}} if diverged else {}),
             **{k: float(rounds[k].iloc[-1]) for k in ("epsilon", "eps_max") if rounds[k].notna().any()},
+            **({"delta": cfg.privacy.delta} if cfg.privacy.mode != "none" else {}),  # ε is at this δ
             "provenance": {**prov, "ended": provenance.utc_now()},
         }
         write_json(run_dir / "summary.json", summary)
     return Result(rounds, clients, summary, state)
+
+
+METRICS = ("eval_loss", "accuracy", "macro_f1")  # the order of Run.evaluate's tuple
+
+
+def _finite(x: Any) -> float | None:
+    """A metric for summary.json: None for a missing or non-finite value (strict JSON)."""
+    return float(x) if x is not None and np.isfinite(float(x)) else None
 
 
 def _majority_rate(split: data.TextSplit) -> float:

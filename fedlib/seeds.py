@@ -1,9 +1,14 @@
 """Every random stream of a run, derived from the run seed with its own domain tag.
 
-A stream's 64-bit seed is ``SeedSequence([seed, TAG, *ids])``: the tag comes first and each
-tag always takes the same number of ids, so two streams can only coincide by a 64-bit
-accident (a SeedSequence pads short entropy with zeros, so ``[seed, rnd, cid]`` and
-``[seed, rnd, 0xD9]`` — once client 217's training and the DP noise — were the same stream).
+A stream's 64-bit seed is ``SeedSequence([*seed_words, TAG, *ids])``: the run seed always
+takes four 32-bit words (128 bits: a config seed or `secure_entropy`'s root), the tag comes
+next and each tag always takes the same number of ids (each one 32-bit word), so the entropy
+words say unambiguously which (seed, stream, ids) they came from and two streams can only
+coincide by a 64-bit accident. Both fixed widths matter: a SeedSequence pads short entropy
+with zeros, so ``[seed, rnd, cid]`` and ``[seed, rnd, 0xD9]`` — once client 217's training and
+the DP noise — were the same stream; and it splits a big int into 32-bit words, so with a bare
+``seed`` entry the run seed ``5 + (FATE << 32)`` drew SAMPLING round 1 as the run seed 5 drew
+FATE (round SAMPLING, client 1).
 Nothing here depends on the rank, so 1 or 96 ranks draw the same numbers.
 
 Streams and their ids:
@@ -55,8 +60,27 @@ def seed(run_seed: int, stream: Stream, *ids: int) -> int:
     """The stream's 64-bit seed (for torch.manual_seed / torch.Generator)."""
     if len(ids) != ARITY[stream]:
         raise ValueError(f"stream {stream.name} takes {ARITY[stream]} ids, got {len(ids)}")
-    ss = np.random.SeedSequence([int(run_seed), int(stream), *map(int, ids)])
+    ss = np.random.SeedSequence([*words(run_seed), int(stream), *ids_of(ids)])
     return int(ss.generate_state(2).view(np.uint64)[0])  # = generate_state(1, uint64), faster
+
+
+SEED_WORDS = 4  # the run seed's 32-bit words: 128 bits hold a config seed (< 2**64) and secure_entropy()
+
+
+def words(run_seed: int) -> list[int]:
+    """The run seed as SEED_WORDS 32-bit words, least significant first (a fixed width)."""
+    run_seed = int(run_seed)
+    if not 0 <= run_seed < 2 ** (32 * SEED_WORDS):
+        raise ValueError(f"run seed must be in [0, 2**{32 * SEED_WORDS}), got {run_seed}")
+    return [(run_seed >> (32 * i)) & 0xFFFFFFFF for i in range(SEED_WORDS)]
+
+
+def ids_of(ids: tuple[int, ...]) -> list[int]:
+    """Round and client ids, one 32-bit word each."""
+    out = [int(i) for i in ids]
+    if not all(0 <= i < 2**32 for i in out):
+        raise ValueError(f"ids must be in [0, 2**32), got {out}")
+    return out
 
 
 def rng(run_seed: int, stream: Stream, *ids: int) -> np.random.Generator:

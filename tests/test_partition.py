@@ -143,3 +143,10 @@ def test_report_distances_known_answer():
     assert rep["n"].tolist() == [2, 2] and rep["label_0"].tolist() == [2, 0]
     assert rep["tv"].tolist() == [0.5, 0.5]
     assert rep["emd"].tolist() == [0.5, 0.5]  # move half the mass one label over
+
+
+def test_dirichlet_doc_gives_the_hsu_conversion():
+    """fedlib's alpha is the per-class concentration (Yurochkin et al. / flwr); the docstring
+    must say it is not Hsu et al.'s alpha and how to convert (alpha_H = C · alpha)."""
+    doc = " ".join(partition.dirichlet.__doc__.split())
+    assert "not* Hsu et al." in doc and "alpha_H = C · alpha" in doc

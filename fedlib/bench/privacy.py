@@ -3,12 +3,15 @@ frozen encoder runs once per example (`model.cache_features`, pooled features), 
 classifier head trains and a round of 100 clients costs well under a second.
 
 - client-level DP-FedAvg: 1,000 clients on MAG (17k titles, 7 fields), each round Poisson-
-  sampled at q = 0.1, 100 rounds, δ = 1e-3 (≤ 1/N), ε ∈ {8, 2}, against the same run without DP;
-- DP-SGD (Opacus) per client: 40 clients holding ~434 examples each, ε ∈ {8, 2} (δ = 1e-5),
-  against the same 40 clients without DP.
+  sampled at q = 0.1, 100 rounds, δ = 1/(10·N) = 1e-4, ε ∈ {8, 2}, against the same run without DP;
+- DP-SGD (Opacus) per client: 40 clients holding ~434 examples each, ε ∈ {8, 2} (δ = 1e-5,
+  below 1/(10·n) for every client's n examples), against the same 40 clients without DP;
+- `finetuned` (the full profile): the same two mechanisms on a model that is fine-tuned — the
+  whole MiniLM, or its top-k layers on cached features of the rest — sized for a cluster.
 
-Each setting runs once per seed; `summary` gives accuracy's mean, 95 % t-interval and n per
-setting, and `rounds` the accuracy and ε spent after every evaluated round.
+Every setting scores the whole MAG test split (5,000 titles); each runs once per seed; `summary`
+gives accuracy's mean, 95 % t-interval and n per setting, and `rounds` the accuracy and ε spent
+after every evaluated round.
 """
 
 from __future__ import annotations
@@ -23,11 +26,20 @@ from ..lab import stats, sweep
 HEAD = {"model.freeze_layers": "all", "model.cache_features": True, "model.pooling": "mean"}
 
 
+MINILM_LAYERS = 6  # all-MiniLM-L6-v2: top-k trainable = embeddings + the first 6 - k layers frozen
+
+
+def client_delta(clients: int) -> float:
+    """δ for client-level DP over N clients: 1/(10·N), the largest the config accepts."""
+    return 0.1 / clients
+
+
 def client_level(clients: int, fraction: float, rounds: int, epsilons: list[float], clip: float = 0.5
                  ) -> list[dict]:
     """Client-level DP-FedAvg settings and their non-private reference (same clients and rounds)."""
     common = {"federation.num_clients": clients, "federation.fraction": fraction, "federation.rounds": rounds,
-              "federation.eval_every": max(1, rounds // 10), "client.batch_size": 16, "privacy.delta": 1e-3}
+              "federation.eval_every": max(1, rounds // 10), "client.batch_size": 16,
+              "privacy.delta": client_delta(clients)}
     ref = {"setting": f"no DP ({clients} clients)", **common}
     return [ref] + [{"setting": f"client-level eps={e:g} ({clients} clients)", **common,
                      "privacy.mode": "client", "privacy.target_epsilon": e, "privacy.clip": clip}
@@ -43,10 +55,38 @@ def sample_level(clients: int, rounds: int, epsilons: list[float]) -> list[dict]
                      "privacy.target_epsilon": e, "privacy.max_grad_norm": 1.0} for e in epsilons]
 
 
+def trainable(part: str | int, layers: int = MINILM_LAYERS) -> tuple[str, dict]:
+    """("whole model" | "top-k layers", the model overrides that train it). Top-k caches the
+    frozen part's features (run once per example), as the head-only rows do."""
+    if part == "all":
+        return "whole model", {"model.freeze_layers": None, "model.cache_features": False}
+    if not (isinstance(part, int) and 1 <= part < layers):
+        raise ValueError(f"finetuned.trainable: {part!r} must be all or a layer count in [1, {layers - 1}]")
+    return f"top-{part} layers", {"model.freeze_layers": layers - part, "model.cache_features": True}
+
+
+def finetuned(spec: dict | None, layers: int = MINILM_LAYERS) -> list[dict]:
+    """DP on a fine-tuned model (the full profile's `finetuned` parameter; None: no rows): for
+    each trainable part, client-level DP-FedAvg (`clients` Poisson-sampled at `fraction`,
+    `rounds` rounds) and DP-SGD (`dpsgd_clients`, `dpsgd_rounds`) at each of `epsilons`, each
+    beside its non-private reference with the same part and clients; `lr` is the clients'."""
+    if not spec:
+        return []
+    rows = []
+    for part in spec["trainable"]:
+        label, model = trainable(part, layers)
+        lr = {"client.lr": spec.get("lr", 1e-4)}
+        for r in (client_level(spec["clients"], spec["fraction"], spec["rounds"], spec["epsilons"])
+                  + sample_level(spec["dpsgd_clients"], spec["dpsgd_rounds"], spec["epsilons"])):
+            setting = r["setting"].replace(" clients)", f" clients, {label})")
+            rows.append({**r, **model, **lr, "setting": setting})
+    return rows
+
+
 def base(out: Path, data: str = "mag") -> config.RunConfig:
     return config.load(None, {
         "name": "privacy", "output_dir": str(out / "runs"), "model.name": "minilm", **HEAD,
-        "data.name": data, "data.subset": "full", "data.max_length": 32, "data.max_eval_samples": 2000,
+        "data.name": data, "data.subset": "full", "data.max_length": 32, "data.max_eval_samples": None,
         "client.lr": 1e-2, "client.local_epochs": 1,
         "federation.checkpoint_every": 0, "federation.export": False,
     })

@@ -252,15 +252,19 @@ class PrivacyConfig:
     mode: Literal["none", "sample", "client"] = "none"  # sample = DP-SGD (Opacus); client = DP-FedAvg
     noise_multiplier: float | None = None  # sigma; or set target_epsilon and it is derived
     target_epsilon: float | None = None  # epsilon the whole run should spend (per client for sample)
-    delta: float = 1e-5
+    delta: float = 1e-5  # mode=client: must be <= 1/(10 * federation.num_clients)
     max_grad_norm: float = 1.0  # mode=sample: per-example gradient clip
     clip: float = 1.0  # mode=client: L2 bound C on each client update
-    epsilon_budget: float | None = None  # mode=client: stop before a round would exceed it
+    epsilon_budget: float | None = None  # stop before a round would exceed it (sample: any client's)
     accountant: Literal["rdp", "prv"] = "rdp"  # Opacus accountant
     secure_noise: bool = False  # DP noise from OS entropy (not reproducible); false = seeded simulation
 
     def __post_init__(self) -> None:
-        if self.mode == "none":
+        if self.mode == "none":  # a DP setting without DP would run without privacy, silently
+            for k in ("noise_multiplier", "target_epsilon", "epsilon_budget"):
+                _require(getattr(self, k) is None, f"privacy.{k}",
+                         "is set but privacy.mode is none (no DP); set privacy.mode: client or sample, "
+                         "or remove the key")
             return
         _require((self.noise_multiplier is None) != (self.target_epsilon is None), "privacy.noise_multiplier",
                  f"privacy.mode={self.mode!r} needs exactly one of noise_multiplier or target_epsilon")
@@ -322,11 +326,28 @@ class RunConfig:
         _require(not (self.privacy.mode == "client" and self.participation.min_clients > 1),
                  "participation.min_clients", "privacy.mode=client releases every round's noised sum "
                  "(skipping a round on the client count would leak it); leave min_clients at 1")
+        self._check_client_dp()
         _require(not (self.privacy.mode == "sample" and self.client.mu > 0), "client.mu",
                  "FedProx's penalty is not per-example, so it cannot be combined with privacy.mode=sample")
 
         if self.federation.mode != "sync":
             _check_async(self)
+
+    def _check_client_dp(self) -> None:
+        """Client-level DP protects one client among N: δ above 1/N allows a mechanism that
+        publishes a random client's data outright, so δ must sit well below it (1/(10·N)); and
+        the clip bound C must hold for what is summed, which a 16-bit payload breaks: the
+        clipped update is rounded (plus an error-feedback residual) after clipping, so its norm
+        can exceed C (0.99989 → 1.00376 at C = 1 in bf16) and the noise no longer covers it."""
+        if self.privacy.mode != "client":
+            return
+        n, delta = self.federation.num_clients, self.privacy.delta
+        _require(delta <= 1 / (10 * n), "privacy.delta",
+                 f"is {delta:g}, but client-level DP over federation.num_clients={n} needs delta <= "
+                 f"1/(10·N) = {1 / (10 * n):.3g}")
+        _require(self.federation.payload_dtype == "fp32", "federation.payload_dtype",
+                 f"is {self.federation.payload_dtype}: privacy.mode=client clips each update to "
+                 "privacy.clip, and rounding to 16 bits after the clip can exceed it; use fp32")
 
     @property
     def clients_per_round(self) -> int:

@@ -17,6 +17,7 @@ noise. ``privacy.secure_noise: true`` draws it from the operating system's entro
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,6 +38,7 @@ class Mechanism:
     """No privacy: the engine's own behaviour."""
 
     always_releases = False  # True: every round's (noised) aggregate is released, never skipped
+    key: str | None = None  # where `record` keeps the spending in ServerState.extra
 
     def plan(self, state: ServerState) -> None:
         """Fix what the remaining rounds use given what `state` already spent (ConfigError if
@@ -64,6 +66,14 @@ class Mechanism:
     def record(self, state: ServerState, comm: Comm) -> ServerState:
         """Fold this round's privacy spending into the (checkpointed) server state."""
         return state
+
+    def charge(self, kept: ServerState, released: ServerState) -> ServerState:
+        """`kept` (the state a diverged run falls back to) with the spending of `released`: the
+        diverged round's noised aggregate was computed and evaluated, so it was a release and
+        its (σ, q) stays in the history even though its weights are dropped."""
+        if self.key is None or self.key not in released.extra:
+            return kept
+        return replace(kept, extra={**kept.extra, self.key: released.extra[self.key]})
 
     def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
         return {}

@@ -51,6 +51,7 @@ def clip_(flat: FlatParams, base: torch.Tensor, c: float) -> float:
 
 class ClientLevel(Mechanism):
     always_releases = True
+    key = KEY
 
     def __init__(self, cfg: RunConfig, comm: Comm) -> None:
         p = cfg.privacy

@@ -3,6 +3,8 @@ clipping and Gaussian noise (DPOptimizer), Poisson-sampled batches; batches, dro
 noise are three streams of the client's (seed, round, client) training seed (fedlib.seeds).
 With ``privacy.secure_noise`` the noise generator is seeded from OS entropy per client round
 and Opacus's ``secure_mode`` (noise robust to floating-point attacks) is on.
+An empty Poisson batch is still a step: the noise alone (`noise_only_step`), as the accountant
+assumes. ``privacy.epsilon_budget`` stops the run before a round would take any of its clients past it.
 Each client's spending is its own Opacus history — (σ, q, steps) per round it took
 part in — kept in ``ServerState.extra["dp_sgd"]`` so it is checkpointed and, being gathered
 from all ranks every round, the same whatever rank trained the client.
@@ -27,7 +29,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from .. import client, device, seeds
+from .. import client, device, participation, seeds
 from ..config import ClientConfig, ConfigError, RunConfig
 from ..seeds import Stream
 from . import Mechanism, accounting
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 
 
 class SampleLevel(Mechanism):
+    key = "dp_sgd"
+
     def __init__(self, cfg: RunConfig, shard_sizes: list[int], model: nn.Module) -> None:
         self.cfg, self.p = cfg, cfg.privacy
         self.sizes = shard_sizes
@@ -55,7 +59,7 @@ class SampleLevel(Mechanism):
     def plan(self, state: ServerState) -> None:
         """Remember each client's spending so far: a resume (perhaps to more rounds) plans the
         clients' remaining noise against what they already spent (`sigma_q`)."""
-        self._spent = {int(c): h for c, h in state.extra.get("dp_sgd", {}).items()}
+        self._spent = {int(c): h for c, h in state.extra.get(self.key, {}).items()}
         self._left = self.cfg.federation.rounds - state.round
         self._sigma.clear()
         for cid in self._spent:  # only a client that already spent can be over budget: refuse now
@@ -85,6 +89,28 @@ class SampleLevel(Mechanism):
             raise ConfigError(f"privacy.target_epsilon={p.target_epsilon}: client {cid} cannot train "
                               f"{left} more steps within the budget: {e}") from None
 
+    def admit(self, state: ServerState, rnd: int) -> str | None:
+        """privacy.epsilon_budget: stop before a round would take any client it trains past the
+        budget. The round's clients and their steps are fixed before anyone trains (seeded by
+        round and client), so this checks exactly the spending the round would add."""
+        budget = self.p.epsilon_budget
+        if budget is None:
+            return None
+        hist, memo = state.extra.get(self.key, {}), {}
+        for f in participation.fates(self.cfg, rnd):
+            if f.drop == "before":
+                continue
+            sigma, q = self.sigma_q(f.client)
+            steps = participation.steps_done(f, client.num_steps(self.sizes[f.client], self.cfg.client))
+            spent = tuple(map(tuple, hist.get(f.client, [])))
+            if (k := (spent, sigma, q, steps)) not in memo:  # equal shards share their answer
+                memo[k] = accounting.epsilon([*spent, (sigma, q, steps)], self.p.delta, self.p.accountant)
+            if memo[k] > budget:
+                return (f"privacy budget: round {rnd} would bring client {f.client}'s epsilon to "
+                        f"{memo[k]:.3f} > privacy.epsilon_budget={budget} (delta={self.p.delta}); "
+                        f"stopped after round {rnd - 1}")
+        return None
+
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
               penalty: Any = None) -> client.ClientResult:
         t0 = time.perf_counter()
@@ -104,7 +130,8 @@ class SampleLevel(Mechanism):
         losses = []
         for _ in range(steps):
             idx = torch.nonzero(torch.rand(len(shard), generator=gen) < q).flatten()
-            if len(idx) == 0:  # P = (1-q)^n, negligible for real shards; the step is still counted
+            if len(idx) == 0:  # P = (1-q)^n: the sampled Gaussian mechanism still releases noise
+                noise_only_step(opt, params)
                 continue
             batch = client.on(shard.batch(idx), dev)
             if self.positions:
@@ -123,17 +150,29 @@ class SampleLevel(Mechanism):
     def record(self, state: ServerState, comm: Comm) -> ServerState:
         spent = [r for part in comm.allgather(self.pending) for r in part]
         self.pending = []
-        hist = dict(state.extra.get("dp_sgd", {}))
+        hist = dict(state.extra.get(self.key, {}))
         for cid, sigma, q, steps in spent:
             hist[cid] = accounting.merge(hist.get(cid, []), sigma, q, steps)
-        return replace(state, extra={**state.extra, "dp_sgd": hist})
+        return replace(state, extra={**state.extra, self.key: hist})
 
     def client_epsilon(self, state: ServerState, cid: int) -> float:
-        hist = state.extra.get("dp_sgd", {}).get(cid, [])
+        hist = state.extra.get(self.key, {}).get(cid, [])
         return accounting.epsilon(hist, self.p.delta, self.p.accountant)
 
     def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
         """Max and mean ε over every client that has trained so far (a client's spending stays
         when it sits a round out, so eps_max never goes down)."""
-        eps = [self.client_epsilon(state, c) for c in state.extra.get("dp_sgd", {})] or [0.0]
+        eps = [self.client_epsilon(state, c) for c in state.extra.get(self.key, {})] or [0.0]
         return {"eps_max": max(eps), "eps_mean": float(np.mean(eps))}
+
+
+def noise_only_step(opt: DPOptimizer, params: list[nn.Parameter]) -> None:
+    """The step of an empty Poisson batch: no example, so the clipped sum is zero and the update
+    is the noise N(0, (σC)²) / expected batch size alone. The accountant counts every step as
+    one release of the sampled Gaussian mechanism, so skipping it would report ε for noise
+    that was never added. Opacus treats a zero-length per-sample gradient as an empty batch."""
+    opt.zero_grad(set_to_none=True)
+    for p in params:
+        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+    opt.step()
+
