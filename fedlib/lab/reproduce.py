@@ -5,7 +5,8 @@ already executed stay where they are. `provenance.json` there records the code a
 versions, host and times of the invocation; each run's own provenance is in its summary.json
 and in the sweep tables (`prov_*` columns, `run_dir`). Every sweep writes its runs into a fresh
 timestamped folder under `runs/`, and a notebook's earlier outputs move to `history/<time>/`
-before it runs again, so reproducing again never replaces an earlier record.
+before it runs again, so reproducing again never replaces an earlier record. At the end,
+`index.html` there is the whole record on one page (`record.build`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
                          "progress": watch.last})
             pd.DataFrame(rows).to_csv(out / "reproduce_times.csv", index=False)
             write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows})
+    from .record import build  # the one-page record of everything `out` now holds
+
+    build(out, notebooks)
     return pd.DataFrame(rows)
 
 
