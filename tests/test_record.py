@@ -116,6 +116,7 @@ def _problems(lab):
 def _provenance(lab, **change):
     path = lab / "outputs" / "quick" / "provenance.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    record.build(path.parent, lab / "notebooks")
 
 
 def test_a_current_record_has_no_problems(lab):
@@ -165,6 +166,12 @@ def test_a_partial_or_failed_reproduce_is_stale(lab):
     assert _problems(lab) == ["provenance.json: this reproduce did not run 02_b (a partial record)",
                               "provenance.json: reproduce did not finish ok (01_a)",
                               "02_b.ipynb: not in the record"]
+
+
+def test_a_page_from_another_record_is_stale(lab):
+    page = lab / "outputs" / "quick" / "index.html"
+    page.write_text(page.read_text().replace(git(lab, "rev-parse", "HEAD"), "0123abc"))
+    assert _problems(lab) == [f"{page}: not built from this provenance.json (run `python -m fedlib record`)"]
 
 
 def test_no_record_is_a_problem(tmp_path):

@@ -93,4 +93,7 @@ def problems(out: Path, notebooks: Path = NOTEBOOKS, params: Path = PARAMS,
     for f in ("claims.csv", "index.html"):
         if not (out / f).is_file():
             found.append(f"{out / f}: missing")
+    page = out / "index.html"
+    if page.is_file() and str(prov.get("git_commit")) not in page.read_text():
+        found.append(f"{page}: not built from this provenance.json (run `python -m fedlib record`)")
     return found + git_problems(prov, repo)
