@@ -1,6 +1,7 @@
 # fedlib — two commands do everything on a fresh machine:
 #   make reproduce   (re-run the study; PROFILE=quick by default)
 #   make test        (the test suite)
+#   make record      (the committed lab record, outputs/quick/: before a commit that changes results)
 # Both build .venv first when it is missing.
 
 SHELL := /bin/bash
@@ -28,7 +29,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONHASHSEED := 0
 
-.PHONY: install install-plan gpu-check test reproduce run lab bench lint lock clean docs strip doctor
+.PHONY: install install-plan gpu-check test reproduce record run lab bench lint lock clean docs strip doctor
 
 $(VENV)/.installed-wheel: pyproject.toml constraints.txt
 	@if [[ -e $(VENV)/.site ]]; then echo "$(VENV) was built with SITE=1: make clean first to switch" >&2; exit 1; fi
@@ -71,6 +72,13 @@ test: $(VENV)
 reproduce: $(VENV)
 	$(PY) -m fedlib reproduce --profile $(PROFILE) $(foreach n,$(NB),--nb $(n))
 
+# the committed lab record (outputs/quick/): reproduce, then index.html and README's claims table,
+# then the staleness check; run it on a clean, committed tree before a commit that changes results
+record: $(VENV)
+	$(PY) -m fedlib reproduce --profile quick
+	$(PY) -m fedlib record --profile quick
+	$(PY) -m fedlib record --profile quick --check
+
 run: $(VENV)
 	$(MPIEXEC) -n $(RANKS) $(PY) -m fedlib run params/quickstart.yaml --set name=quickstart-$(RANKS)ranks
 
@@ -88,8 +96,10 @@ lock: $(VENV)
 	@if [[ -e $(VENV)/.site ]]; then echo "make lock needs the wheel venv (a site venv sees the system packages)" >&2; exit 1; fi
 	{ head -3 constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.new && mv constraints.new constraints.txt
 
+# keeps the committed lab record (outputs/quick/), removes what git ignores there
 clean:
-	rm -rf $(VENV) outputs/*/ .pytest_cache
+	rm -rf $(VENV) $(filter-out outputs/quick/,$(wildcard outputs/*/)) .pytest_cache
+	-git clean -fdXq outputs/quick
 
 # on a machine with a GPU (<= 5 minutes): GPU tests, reproducibility, autocast, shared-GPU MPI,
 # workload W vs a bare loop, NCCL vs host-staged allreduce; a table and outputs/gpucheck/*/gpucheck.csv

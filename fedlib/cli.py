@@ -1,5 +1,6 @@
 """`python -m fedlib run params/x.yaml [--set k=v ...] [--resume | --overwrite]` (also under mpiexec),
 `python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
+`python -m fedlib record [--profile quick] [--check]`,
 `python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`,
 `python -m fedlib doctor [params/x.yaml]` (also under a launcher).
 """
@@ -75,6 +76,29 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .data import REPO_ROOT
+    from .lab import record, stale
+
+    out = Path(args.out_root or REPO_ROOT / "outputs") / args.profile
+    if args.check:
+        found = stale.problems(out)
+        for line in found:
+            print(f"fedlib record: stale: {line}", file=sys.stderr)
+        print(f"{out}: the record is current" if not found else f"{out}: {len(found)} problem(s)")
+        return 1 if found else 0
+    if not (out / "provenance.json").is_file():
+        raise FileNotFoundError(f"{out}: no record to render "
+                                f"(run `python -m fedlib reproduce --profile {args.profile}`)")
+    print(record.build(out))
+    if args.profile == "quick" and args.out_root is None:
+        changed = record.update_readme(out)
+        print(f"README.md claims block {'updated' if changed else 'unchanged'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fedlib", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -107,6 +131,12 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--profile", default="quick", help="parameter set under params/ (quick, full)")
     m.add_argument("--nb", action="append", default=[], help="only this notebook (repeatable)")
     m.set_defaults(fn=_reproduce)
+    h = sub.add_parser("record", help="outputs/<profile>/index.html from the executed notebooks "
+                       "(quick: and README's claims table)")
+    h.add_argument("--profile", default="quick", help="which outputs/<profile>/ (default quick)")
+    h.add_argument("--out-root", default=None, help="instead of outputs/ (README is then left alone)")
+    h.add_argument("--check", action="store_true", help="exit 1 listing why the record is stale (else 0)")
+    h.set_defaults(fn=_record)
     return p
 
 

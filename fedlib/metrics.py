@@ -152,6 +152,11 @@ def _finite(obj: Any) -> Any:
 def write_json(path: Path, obj: Any) -> None:
     """Strict JSON (null for NaN/inf, never a bare NaN), written atomically."""
     text = json.dumps(_finite(json.loads(json.dumps(obj, default=str))), indent=2, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace `path` atomically: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)

@@ -135,6 +135,7 @@ def test_heterogeneity_notebook_and_its_claims(tmp_path):
     made = (row["profile"], row["data"], row["trainable"], str(row["cached_features"]))
     assert made == ("tiny", "mag", "head", "True")
     assert row["eval_examples"] == "300 of 500" and len(str(row["git_commit"])) >= 10
+    assert '<h2 id="claims">Claims</h2>' in (page := (out / "index.html").read_text()) and row.name in page
     not_run = claims.loc["accuracy non-inferior under Dirichlet label skew α=1 vs IID"]
     assert not_run["note"] == "not run in this profile"
 

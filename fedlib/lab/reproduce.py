@@ -5,7 +5,8 @@ already executed stay where they are. `provenance.json` there records the code a
 versions, host and times of the invocation; each run's own provenance is in its summary.json
 and in the sweep tables (`prov_*` columns, `run_dir`). Every sweep writes its runs into a fresh
 timestamped folder under `runs/`, and a notebook's earlier outputs move to `history/<time>/`
-before it runs again, so reproducing again never replaces an earlier record.
+before it runs again, so reproducing again never replaces an earlier record. At the end,
+`index.html` there is the whole record on one page (`record.build`).
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
                                                  "disk_bytes": wrote})
     print(f"reproduce ({profile}): wrote {disk.human(wrote)} into {out} "
           f"({len(rows)} notebooks, {sum(r['seconds'] for r in rows) / 60:.1f} min)", flush=True)
+    from .record import build  # the one-page record of everything `out` now holds
+
+    build(out, notebooks)
     return pd.DataFrame(rows)
 
 
