@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,35 @@ class CheckpointError(ValueError):
     """A checkpoint file that is not one of ours (corrupt, truncated, or not weights)."""
 
 
+class WriteError(OSError):
+    """The file system refused the checkpoint (full, over quota, gone); the last one is intact."""
+
+
+def _free(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "free space unknown"
+    return f"{free / 2**20:.1f} MiB free" if free < 2**30 else f"{free / 2**30:.1f} GiB free"
+
+
 def write(run_dir: Path, state: ServerState, config: dict[str, Any]) -> Path:
+    """Write `checkpoint.tmp`. On a failed write (a full disk or quota, typically) the
+    half-written temp file is removed and one line names the folder and its free space; the
+    committed checkpoint.pt, untouched, still holds the last complete round."""
     tmp = (run_dir / FILE).with_suffix(".tmp")
-    torch.save({"weights": state.weights, "round": state.round, "opt_state": state.opt_state,
-                "extra": state.extra, "config": config}, tmp)
+    try:
+        torch.save({"weights": state.weights, "round": state.round, "opt_state": state.opt_state,
+                    "extra": state.extra, "config": config}, tmp)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        # torch reports a failed write as RuntimeError ("... file write failed"), Python as OSError
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write" in str(e)):
+            why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e).splitlines()[0][:120]
+            kept = "the last checkpoint.pt is intact" if (run_dir / FILE).is_file() else "no checkpoint yet"
+            raise WriteError(f"{run_dir}: could not write the checkpoint of round {state.round}: {why} "
+                             f"({_free(run_dir)}); removed the half-written {tmp.name}, {kept}") from None
+        raise
     return tmp
 
 
@@ -59,3 +85,12 @@ def load(run_dir: Path) -> tuple[ServerState, dict[str, Any]]:
         raise CheckpointError(f"{path}: not a fedlib checkpoint (expected the keys {', '.join(KEYS)})")
     state = ServerState(blob["weights"], blob["round"], blob["opt_state"], blob["extra"])
     return state, blob["config"]
+
+
+def saved_round(run_dir: Path) -> int | None:
+    """The round `checkpoint.pt` holds (None: none, or unreadable), read lazily (mmap): cheap
+    enough for a message after Ctrl-C."""
+    try:
+        return int(torch.load(run_dir / FILE, weights_only=True, mmap=True, map_location="cpu")["round"])
+    except Exception:  # noqa: BLE001 - only a message depends on it
+        return None

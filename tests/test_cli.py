@@ -132,4 +132,4 @@ def test_divergence_exits_non_zero(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(rounds, "server_step", lambda s, d, c: replace(server_step(s, d, c),
                                                                         weights=s.weights * float("inf")))
     code, err = _main(capsys, "run", _tiny_yaml(tmp_path, name="div"), "--quiet")
-    assert code == 3 and "diverged in round 1: the global weights are not finite" in err
+    assert code == 4 and "diverged in round 1: the global weights are not finite" in err

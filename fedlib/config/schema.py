@@ -164,6 +164,7 @@ class FederationConfig:
     error_feedback: bool = False  # keep what rounding lost per client, add it to its next update
     overlap: bool = False  # p2p: send/receive updates on a background thread while the next client trains
     backend: Literal["mpi", "torch"] = "mpi"  # comm: mpi4py, or torch.distributed (gloo on CPU, NCCL on CUDA)
+    resume: Literal["never", "auto"] = "never"  # auto: continue from the run's checkpoint.pt if there is one
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "federation.num_clients", "must be >= 1")
