@@ -79,13 +79,12 @@ class Lock:
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         tmp = run_dir / f"{LOCK}.{self.host}.{os.getpid()}.{uuid.uuid4().hex}"
         tmp.write_text(json.dumps(me))
+        deadline = time.monotonic() + 30  # only while others break a stale lock
         try:
-            for _ in range(20):
-                if _linked(tmp, self.path):
-                    break
+            while not _linked(tmp, self.path):
                 self._break_if_stale()
-            else:
-                raise RunDirError(f"{run_dir}: could not take the lock {self.path}")
+                if time.monotonic() > deadline:
+                    raise RunDirError(f"{run_dir}: could not take the lock {self.path}")
         finally:
             tmp.unlink(missing_ok=True)
         self._stop = threading.Event()
@@ -94,8 +93,12 @@ class Lock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
+            self._heartbeat_once()
+
+    def _heartbeat_once(self) -> None:
+        """Touch the lock: its mtime tells other hosts this run is alive."""
+        with contextlib.suppress(OSError):
+            os.utime(self.path)
 
     def _holder(self) -> tuple[bytes, dict[str, Any]] | None:
         """The lock's bytes and record; None when it is gone (released meanwhile)."""
@@ -201,9 +204,11 @@ def claim(run_dir: Path, resume: bool | str, overwrite: bool) -> Claim:
             raise RunDirError(f"{run_dir / CHECKPOINT}: no checkpoint to resume from"
                               f"{_previous_checkpoint(run_dir)}")
         if resume or not has_results(run_dir):
-            if not resume:
-                shutil.rmtree(run_dir / "residuals", ignore_errors=True)
-            return Claim(lock, None, bool(resume))
+            if resume:
+                return Claim(lock, None, True)
+            shutil.rmtree(run_dir / "residuals", ignore_errors=True)
+            # a failed replacement's leftovers: deleted with the rest once this run has a round
+            return Claim(lock, next(iter(sorted(run_dir.glob(PREVIOUS + "*"))), None), False)
         if not overwrite:
             raise RunDirError(f"{run_dir} already holds the results of an earlier run; use --resume to "
                               "continue it, --overwrite (run(..., overwrite=True)) to replace it, or "
