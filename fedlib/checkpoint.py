@@ -38,19 +38,31 @@ def _free(folder: Path) -> str:
     return f"{free / 2**20:.1f} MiB free" if free < 2**30 else f"{free / 2**30:.1f} GiB free"
 
 
+def _write_failure(e: BaseException) -> str | None:
+    """Why the file system refused the write, or None for any other error. torch wraps the
+    OSError of a failed write in RuntimeError ("inline_container.cc ... unexpected pos")."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return os.strerror(seen.errno) if seen.errno else str(seen)
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(e, RuntimeError) and any(w in str(e) for w in ("write", "iostream", "inline_container")):
+        return str(e).strip().splitlines()[0][:120]
+    return None
+
+
 def write(run_dir: Path, state: ServerState, config: dict[str, Any]) -> Path:
     """Write `checkpoint.tmp`. On a failed write (a full disk or quota, typically) the
     half-written temp file is removed and one line names the folder and its free space; the
     committed checkpoint.pt, untouched, still holds the last complete round."""
     tmp = (run_dir / FILE).with_suffix(".tmp")
     try:
-        torch.save({"weights": state.weights, "round": state.round, "opt_state": state.opt_state,
-                    "extra": state.extra, "config": config}, tmp)
+        with open(tmp, "wb") as f:  # a file object: the OSError (ENOSPC, EDQUOT) stays in the chain
+            torch.save({"weights": state.weights, "round": state.round, "opt_state": state.opt_state,
+                        "extra": state.extra, "config": config}, f)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        # torch reports a failed write as RuntimeError ("... file write failed"), Python as OSError
-        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "write" in str(e)):
-            why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e).splitlines()[0][:120]
+        if (why := _write_failure(e)) is not None:
             kept = "the last checkpoint.pt is intact" if (run_dir / FILE).is_file() else "no checkpoint yet"
             raise WriteError(f"{run_dir}: could not write the checkpoint of round {state.round}: {why} "
                              f"({_free(run_dir)}); removed the half-written {tmp.name}, {kept}") from None

@@ -253,12 +253,11 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(tiny_cfg, monke
     cfg = tiny_cfg(name="full_disk", **{"federation.rounds": 3, "federation.export": False})
     real = torch.save
 
-    def save(obj, path):  # the file system fills up halfway through round 2's checkpoint
+    def save(obj, f):  # the file system fills up halfway through round 2's checkpoint
         if obj["round"] < 2:
-            return real(obj, path)
-        real(obj, path)
-        with open(path, "r+b") as f:
-            f.truncate(os.path.getsize(path) // 2)
+            return real(obj, f)
+        real(obj, f)
+        f.truncate(f.tell() // 2)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(checkpoint.torch, "save", save)
     with pytest.raises(checkpoint.WriteError) as e:
