@@ -186,13 +186,13 @@ def test_error_feedback_resume_on_two_ranks(tmp_path, mode):
 
 
 def _claimant(folders, start, hold, out):
-    for run_dir in folders:  # one trial per folder, all claimants released at once
+    for t, run_dir in enumerate(folders):  # one trial per folder, all claimants released at once
         start.wait()
         try:
             rundir.Lock(run_dir)
-            out.put("won")
+            out.put((t, "won"))
         except rundir.RunDirError as e:
-            out.put(str(e))
+            out.put((t, str(e)))
         hold.wait()  # the winner stays alive while the others judge its lock
 
 
@@ -214,9 +214,10 @@ def test_many_claimants_exactly_one_wins_every_time(tmp_path, stale):
     for p in procs:
         p.start()
     try:
+        results = [out.get(timeout=120) for _ in range(n * trials)]  # queues may reorder across trials
         for t, run_dir in enumerate(folders):
-            got = [out.get(timeout=120) for _ in range(n)]
-            assert got.count("won") == 1, (t, got)
+            got = [msg for i, msg in results if i == t]
+            assert len(got) == n and got.count("won") == 1, (t, got)
             losers = [g for g in got if g != "won"]
             assert all("is in use by another run" in g for g in losers), (t, losers)  # never half-written
             assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # no temp file left behind
