@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, participation, privacy, provenance, rundir, runner, seeds
+from . import checkpoint, client, config, data, participation, privacy, provenance, rundir, runner, seeds
+from . import resume as resume_rules
 from .metrics import ClientRow, CsvLog, RoundRow, Timer
 from .partition_report import report as part_report
 from .round import Run
@@ -166,16 +167,18 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
     state, srv = ServerState(ctx.flat.get()), Server()
     if resume:
         state, saved = checkpoint.load(run_dir)
-        if changed := runner._changed_keys(saved, cfg.to_dict()):
-            raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in "
-                                     f"{run_dir}")
+        resume_rules.check(saved, cfg, run_dir)
         state = replace(state, weights=state.weights.to(ctx.device))
         if "async" in state.extra:
             srv = Server.from_dict(state.extra["async"], ctx.device)
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     mech.plan(state)
     if r0:
-        (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
+        if resume:  # the record keeps the original header and start; this resume is appended
+            prov = resume_rules.record(run_dir, cfg, saved, prov, state.round)
+        else:
+            (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
+        data.write_label_names(run_dir, ctx.data.label_names)  # export needs no data folder later
         part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
             run_dir / "partition.csv", index=False)
         keep = state.round if resume else None

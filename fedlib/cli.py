@@ -1,4 +1,4 @@
-"""`python -m fedlib run params/x.yaml [--set k=v ...] [--resume | --overwrite]` (also under mpiexec),
+"""`python -m fedlib run params/x.yaml [--set k=v ...] [--resume [auto] | --overwrite]` (also under mpiexec),
 `python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
 `python -m fedlib record [--profile quick] [--check]`,
 `python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`,
@@ -8,33 +8,71 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 
-from . import config
+from . import config, stop
 from .wire import launcher
 
 
+def _resume_arg(args: argparse.Namespace) -> bool | str:
+    """`--resume` (a checkpoint must be there), `--resume auto`, or neither. `run --resume x.yaml`
+    means the file, not a resume mode."""
+    if args.resume in (None, "auto", True):
+        return args.resume or False
+    if args.config is not None:
+        raise config.ConfigError(f"--resume takes no value but auto, got {args.resume!r}")
+    args.config = args.resume
+    return True
+
+
+def _interrupted(cfg: config.RunConfig) -> str:
+    """The one line after Ctrl-C: where the run can continue from."""
+    from . import checkpoint
+
+    kept = checkpoint.saved_round(cfg.run_dir)
+    if kept is None:
+        return f"fedlib: {cfg.name}: interrupted (Ctrl-C) before its first checkpoint; start it again"
+    return (f"fedlib: {cfg.name}: interrupted (Ctrl-C); the checkpoint in {cfg.run_dir} keeps round {kept}; "
+            f"{stop.CONTINUE}")
+
+
 def _run(args: argparse.Namespace) -> int:
+    from .checkpoint import WriteError
     from .rundir import RunDirError
     from .runner import comm_for, run
 
+    resume = _resume_arg(args)
     cfg = config.load(args.config, config.parse_overrides(args.set))
     comm = comm_for(cfg)
+    close = getattr(comm, "close", lambda: None)  # torch.distributed: tear the process group down
     try:
-        result = run(cfg, comm=comm, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+        result = run(cfg, comm=comm, resume=resume, progress=not args.quiet, overwrite=args.overwrite)
+    except stop.Preempted as e:  # every rank agreed on it: a clean exit, no abort
+        if comm.rank == 0:
+            print(f"fedlib: {e}", file=sys.stderr, flush=True)
+        close()
+        return stop.PREEMPTED
+    except KeyboardInterrupt:
+        if comm.size > 1:
+            comm.abort(stop.INTERRUPTED)
+        print(_interrupted(cfg), file=sys.stderr, flush=True)
+        return stop.INTERRUPTED
     except BaseException as e:
         if comm.size > 1:  # the other ranks may be blocked in a collective: end them all
             print(f"fedlib: rank {comm.rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            comm.abort(2 if isinstance(e, (config.ConfigError, ValueError, RunDirError)) else 1)
+            usage = isinstance(e, (config.ConfigError, ValueError, RunDirError))
+            comm.abort(stop.DISK_FULL if isinstance(e, WriteError) else stop.USAGE if usage else stop.BUG)
         raise
-    getattr(comm, "close", lambda: None)()  # torch.distributed: tear the process group down
+    close()
     if result.summary:
         print(json.dumps(result.summary, indent=2))
         if result.summary.get("diverged"):
             print(f"fedlib: {cfg.name}: {result.summary['stopped']}", file=sys.stderr)
-            return 3
-    return 0
+            return stop.DIVERGED
+    return stop.OK
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -106,7 +144,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", help="YAML file (params/*.yaml); defaults apply if omitted")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set federation.rounds=3 (repeatable)")
-    r.add_argument("--resume", action="store_true", help="continue from outputs/<name>/checkpoint.pt")
+    r.add_argument("--resume", nargs="?", const=True, metavar="auto",
+                   help="continue from outputs/<name>/checkpoint.pt; --resume auto: when there is one, "
+                        "else start (requeued jobs)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in outputs/<name>/ (else refused)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -141,6 +181,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input, 3 world-size mismatch, 4 diverged, 74 a write the file
+    system refused (disk full, quota), 75 preempted (checkpointed; --resume auto continues),
+    130 Ctrl-C; 1 anything else (a bug: the traceback is shown)."""
+    from .checkpoint import WriteError
     from .rundir import RunDirError
 
     args = parser().parse_args(argv)
@@ -148,10 +192,22 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args))
     except config.ConfigError as e:
         print(f"fedlib: config error: {e}", file=sys.stderr)
-        return 2
+        return stop.USAGE
     except (FileNotFoundError, ValueError, RunDirError) as e:
         print(f"fedlib: error: {e}", file=sys.stderr)
-        return 2
+        return stop.USAGE
     except launcher.WorldMismatch as e:
         print(f"fedlib: error: {e}", file=sys.stderr)
-        return 3
+        return stop.WORLD_MISMATCH
+    except WriteError as e:
+        print(f"fedlib: error: {e}", file=sys.stderr)
+        return stop.DISK_FULL
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"fedlib: error: {e.filename or ''}: {os.strerror(e.errno)} (the file system is full "
+              "or over quota)", file=sys.stderr)
+        return stop.DISK_FULL
+    except KeyboardInterrupt:
+        print("fedlib: interrupted (Ctrl-C)", file=sys.stderr)
+        return stop.INTERRUPTED

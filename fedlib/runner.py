@@ -14,31 +14,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, config, data, participation, privacy, provenance, round, rundir
+from . import checkpoint, config, data, participation, privacy, provenance, round, rundir, stop
 from . import device as devices
 from .metrics import ClientRow, CsvLog, RoundRow, Timer, write_json
 from .partition_report import report as part_report
+from .resume import RESUMABLE
+from .resume import check as check_resume
+from .resume import record as record_resume
 from .round import Run
 from .strategies import ServerState
 from .wire import exchange, launcher
 from .wire.codec import Codec, ResidualStore
 from .wire.comm import Comm, make_comm
 
-RESUMABLE = {"federation.rounds", "federation.eval_every", "federation.checkpoint_every", "federation.export",
-             "threads", "device", "federation.backend"}
-
-
-def _changed_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ (besides those a resumed run may change)."""
-    out = []
-    for k in sorted(set(saved) | set(now)):
-        key = f"{prefix}{k}"
-        a, b = saved.get(k), now.get(k)
-        if isinstance(a, dict) and isinstance(b, dict) and k != "overrides":
-            out += _changed_keys(a, b, key + ".")
-        elif a != b and key not in RESUMABLE:
-            out.append(key)
-    return out
+__all__ = ["RESUMABLE", "Result", "comm_for", "run"]
 
 
 def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
@@ -65,27 +54,33 @@ class Result:
     state: ServerState | None  # None when the tables came back from engines
 
 
-def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool = False,
+def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = False,
         progress: bool = True, overwrite: bool = False) -> Result:
     """Run (or resume) the federated training described by `cfg`; rank 0 writes the outputs.
     The run folder is locked for the run; a folder holding an earlier run's results is refused
-    unless `overwrite` (its files are then moved aside, and deleted after the first new round)."""
+    unless `overwrite` (its files are then moved aside, and deleted after the first new round).
+    `resume="auto"` (or `federation.resume: auto`, unless `overwrite`) resumes when the folder
+    holds a checkpoint and starts fresh otherwise. SIGTERM / SIGUSR1 stop the run after the
+    round in progress, with that round checkpointed: `stop.Preempted` is raised."""
     comm = comm or comm_for(cfg)
     _set_threads(cfg, comm)
     started = provenance.utc_now()
-    lock, aside = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
-    try:
-        if cfg.federation.mode != "sync":  # fedbuff | fedasync: the virtual-clock loop
-            from . import async_loop
-            return async_loop.run(cfg, comm, resume, progress, started, aside)
-        return _run(cfg, comm, resume, progress, started, aside)
-    finally:
-        if lock is not None:
-            lock.release()
+    if not resume and not overwrite and cfg.federation.resume == "auto":
+        resume = "auto"
+    with stop.Signals() as signals:  # from the start: a signal during setup stops at round 0
+        claim = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
+        try:
+            if cfg.federation.mode != "sync":  # fedbuff | fedasync: the virtual-clock loop
+                from . import async_loop
+                return async_loop.run(cfg, comm, claim.resume, progress, started, claim.aside)
+            return _run(cfg, comm, claim.resume, progress, started, claim.aside, signals)
+        finally:
+            if claim.lock is not None:
+                claim.lock.release()
 
 
 def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-         aside: Path | None) -> Result:
+         aside: Path | None, signals: stop.Signals) -> Result:
     r0 = comm.rank == 0
     run_dir = cfg.run_dir
     ctx = Run.build(cfg, comm)
@@ -97,10 +92,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
         state, saved = checkpoint.load(run_dir)
         state = replace(state, weights=state.weights.to(ctx.device),  # saved from any device,
                         opt_state=devices.to(state.opt_state, ctx.device))  # loaded on the CPU
-        changed = _changed_keys(saved, cfg.to_dict())
-        if changed:
-            raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in "
-                                     f"{run_dir}; only federation.rounds may change on resume")
+        check_resume(saved, cfg, run_dir)
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     mech.plan(state)  # before writing anything: a resume that cannot keep the budget refuses here
     store = (ResidualStore(run_dir / "residuals", checkpoints=fed.checkpoint_every > 0)
@@ -108,7 +100,10 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
     if r0:
         if store is not None and resume:  # back to the residuals the checkpoint covers
             store.restore(state.extra.get("residuals", {}))
-        (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
+        if resume:  # the record keeps the original header and start; this resume is appended
+            prov = record_resume(run_dir, cfg, saved, prov, state.round)
+        else:
+            (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
         data.write_label_names(run_dir, ctx.data.label_names)  # export needs no data folder later
         part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
             run_dir / "partition.csv", index=False)
@@ -121,8 +116,13 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
     diverged = False
     bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
                unit="round", dynamic_ncols=True)
+    kept = state.round if resume else None  # the round checkpoint.pt holds
     try:
         while state.round < fed.rounds:
+            if signame := signals.agreed(comm):  # every rank stops after the same round
+                if r0 and kept != state.round:
+                    _checkpoint(run_dir, _with_residuals(state, store), cfg, (rlog, clog), store)
+                raise stop.Preempted(cfg.name, signame, run_dir, state.round)
             rnd = state.round + 1
             if stopped := mech.admit(state, rnd):
                 if r0:
@@ -164,6 +164,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
                     rlog.sync()
                     clog.sync()
                     checkpoint.commit(run_dir)
+                    kept = saved.round
                     if store is not None:
                         store.restore(saved.extra["residuals"], saved.round)  # prune what it does not need
                 rundir.discard(aside)
@@ -189,6 +190,17 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
         else:
             export.write(cfg, state.weights, ctx.data.label_names, run_dir / export.FOLDER)
     return _finish(cfg, comm, ctx, state, stopped, diverged, prov)
+
+
+def _checkpoint(run_dir: Path, saved: ServerState, cfg: config.RunConfig, logs: tuple[CsvLog, ...],
+                store: ResidualStore | None) -> None:
+    """Checkpoint a round whose rows are already written (a stop between rounds)."""
+    checkpoint.write(run_dir, saved, cfg.to_dict())
+    for log in logs:
+        log.sync()
+    checkpoint.commit(run_dir)
+    if store is not None:
+        store.restore(saved.extra["residuals"], saved.round)
 
 
 def _with_residuals(state: ServerState, store: ResidualStore | None) -> ServerState:

@@ -132,4 +132,79 @@ def test_divergence_exits_non_zero(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(rounds, "server_step", lambda s, d, c: replace(server_step(s, d, c),
                                                                         weights=s.weights * float("inf")))
     code, err = _main(capsys, "run", _tiny_yaml(tmp_path, name="div"), "--quiet")
-    assert code == 3 and "diverged in round 1: the global weights are not finite" in err
+    assert code == 4 and "diverged in round 1: the global weights are not finite" in err
+
+
+# ---- a resume keeps the record; requeue; --resume auto ----
+
+def test_a_resume_that_runs_nothing_keeps_config_and_start_time(tmp_path, capsys):
+    import json
+
+    cfg = _tiny_yaml(tmp_path, name="rec", **{"federation.rounds": 3, "federation.export": False})
+    assert _main(capsys, "run", cfg, "--quiet")[0] == 0
+    run_dir = tmp_path / "rec"
+    before = (run_dir / "config.yaml").read_text()
+    started = json.loads((run_dir / "summary.json").read_text())["provenance"]["started"]
+    code, err = _main(capsys, "run", cfg, "--resume", "--set", "federation.rounds=1", "--quiet")
+    assert code == 0, err
+    after = (run_dir / "config.yaml").read_text()
+    assert after.startswith(before) and "rounds: 3" in after  # header and body as they were
+    (entry,) = after[len(before):].splitlines()
+    assert entry.startswith("# resumed: ")
+    rec = json.loads(entry.removeprefix("# resumed: "))
+    assert rec["from_round"] == 3 and rec["changed"] == {"federation.rounds": [3, 1]}
+    prov = json.loads((run_dir / "summary.json").read_text())["provenance"]
+    assert prov["started"] == started and prov["resumed"] == rec["at"]
+    code, err = _main(capsys, "run", cfg, "--resume", "--overwrite", "--quiet")
+    assert code == 2 and "--resume and --overwrite contradict each other" in err
+    assert (run_dir / "config.yaml").read_text() == after
+
+
+def test_a_moved_folder_resumes_and_a_refusal_lists_every_resumable_key(tmp_path, capsys):
+    from fedlib.resume import RESUMABLE
+
+    cfg = _tiny_yaml(tmp_path, name="mv", **{"federation.export": False})
+    assert _main(capsys, "run", cfg, "--quiet")[0] == 0
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "mv").rename(tmp_path / "elsewhere" / "mv")
+    moved = ["--set", f"output_dir={tmp_path / 'elsewhere'}", "--quiet"]
+    code, err = _main(capsys, "run", cfg, "--resume", "--set", "federation.rounds=2", *moved)
+    assert code == 0, err
+    import pandas as pd
+
+    assert list(pd.read_csv(tmp_path / "elsewhere" / "mv" / "rounds.csv")["round"]) == [1, 2]
+    code, err = _main(capsys, "run", cfg, "--resume", "--set", "seed=7", *moved)
+    assert code == 2 and "--resume: seed differ from the checkpoint" in err
+    assert f"only {', '.join(sorted(RESUMABLE))} may change on resume" in err
+    assert {"output_dir", "name", "federation.rounds", "federation.resume", "threads"} <= RESUMABLE
+
+
+def test_resume_auto_starts_fresh_or_continues(tmp_path, capsys):
+    import pandas as pd
+
+    cfg = _tiny_yaml(tmp_path, name="auto", **{"federation.export": False, "federation.resume": "auto"})
+    assert _main(capsys, "run", cfg, "--quiet")[0] == 0  # nothing there: a fresh start
+    code, err = _main(capsys, "run", cfg, "--set", "federation.rounds=2", "--quiet")  # requeued, longer
+    assert code == 0, err
+    assert list(pd.read_csv(tmp_path / "auto" / "rounds.csv")["round"]) == [1, 2]
+    code, err = _main(capsys, "run", "--resume", cfg, "--set", "federation.resume=never", "--quiet")
+    assert code == 0, err  # `--resume FILE`: the file, not a mode
+    code, err = _main(capsys, "run", cfg, "--set", "federation.resume=never", "--quiet")
+    assert code == 2 and "already holds the results of an earlier run" in err
+
+
+def test_resume_after_a_failed_overwrite_says_where_the_checkpoint_is(tmp_path, capsys, monkeypatch):
+    from fedlib import rundir, runner
+
+    cfg = _tiny_yaml(tmp_path, name="ow", **{"federation.export": False})
+    assert _main(capsys, "run", cfg, "--quiet")[0] == 0
+    run_dir = tmp_path / "ow"
+    with monkeypatch.context() as m:
+        m.setattr(runner.Run, "build", classmethod(lambda *a: (_ for _ in ()).throw(ValueError("boom"))))
+        assert _main(capsys, "run", cfg, "--overwrite", "--quiet")[0] == 2
+    (first,) = run_dir.glob(rundir.PREVIOUS + "*")
+    code, err = _main(capsys, "run", cfg, "--resume", "--quiet")
+    assert code == 2 and f"no checkpoint to resume from; the run an --overwrite replaced left its " \
+                         f"checkpoint in {first / 'checkpoint.pt'}" in err
+    assert _main(capsys, "run", cfg, "--overwrite", "--quiet")[0] == 0  # a successful replacement
+    assert not list(run_dir.glob(rundir.PREVIOUS + "*"))  # cleans what the failed one left aside

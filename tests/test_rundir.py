@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import pandas as pd
@@ -182,3 +183,90 @@ def test_error_feedback_resume_on_two_ranks(tmp_path, mode):
     over = tiny_overrides(tmp_path, **{**EF, "federation.eval_every": 1, "federation.aggregation": mode})
     p = mpiexec(2, ["-c", MPI_EF_RESUME, repr(over)])
     assert "EF_RESUME_OK" in p.stdout
+
+
+def _claimant(folders, start, hold, out):
+    for t, run_dir in enumerate(folders):  # one trial per folder, all claimants released at once
+        start.wait()
+        try:
+            rundir.Lock(run_dir)
+            out.put((t, "won"))
+        except rundir.RunDirError as e:
+            out.put((t, str(e)))
+        hold.wait()  # the winner stays alive while the others judge its lock
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["free", "stale"])
+def test_many_claimants_exactly_one_wins_every_time(tmp_path, stale):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    n, trials = 16, 30
+    folders = [tmp_path / f"t{t}" for t in range(trials)]
+    if stale:  # left by a process of this host that is gone: taken over by one claimant only
+        for d in folders:
+            d.mkdir()
+            (d / ".lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    start, hold, out = ctx.Barrier(n), ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_claimant, args=(folders, start, hold, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        results = [out.get(timeout=120) for _ in range(n * trials)]  # queues may reorder across trials
+        for t, run_dir in enumerate(folders):
+            got = [msg for i, msg in results if i == t]
+            assert len(got) == n and got.count("won") == 1, (t, got)
+            losers = [g for g in got if g != "won"]
+            assert all("is in use by another run" in g for g in losers), (t, losers)  # never half-written
+            assert sorted(p.name for p in run_dir.iterdir()) == [".lock"]  # no temp file left behind
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+
+
+def test_a_lock_on_another_host_is_judged_by_its_heartbeat(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    lock = run_dir / ".lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "node-that-died", "started": "2026-01-01T00:00:00+00:00"}))
+    with pytest.raises(rundir.RunDirError, match="pid 1 on host node-that-died .*heartbeat 0 s ago"):
+        rundir.Lock(run_dir)  # fresh: that run is alive somewhere
+    old = time.time() - rundir.STALE_S - 60
+    os.utime(lock, (old, old))
+    mine = rundir.Lock(run_dir)
+    err = capsys.readouterr().err
+    assert "took over the lock of pid 1 on node-that-died (no heartbeat for 11 min)" in err
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    os.utime(lock, (old, old))
+    mine._heartbeat_once()
+    assert time.time() - lock.stat().st_mtime < 60  # the holder's heartbeat keeps it fresh
+    mine.release()
+    assert not lock.exists()
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(tiny_cfg, monkeypatch):
+    import errno
+
+    cfg = tiny_cfg(name="full_disk", **{"federation.rounds": 3, "federation.export": False})
+    real = torch.save
+
+    def save(obj, f):  # the file system fills up halfway through round 2's checkpoint
+        if obj["round"] < 2:
+            return real(obj, f)
+        real(obj, f)
+        f.truncate(f.tell() // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    with pytest.raises(checkpoint.WriteError) as e:
+        runner.run(cfg, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{cfg.run_dir}: could not write the checkpoint of round 2: "
+                                              "No space left on device (")
+    assert msg.endswith("free); removed the half-written checkpoint.tmp, the last checkpoint.pt is intact")
+    assert sorted(p.name for p in cfg.run_dir.iterdir()) == [
+        "checkpoint.pt", "clients.csv", "config.yaml", "partition.csv", "rounds.csv"]  # no tmp, no lock
+    assert checkpoint.load(cfg.run_dir)[0].round == 1

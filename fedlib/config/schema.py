@@ -177,6 +177,7 @@ class FederationConfig:
     concurrency: int | None = None  # async: clients training at once; null = clients per round
     buffer_size: int | None = None  # fedbuff: K arrivals per server step; null = concurrency
     clock: Literal["virtual"] = "virtual"  # async: simulated time from participation.speed (deterministic)
+    resume: Literal["never", "auto"] = "never"  # auto: continue from the run's checkpoint.pt if there is one
 
     def __post_init__(self) -> None:
         _require(self.num_clients >= 1, "federation.num_clients", "must be >= 1")
