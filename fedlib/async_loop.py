@@ -192,7 +192,8 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
         while state.round < fed.rounds:
             timer, sent0, before = Timer(), comm.bytes_sent, state
             out = step(ctx, mech, srv, state, timer)
-            state, ev, v = out.state, (None, None, None), out.state.round
+            ev: tuple[float | None, float | None, float | None] = (None, None, None)
+            state, v = out.state, out.state.round
             if not participation.finite([state.weights]):
                 stopped = f"diverged at server step {v}: the global weights are not finite"
             elif fed.eval_every and (v % fed.eval_every == 0 or v == fed.rounds):
@@ -240,7 +241,7 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
 
 
 def _row(ctx: Run, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
-         privacy_metrics: dict[str, float]) -> RoundRow:
+         privacy_metrics: dict[str, Any]) -> RoundRow:
     """One server step as a rounds.csv row: rank 0's phases, the updates applied, the clock."""
     cfg, v = ctx.cfg, out.state.round
     t0 = reports[0][0]

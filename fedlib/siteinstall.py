@@ -29,7 +29,7 @@ from pathlib import Path
 try:
     import tomllib
 except ModuleNotFoundError:  # python 3.10: pip's own copy of tomli
-    from pip._vendor import tomli as tomllib
+    from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
 
 SITE_OWNED = ("torch", "numpy")
 # Never installed over a site: the site's builds and what a PyPI torch drags in with it.

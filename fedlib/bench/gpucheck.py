@@ -62,6 +62,7 @@ class Check:
     def __init__(self, device: str, tiny: bool, out: Path) -> None:
         self.device, self.tiny, self.out = device, tiny, out
         self._n = 0
+        self.weights: Any = None  # the fp32 quickstart's weights, set by `reproducible`
 
     def overrides(self, **extra: Any) -> dict[str, Any]:
         self._n += 1
@@ -74,7 +75,9 @@ class Check:
         from ..wire.comm import LocalComm
 
         cfg = config.load(ROOT / "params/quickstart.yaml", self.overrides(**extra))
-        return runner.run(cfg, comm=LocalComm(), progress=False).state.weights.cpu()
+        state = runner.run(cfg, comm=LocalComm(), progress=False).state
+        assert state is not None  # a run in this process returns its server state
+        return state.weights.cpu()
 
 
 def gpu_tests(c: Check, tests: list[str]) -> list[Row]:

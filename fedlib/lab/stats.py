@@ -170,11 +170,12 @@ def stratified(strata: Sequence[tuple[Sequence[float], Sequence[float]]], paired
     parts = [(v.var(ddof=1) / len(v), len(v) - 1) for a, b in groups for v in (a, b) if len(v) > 1]
     if len(parts) < 2 * k:  # a group measured once: no variance for it
         return Effect(Interval(mean, float("nan"), n), method, k, float("nan"))
-    var = sum(c for c, _ in parts)
+    var = float(sum(c for c, _ in parts))
     se = math.sqrt(var) / k
-    dof = var**2 / sum(c**2 / d for c, d in parts) if var > 0 else float(sum(d for _, d in parts))
+    welch_dof: float = (var**2 / sum(c**2 / d for c, d in parts) if var > 0
+                        else float(sum(d for _, d in parts)))
     unit = math.sqrt(sum(c * (d + 1) for c, d in parts) / k)  # sd of mean(b) − mean(a) at one seed each
-    return Effect(Interval(mean, _half(se, dof, level), n), method, k, unit)
+    return Effect(Interval(mean, _half(se, welch_dof, level), n), method, k, unit)
 
 
 def seeds_needed(gap: float, unit_sd: float, strata: int = 1, power: float = 0.8, level: float = LEVEL,

@@ -60,10 +60,12 @@ class Pipeline:
     def _on_stream(self, job: Job, ready: Any) -> None:
         import torch
 
-        with torch.cuda.stream(self._stream):
-            self._stream.wait_event(ready)
+        stream = self._stream
+        assert stream is not None  # set in __init__ whenever ready events are made
+        with torch.cuda.stream(stream):
+            stream.wait_event(ready)
             job(Timer())
-        self._stream.synchronize()
+        stream.synchronize()
 
     def drain(self, timer: Timer) -> None:
         """Wait for every submitted job (re-raising the first failure)."""

@@ -27,6 +27,7 @@ import inspect
 import os
 import socket
 import struct
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -83,7 +84,7 @@ def interface_address(name: str) -> str:
     return socket.inet_ntoa(req[20:24])
 
 
-def rendezvous_host(env: dict[str, str] | None = None) -> str:
+def rendezvous_host(env: Mapping[str, str] | None = None) -> str:
     """Rank 0's address for the others to reach it: on the interface FEDLIB_IFNAME names, else
     on the first interface NCCL_SOCKET_IFNAME selects (as NCCL reads it: `hsn` is a prefix that
     matches hsn0, `=hsn0` an exact name, `^...` an exclusion list that names none), else the
