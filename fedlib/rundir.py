@@ -43,7 +43,12 @@ def _alive(pid: int) -> bool:
 
 
 def _age(path: Path) -> float:
-    return time.time() - path.stat().st_mtime
+    """Seconds since `path` was last touched; 0 when it is gone (another claimant may remove it
+    between any check and this stat)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _linked(src: Path, dst: Path) -> bool:
@@ -130,7 +135,7 @@ class Lock:
             return  # released meanwhile: try again
         raw, who = held
         if (why := self._stale(who)) is None:
-            age = _age(self.path) if self.path.exists() else 0.0
+            age = _age(self.path)
             raise RunDirError(f"{self.path.parent} is in use by another run: pid {who['pid']} on host "
                               f"{who['host']} (since {who['since']}, heartbeat {age:.0f} s ago); wait "
                               f"for it, or pick another name (if that process is gone, delete {self.path})")
@@ -139,7 +144,7 @@ class Lock:
         mine.write_text(json.dumps({"pid": os.getpid(), "host": self.host}))
         try:
             if not _linked(mine, brk):  # someone else is breaking it: wait for them
-                if brk.exists() and _age(brk) > 60:
+                if _age(brk) > 60:
                     raise RunDirError(f"{brk} is left from a takeover that died; if no run uses "
                                       f"{self.path.parent}, delete it")
                 time.sleep(0.01)

@@ -28,6 +28,8 @@ OVER = {"federation.rounds": 5, "federation.checkpoint_every": 9, "federation.ex
 COLS = ["round", "sampled", "aggregated", "train_loss", "eval_loss", "accuracy", "macro_f1"]
 WRAP = ("import os, sys; from pathlib import Path; rank = os.environ.get('OMPI_COMM_WORLD_RANK', '0'); "
         "Path(sys.argv[1], 'pid.' + rank).write_text(str(os.getpid())); "
+        # Ctrl-C as in a terminal: a shell's background job starts with SIGINT ignored
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
         "from fedlib.cli import main; sys.exit(main(sys.argv[2:]))")  # the pids: to signal one rank
 
 
