@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from fedlib import config, runner
+from fedlib.residuals import ResidualStore
 from fedlib.wire import placement
-from fedlib.wire.codec import Codec, ResidualStore, set_tail, unpack, wire_update
+from fedlib.wire.codec import Codec, set_tail, unpack, wire_update
 from tests.conftest import mpiexec, tiny_overrides
 
 
