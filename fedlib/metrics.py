@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .store import atomic_write, replacing
 from .wire.timer import PHASES, Timer
 
 __all__ = ["PHASES", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
@@ -91,12 +92,10 @@ class CsvLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         if keep_upto is not None and path.is_file():
             rows = _read_rows(path, self.fields, keep_upto)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "w", newline="") as f:
+            with replacing(path) as tmp, open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=self.fields)
                 w.writeheader()
                 w.writerows(rows)
-            os.replace(tmp, path)
             self._f = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
             self._w = csv.DictWriter(self._f, fieldnames=self.fields)
         else:
@@ -157,6 +156,4 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Replace `path` atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)

@@ -8,12 +8,12 @@ writes their manifest into it, prunes what it no longer needs, and restores them
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from .config import RunConfig
+from .store import atomic_write
 
 
 def for_run(cfg: RunConfig) -> ResidualStore | None:
@@ -52,9 +52,7 @@ class ResidualStore:
 
     def put(self, cid: int, rnd: int, residual: torch.Tensor) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{cid}.{os.getpid()}.tmp"
-        torch.save(residual.cpu(), tmp)
-        os.replace(tmp, self.folder / f"{cid}.{rnd}.pt")
+        atomic_write(self.folder / f"{cid}.{rnd}.pt", lambda tmp: torch.save(residual.cpu(), tmp))
         if not self.checkpoints:
             for r in self.versions(cid).get(cid, []):
                 if r < rnd:

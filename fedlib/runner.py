@@ -15,6 +15,7 @@ import torch
 
 from . import checkpoint, config, participation, privacy, provenance, residuals, rundir, stop
 from . import device as devices
+from . import launch as launcher
 from . import round as rounds
 from .metrics import Timer
 from .recorder import Recorder, Result
@@ -22,7 +23,7 @@ from .resume import RESUMABLE
 from .resume import check as check_resume
 from .round import Run
 from .strategies import ServerState
-from .wire import exchange, launcher
+from .wire import exchange
 from .wire.codec import Codec
 from .wire.comm import Comm, make_comm
 

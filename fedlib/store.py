@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .wire import launcher
+from . import launch as launcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ __all__ = ["REPO_ROOT", "atomic_write", "build_once", "cache_dir", "replacing", 
 
 def tmp_name(path: Path) -> Path:
     """A temporary name no other writer uses, even on another node sharing the folder."""
-    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    return path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
 
 
 @contextmanager
