@@ -47,7 +47,6 @@ class RoundRow:
     eval_loss: float | None
     accuracy: float | None
     macro_f1: float | None
-    extra: str = ""  # JSON of wrapper metrics
     dropped: int = 0  # sampled clients that dropped out (before or during training)
     late: int = 0  # clients whose simulated time exceeded participation.deadline_s
     rejected: int = 0  # updates with NaN/Inf, not aggregated
@@ -117,13 +116,16 @@ class CsvLog:
         self._f.close()
 
 
+RETIRED = frozenset({"extra"})  # columns earlier versions wrote (always empty): dropped on resume
+
+
 def _read_rows(path: Path, fields: list[str], keep_upto: int) -> list[dict[str, str]]:
     """Rows of rounds <= keep_upto; a file fedlib did not write raises naming it."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             head = reader.fieldnames or []
-            unknown = [h for h in head if h not in fields]
+            unknown = [h for h in head if h not in fields and h not in RETIRED]
             if "round" not in head or unknown:
                 raise ValueError(f"header {head[:5]}{'...' if len(head) > 5 else ''}")
             rows = []
@@ -131,7 +133,7 @@ def _read_rows(path: Path, fields: list[str], keep_upto: int) -> list[dict[str, 
                 if None in r or not str(r["round"]).isdigit():
                     raise ValueError(f"line {reader.line_num}")
                 if int(r["round"]) <= keep_upto:
-                    rows.append(r)
+                    rows.append({k: v for k, v in r.items() if k not in RETIRED})
             return rows
     except (ValueError, csv.Error) as e:
         raise ValueError(f"{path}: malformed metrics file ({e}); cannot resume from it") from None

@@ -35,3 +35,23 @@ def test_ranks_but_0_get_a_recorder_that_writes_nothing(tmp_path: Path):
     null.close()
     assert list(cfg.run_dir.iterdir()) == []
     assert type(recorder.Recorder.for_rank(True, cfg, 2, None, None, progress=False)) is recorder.Recorder
+
+
+def test_resume_drops_the_retired_extra_column_and_keeps_the_rows(tmp_path: Path):
+    """rounds.csv of an earlier version (an always-empty `extra` column) still resumes."""
+    import csv
+    import dataclasses
+
+    from fedlib.metrics import CsvLog, RoundRow
+
+    fields = [f.name for f in dataclasses.fields(RoundRow)]
+    assert "extra" not in fields
+    path = tmp_path / "rounds.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*fields, "extra"])
+        w.writeheader()
+        w.writerows([{"round": r, "extra": ""} for r in (1, 2)])
+    CsvLog(path, RoundRow, keep_upto=1).close()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["round"] for r in rows] == ["1"] and "extra" not in rows[0]
