@@ -268,5 +268,5 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(tiny_cfg, monke
                                               "No space left on device (")
     assert msg.endswith("free); removed the half-written checkpoint.tmp, the last checkpoint.pt is intact")
     assert sorted(p.name for p in cfg.run_dir.iterdir()) == [
-        "checkpoint.pt", "clients.csv", "config.yaml", "partition.csv", "rounds.csv"]  # no tmp, no lock
+        "checkpoint.pt", "clients.csv", "config.yaml", "labels.json", "partition.csv", "rounds.csv"]  # no tmp
     assert checkpoint.load(cfg.run_dir)[0].round == 1

@@ -126,10 +126,13 @@ def mpi_gpu_support() -> tuple[bool, str]:
         from mpi4py import MPI
     except ImportError:
         return False, "no mpi4py"
+    path = getattr(MPI, "__file__", None)
+    if path is None:  # an mpi4py.MPI that is not the compiled module (a stand-in)
+        return False, "mpi4py.MPI has no library file to ask"
     try:
-        lib = ctypes.CDLL(MPI.__file__)
+        lib = ctypes.CDLL(path)
     except OSError as e:
-        return False, f"cannot open {MPI.__file__}: {e}"
+        return False, f"cannot open {path}: {e}"
     import torch
 
     names = ("MPIX_Query_rocm_support",) if torch.version.hip else ()
