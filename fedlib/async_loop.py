@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, participation, privacy, provenance, rundir, runner, seeds
+from . import checkpoint, client, config, data, privacy, provenance, rundir, runner, seeds
 from . import resume as resume_rules
 from .metrics import ClientRow, CsvLog, RoundRow, Timer
 from .partition_report import report as part_report
@@ -192,15 +192,8 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
         while state.round < fed.rounds:
             timer, sent0, before = Timer(), comm.bytes_sent, state
             out = step(ctx, mech, srv, state, timer)
-            ev: tuple[float | None, float | None, float | None] = (None, None, None)
             state, v = out.state, out.state.round
-            if not participation.finite([state.weights]):
-                stopped = f"diverged at server step {v}: the global weights are not finite"
-            elif fed.eval_every and (v % fed.eval_every == 0 or v == fed.rounds):
-                with timer("eval"):
-                    ev = ctx.evaluate(state.weights)
-                if not np.isfinite(ev[0]):
-                    stopped = f"diverged at server step {v}: the evaluation loss is {ev[0]}"
+            ev, stopped = runner.score(ctx, state.weights, v, timer, f"at server step {v}")
             if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
                 stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
                 state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})

@@ -134,14 +134,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
             sent0, copy0 = comm.bytes_sent, comm.copy_s
             out = round.play(ctx, mech, ex, state, rnd, timer)
             state = out.state
-            ev = (None, None, None)
-            if not participation.finite([state.weights]):
-                stopped = f"diverged in round {rnd}: the global weights are not finite"
-            elif fed.eval_every and (rnd % fed.eval_every == 0 or rnd == fed.rounds):
-                with timer("eval"):
-                    ev = ctx.evaluate(state.weights)
-                if not np.isfinite(ev[0]):
-                    stopped = f"diverged in round {rnd}: the evaluation loss is {ev[0]}"
+            ev, stopped = score(ctx, state.weights, rnd, timer, f"in round {rnd}")
             if diverged := stopped is not None:
                 stopped += f"; stopped, the checkpoint keeps round {before.round} (the last finite state)"
                 state = mech.charge(before, state)  # its weights are dropped, its release is not
@@ -201,6 +194,23 @@ def _checkpoint(run_dir: Path, saved: ServerState, cfg: config.RunConfig, logs: 
     checkpoint.commit(run_dir)
     if store is not None:
         store.restore(saved.extra["residuals"], saved.round)
+
+
+Scores = tuple[float | None, float | None, float | None]  # (eval loss, accuracy, macro-F1)
+
+
+def score(ctx: Run, weights: torch.Tensor, at: int, timer: Timer, where: str) -> tuple[Scores, str | None]:
+    """Evaluate `weights` when round/step `at` is due (every eval_every and the last), and say
+    why the run diverged `where`, or None: non-finite weights, or a non-finite evaluation loss.
+    Both loops (sync rounds, async server steps) stop on the same rule."""
+    fed = ctx.cfg.federation
+    if not participation.finite([weights]):
+        return (None, None, None), f"diverged {where}: the global weights are not finite"
+    if not (fed.eval_every and (at % fed.eval_every == 0 or at == fed.rounds)):
+        return (None, None, None), None
+    with timer("eval"):
+        ev = ctx.evaluate(weights)
+    return ev, None if np.isfinite(ev[0]) else f"diverged {where}: the evaluation loss is {ev[0]}"
 
 
 def _with_residuals(state: ServerState, store: ResidualStore | None) -> ServerState:
