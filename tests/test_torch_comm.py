@@ -97,14 +97,17 @@ def _nccl_stubs(monkeypatch, gpus):
     return torch_comm, init
 
 
+def _one_node(monkeypatch, ranks: int, rank: int) -> None:
+    """Open MPI's variables for `ranks` ranks on one node, as seen by `rank`."""
+    for var, value in (("LOCAL_SIZE", ranks), ("LOCAL_RANK", rank), ("SIZE", ranks), ("RANK", rank)):
+        monkeypatch.setenv(f"OMPI_COMM_WORLD_{var}", str(value))
+
+
 def test_nccl_group_gets_the_rank_gpu_and_the_configured_timeout(monkeypatch):
     from datetime import timedelta
 
     torch_comm, init = _nccl_stubs(monkeypatch, gpus=4)
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4")
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
-    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    _one_node(monkeypatch, ranks=4, rank=1)
     torch_comm.TorchComm(device=torch.device("cuda:1"), timeout_s=42.5)
     (args, kwargs), = init.calls
     assert args == ("nccl",)
@@ -116,10 +119,7 @@ def test_nccl_more_ranks_per_node_than_gpus_is_a_config_error(monkeypatch):
     from fedlib.config import ConfigError
 
     torch_comm, init = _nccl_stubs(monkeypatch, gpus=1)
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2")
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1")
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
-    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    _one_node(monkeypatch, ranks=2, rank=1)
     with pytest.raises(ConfigError, match=r"this node has 2 ranks and 1 visible GPU\(s\)"):
         torch_comm.TorchComm(device=torch.device("cuda:0"))
     assert init.calls == []
