@@ -1,10 +1,11 @@
 """The configuration of a run: the frozen dataclass tree (`schema`) and its YAML / override
-loader (`loader`). `schema` imports nothing of fedlib; `loader` walks it."""
+loader (`loader`). `schema` imports nothing of fedlib but its
+`errors` and cross-section `rules`; `loader` walks it."""
 
+from .errors import ConfigError
 from .loader import describe, dump, from_dict, load, parse_overrides, replace
 from .schema import (
     ClientConfig,
-    ConfigError,
     DataConfig,
     FederationConfig,
     ModelConfig,

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .schema import ConfigError, RunConfig, _require
+from .errors import ConfigError, _require
+from .schema import RunConfig
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -15,14 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key (and file:line when known)."""
-
-
-def _require(ok: bool, key: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {msg}")
+from . import rules
+from .errors import ConfigError as ConfigError  # the config package's error, re-exported
+from .errors import _require
 
 
 @dataclass(frozen=True)
@@ -327,28 +322,12 @@ class RunConfig:
         _require(not (self.privacy.mode == "client" and self.participation.min_clients > 1),
                  "participation.min_clients", "privacy.mode=client releases every round's noised sum "
                  "(skipping a round on the client count would leak it); leave min_clients at 1")
-        self._check_client_dp()
+        rules.check_client_dp(self)
         _require(not (self.privacy.mode == "sample" and self.client.mu > 0), "client.mu",
                  "FedProx's penalty is not per-example, so it cannot be combined with privacy.mode=sample")
 
         if self.federation.mode != "sync":
-            _check_async(self)
-
-    def _check_client_dp(self) -> None:
-        """Client-level DP protects one client among N: δ above 1/N allows a mechanism that
-        publishes a random client's data outright, so δ must sit well below it (1/(10·N)); and
-        the clip bound C must hold for what is summed, which a 16-bit payload breaks: the
-        clipped update is rounded (plus an error-feedback residual) after clipping, so its norm
-        can exceed C (0.99989 → 1.00376 at C = 1 in bf16) and the noise no longer covers it."""
-        if self.privacy.mode != "client":
-            return
-        n, delta = self.federation.num_clients, self.privacy.delta
-        _require(delta <= 1 / (10 * n), "privacy.delta",
-                 f"is {delta:g}, but client-level DP over federation.num_clients={n} needs delta <= "
-                 f"1/(10·N) = {1 / (10 * n):.3g}")
-        _require(self.federation.payload_dtype == "fp32", "federation.payload_dtype",
-                 f"is {self.federation.payload_dtype}: privacy.mode=client clips each update to "
-                 "privacy.clip, and rounding to 16 bits after the clip can exceed it; use fp32")
+            rules.check_async(self)
 
     @property
     def clients_per_round(self) -> int:
@@ -374,27 +353,3 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-
-def _check_async(cfg: RunConfig) -> None:
-    """What an asynchronous mode (fedlib.async_loop) cannot honour, refused with the reason."""
-    fed, mode = cfg.federation, cfg.federation.mode
-    _require(cfg.concurrency <= fed.num_clients, "federation.concurrency",
-             f"is {cfg.concurrency} but there are only {fed.num_clients} clients")
-    _require(mode != "fedasync" or fed.buffer_size is None, "federation.buffer_size",
-             "fedasync applies every update as it arrives; leave buffer_size null (or use mode: fedbuff)")
-    _require(cfg.buffer_size <= cfg.concurrency, "federation.buffer_size",
-             f"is {cfg.buffer_size} but only {cfg.concurrency} clients train at once "
-             "(federation.concurrency)")
-    _require(cfg.privacy.mode != "client", "privacy.mode",
-             f"client-level DP has no accountant for {mode}'s sampling (clients drawn as slots free up); "
-             "use mode: sync, or privacy.mode: sample")
-    _require(cfg.privacy.target_epsilon is None, "privacy.target_epsilon",
-             f"plans sigma for synchronous rounds; with mode: {mode} give privacy.noise_multiplier")
-    _require(cfg.participation.dropout == 0 and cfg.participation.deadline_s is None, "participation.dropout",
-             f"dropout and deadline_s are synchronous-round notions; mode: {mode} models slowness "
-             "by the clock")
-    _require(fed.aggregation == "collective" and fed.payload_dtype == "fp32" and not fed.error_feedback,
-             "federation.aggregation", f"mode: {mode} gathers fp32 updates with the collective; leave "
-             "aggregation: collective, payload_dtype: fp32, error_feedback: false")

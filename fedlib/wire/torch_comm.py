@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional  # noqa: F401  (before the group exists: see TorchComm.close)
 
-from ..config.schema import ConfigError
+from ..config.errors import ConfigError
 from . import launcher
 from .comm import _DEFAULT_CHUNK, Staging, chunks
 

@@ -1,0 +1,51 @@
+"""Rules across config sections that concern one mechanism each: client-level DP's guarantee,
+and what an asynchronous mode cannot honour. Each raises ConfigError naming the key."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import _require
+
+if TYPE_CHECKING:
+    from .schema import RunConfig
+
+
+def check_client_dp(cfg: RunConfig) -> None:
+    """Client-level DP protects one client among N: δ above 1/N allows a mechanism that
+    publishes a random client's data outright, so δ must sit well below it (1/(10·N)); and
+    the clip bound C must hold for what is summed, which a 16-bit payload breaks: the
+    clipped update is rounded (plus an error-feedback residual) after clipping, so its norm
+    can exceed C (0.99989 → 1.00376 at C = 1 in bf16) and the noise no longer covers it."""
+    if cfg.privacy.mode != "client":
+        return
+    n, delta = cfg.federation.num_clients, cfg.privacy.delta
+    _require(delta <= 1 / (10 * n), "privacy.delta",
+             f"is {delta:g}, but client-level DP over federation.num_clients={n} needs delta <= "
+             f"1/(10·N) = {1 / (10 * n):.3g}")
+    _require(cfg.federation.payload_dtype == "fp32", "federation.payload_dtype",
+             f"is {cfg.federation.payload_dtype}: privacy.mode=client clips each update to "
+             "privacy.clip, and rounding to 16 bits after the clip can exceed it; use fp32")
+
+
+def check_async(cfg: RunConfig) -> None:
+    """What an asynchronous mode (fedlib.async_loop) cannot honour, refused with the reason."""
+    fed, mode = cfg.federation, cfg.federation.mode
+    _require(cfg.concurrency <= fed.num_clients, "federation.concurrency",
+             f"is {cfg.concurrency} but there are only {fed.num_clients} clients")
+    _require(mode != "fedasync" or fed.buffer_size is None, "federation.buffer_size",
+             "fedasync applies every update as it arrives; leave buffer_size null (or use mode: fedbuff)")
+    _require(cfg.buffer_size <= cfg.concurrency, "federation.buffer_size",
+             f"is {cfg.buffer_size} but only {cfg.concurrency} clients train at once "
+             "(federation.concurrency)")
+    _require(cfg.privacy.mode != "client", "privacy.mode",
+             f"client-level DP has no accountant for {mode}'s sampling (clients drawn as slots free up); "
+             "use mode: sync, or privacy.mode: sample")
+    _require(cfg.privacy.target_epsilon is None, "privacy.target_epsilon",
+             f"plans sigma for synchronous rounds; with mode: {mode} give privacy.noise_multiplier")
+    _require(cfg.participation.dropout == 0 and cfg.participation.deadline_s is None, "participation.dropout",
+             f"dropout and deadline_s are synchronous-round notions; mode: {mode} models slowness "
+             "by the clock")
+    _require(fed.aggregation == "collective" and fed.payload_dtype == "fp32" and not fed.error_feedback,
+             "federation.aggregation", f"mode: {mode} gathers fp32 updates with the collective; leave "
+             "aggregation: collective, payload_dtype: fp32, error_feedback: false")
