@@ -223,3 +223,53 @@ def test_readme_states_every_tolerance_with_its_reason():
     readme = (ROOT / "README.md").read_text()
     for t in claims.TOLERANCES.values():
         assert t.text in readme and t.reason in readme
+
+
+def test_privacy_claims_split_by_trainable_part_never_pooled():
+    """Head and full fine-tuning at the same ε are two claims, each against its own reference."""
+    dp = {"privacy.mode": "client", "privacy.target_epsilon": 8.0, "delta": 1e-5}
+    df = pd.concat([
+        _runs([({}, [0.80, 0.81, 0.82])], **{**BASE, "trainable": "head"}, clients=8),
+        _runs([(dp, [0.80, 0.81, 0.815])], **{**BASE, "trainable": "head"}, clients=8),
+        _runs([({}, [0.90, 0.91, 0.92])], **BASE, clients=8),
+        _runs([(dp, [0.70, 0.71, 0.72])], **BASE, clients=8),
+    ])
+    t = claims.table({"privacy": df}).set_index("claim")
+    head = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05, head) vs non-private"]
+    full = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05, full) vs non-private"]
+    assert head["verdict"] == claims.HOLDS and head["effect"] == pytest.approx(-0.005 / 3)
+    assert full["verdict"] == claims.FAILS and full["effect"] == pytest.approx(-0.2) and full["n"] == 3
+
+
+def _async(ratios, sync_acc=(0.80, 0.81, 0.82), acc=(0.80, 0.81, 0.82), virtual=(100.0, 100.0, 100.0)):
+    """08_async's runs merged with its per-seed columns: a sync arm (ratio 1) and one FedBuff arm."""
+    rows = [{**BASE, "clients": 32, "arm": "sync FedAvg", "seed": s, "accuracy": a, "time_ratio": 1.0,
+             "virtual_s": 200.0} for s, a in enumerate(sync_acc)]
+    rows += [{**BASE, "clients": 32, "arm": "FedBuff K=2", "seed": s, "accuracy": a, "time_ratio": r,
+              "virtual_s": v} for s, (a, r, v) in enumerate(zip(acc, ratios, virtual, strict=True))]
+    return claims.table({"async": pd.DataFrame(rows)}).set_index("claim")
+
+
+TIME = "FedBuff K=2 reaches sync FedAvg's final accuracy in less virtual time"
+ACC = "final accuracy of FedBuff K=2 non-inferior to sync FedAvg"
+
+
+def test_async_time_ratio_is_a_superiority_claim_on_the_paired_ratio():
+    t = _async([0.4, 0.5, 0.6])  # mean 0.5, sd 0.1: CI 0.5 ± 4.303·0.1/√3 = [0.2516, 0.7484]
+    row = t.loc[TIME]
+    assert row["verdict"] == claims.HOLDS and row["effect"] == pytest.approx(0.5)
+    assert row["ci_high"] == pytest.approx(0.5 + T2 * 0.1 / math.sqrt(3))
+    assert row["tolerance"] == "time ratio < 1" and row["n"] == 3
+    assert t.loc[ACC, "verdict"] == claims.HOLDS and t.loc[ACC, "effect"] == pytest.approx(0.0)
+    assert _async([1.2, 1.3, 1.4]).loc[TIME, "verdict"] == claims.FAILS
+    assert _async([0.5, 1.0, 1.5]).loc[TIME, "verdict"] == claims.OPEN  # CI straddles 1
+
+
+def test_a_seed_that_never_reaches_the_target_counts_at_its_lower_bound_and_cannot_hold():
+    # seed 2 never reached sync's accuracy: its ratio is at least 100/200 = 0.5 (its run / sync's run)
+    row = _async([0.4, 0.5, float("inf")]).loc[TIME]
+    assert row["effect"] == pytest.approx((0.4 + 0.5 + 0.5) / 3)
+    assert row["verdict"] == claims.OPEN and "1 of 3 seeds never reached it" in row["note"]
+    # lower bounds already at or above 1: slower whatever the true ratio
+    slow = _async([1.5, 1.6, float("inf")], virtual=(300.0, 320.0, 340.0)).loc[TIME]
+    assert slow["effect"] == pytest.approx((1.5 + 1.6 + 1.7) / 3) and slow["verdict"] == claims.FAILS

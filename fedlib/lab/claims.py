@@ -36,14 +36,22 @@ ALPHAS, DROPOUTS, EPSILONS = (1.0, 0.3, 0.1), (0.2, 0.5), (8.0, 2.0)
 # The CSVs each notebook writes into its profile's output folder, by what they measure.
 SOURCES = {"clients": "02_accuracy_vs_clients.csv", "heterogeneity": "03_heterogeneity.csv",
            "dropout": "04_dropout.csv", "privacy": "05_privacy.csv", "comm": "01_comm_scaling_runs.csv",
-           "system": "06_system_strategies.csv"}
+           "system": "06_system_strategies.csv", "async": "08_async.csv"}
 COLUMNS = ["claim", "effect", "ci_low", "ci_high", "n", "measure", "tolerance", "budget", "verdict", "note",
            "profile", *PRODUCED]
 
 
 def load(out: str | Path) -> dict[str, pd.DataFrame]:
-    """The per-run tables of the notebooks that ran (a missing one: its claims are not resolved)."""
-    return {k: pd.read_csv(Path(out) / f) for k, f in SOURCES.items() if (Path(out) / f).is_file()}
+    """The per-run tables of the notebooks that ran (a missing one: its claims are not resolved);
+    08_async's runs get their per-seed time ratios from 08_async_paired.csv."""
+    out = Path(out)
+    tables = {k: pd.read_csv(out / f) for k, f in SOURCES.items() if (out / f).is_file()}
+    paired = out / "08_async_paired.csv"
+    if "async" in tables and paired.is_file():
+        per_seed = pd.read_csv(paired)[["arm", "seed", "time_ratio", "virtual_s"]]
+        tables["async"] = tables["async"].drop(columns=["time_ratio", "virtual_s"], errors="ignore").merge(
+            per_seed, on=["arm", "seed"], how="left")
+    return tables
 
 
 def _key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -139,19 +147,70 @@ def privacy_claims(df: pd.DataFrame) -> list[dict]:
         dp = df[mode == m]
         eps = set(EPSILONS) | set(dp.get("privacy.target_epsilon", pd.Series(dtype=float)).dropna())
         for e in sorted(eps, reverse=True):
-            test = dp[_is(dp, "privacy.target_epsilon", e)]
-            parts = set(test["trainable"]) if "trainable" in test and len(test) else set()
-            same = df["trainable"].isin(parts) & df["clients"].isin(set(test["clients"])) if parts else False
-            ref = df[(mode == "none") & same] if parts else df.iloc[:0]  # same trainable part and clients
-            deltas = sorted(set(test["delta"].dropna())) if "delta" in test and len(test) else []
-            delta = "/".join(f"{d:g}" for d in deltas) or "?"
-            claim = f"accuracy non-inferior under {label} (ε={e:g}, δ={delta}) vs non-private"
-            out.append(non_inferior(claim, ref, test))
+            at_e = dp[_is(dp, "privacy.target_epsilon", e)]
+            parts = sorted(set(at_e["trainable"])) if "trainable" in at_e and len(at_e) else [None]
+            for part in parts:  # a linear probe and a fine-tuned layer are two claims, never pooled
+                test = at_e if part is None else at_e[at_e["trainable"] == part]
+                same = (df["trainable"] == part) & df["clients"].isin(set(test["clients"]))
+                ref = df[(mode == "none") & same] if part is not None else df.iloc[:0]
+                deltas = sorted(set(test["delta"].dropna())) if "delta" in test and len(test) else []
+                delta = "/".join(f"{d:g}" for d in deltas) or "?"
+                what = f", {part}" if len(parts) > 1 else ""
+                claim = f"accuracy non-inferior under {label} (ε={e:g}, δ={delta}{what}) vs non-private"
+                out.append(non_inferior(claim, ref, test))
     return out
 
 
+SYNC_ARM = "sync FedAvg"  # 08_async's reference arm
+
+
+def async_claims(df: pd.DataFrame) -> list[dict]:
+    """08_async: per asynchronous arm, (1) it reaches the sync run's final accuracy in less virtual
+    time (superiority of the paired time ratio: the CI lies below 1) and (2) its final accuracy is
+    non-inferior to sync's. `df`: 08_async.csv's runs with 08_async_paired.csv's per-seed columns."""
+    ref = df[df["arm"] == SYNC_ARM]
+    out = []
+    for arm in [a for a in dict.fromkeys(df["arm"]) if a != SYNC_ARM]:
+        test = df[df["arm"] == arm]
+        out.append(faster(f"{arm} reaches sync FedAvg's final accuracy in less virtual time", ref, test))
+        out.append(non_inferior(f"final accuracy of {arm} non-inferior to sync FedAvg", ref, test,
+                                strata=("model",)))
+    return out
+
+
+def faster(claim: str, ref: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """Superiority of `test`'s time to the reference's final accuracy: the per-seed ratio of virtual
+    times (08_async's `time_ratio`), t-interval over seeds. A seed whose run never reached the
+    target has only a lower bound (its whole run over sync's whole run): such a claim can fail but
+    never hold."""
+    tol = TOLERANCES["time"]
+    both = pd.concat([ref, test])
+    measure = "virtual time to sync's final accuracy / sync's, per seed (paired)"
+    if not len(ref) or not len(test):
+        return row(claim, measure, None, tol.text, "", OPEN, "not run in this profile")
+    sync_s = ref.set_index("seed")["virtual_s"]
+    t = test.sort_values("seed")
+    ratio = t["time_ratio"].astype(float)
+    censored = ~np.isfinite(ratio)
+    bound = t["virtual_s"].astype(float) / t["seed"].map(sync_s).astype(float)
+    iv = stats.interval(ratio.where(~censored, bound))
+    prov, bud = produced(both), budget(both)
+    cens = f"; {int(censored.sum())} of {len(t)} seeds never reached it (counted at a lower bound)" * bool(
+        censored.any())
+    if not iv.resolved:
+        return row(claim, measure, iv, tol.text, bud, OPEN, "one seed: no interval" + cens, prov)
+    if iv.hi < tol.hi and not censored.any():
+        return row(claim, measure, iv, tol.text, bud, HOLDS, f"faster: whole CI below {tol.hi:g}", prov)
+    if iv.lo >= tol.hi:
+        return row(claim, measure, iv, tol.text, bud, FAILS, f"not faster: whole CI at or above {tol.hi:g}"
+                   + cens, prov)
+    why = "a seed's ratio is only a lower bound" if iv.hi < tol.hi else f"CI straddles {tol.hi:g}"
+    return row(claim, measure, iv, tol.text, bud, OPEN, why + cens, prov)
+
+
 CHECKS = {"clients": clients_claims, "heterogeneity": heterogeneity_claims, "dropout": dropout_claims,
-          "privacy": privacy_claims, "comm": comm_claims.comm_claims, "system": comm_claims.sync_claims}
+          "privacy": privacy_claims, "comm": comm_claims.comm_claims, "system": comm_claims.sync_claims,
+          "async": async_claims}
 
 
 def table(tables: dict[str, pd.DataFrame], profile: str = "") -> pd.DataFrame:

@@ -51,6 +51,12 @@ TOLERANCES: dict[str, Tolerance] = {
         0.8, 1.25, "log-log slope in [0.8, 1.25]",
         "proportional means time ∝ bytes^1; 0.8-1.25 is the usual symmetric (on a log scale) "
         "equivalence range of a ratio: a 2× larger model costs between 1.74× and 2.38×"),
+    "time": Tolerance(
+        0.0, 1.0, "time ratio < 1",
+        "a superiority claim, no margin: an asynchronous arm is a remedy for the synchronization "
+        "bottleneck only if it reaches the synchronous run's final accuracy sooner, in the virtual "
+        "time of the stated speed law (the notebook's `speed`); any ratio whose whole CI is below 1 "
+        "is a saving"),
     "sync": Tolerance(
         0.5, float("inf"), "share > 0.5",
         "'dominate' = more than half of the round; stated for the workload in the budget column "
