@@ -24,13 +24,6 @@ def git(repo, *args):
 
 
 # --- the committed record -------------------------------------------------------------------
-# Not committed yet: the quick profile takes longer than the session that built this machinery
-# had on a quiet machine (issue 19 section 7 stays open). Strict: the day `make record` is
-# committed these pass, XPASS fails the suite, and the marker must go.
-NOT_YET = pytest.mark.xfail(strict=True, reason="quick lab record not committed yet (issue 19 §7)")
-
-
-@NOT_YET
 def test_quick_record_is_committed():
     """A fresh clone has the lab record: every notebook executed, claims, provenance, the page."""
     want = [f"outputs/quick/{n}.ipynb" for n in reproduce.available()] + [
@@ -40,12 +33,10 @@ def test_quick_record_is_committed():
     assert not missing, f"no committed lab record ({len(missing)} files missing): `make record`, commit it"
 
 
-@NOT_YET
 def test_committed_quick_record_is_current():
     assert stale.problems(QUICK) == []
 
 
-@NOT_YET
 def test_readme_claims_block_is_the_committed_claims_table():
     assert (QUICK / "claims.csv").is_file(), "no outputs/quick/claims.csv: run `make record`"
     readme = record.readme_block((REPO_ROOT / "README.md").read_text())
