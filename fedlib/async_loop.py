@@ -17,17 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, privacy, provenance, rundir, runner, seeds
-from . import resume as resume_rules
-from .metrics import ClientRow, CsvLog, RoundRow, Timer
-from .partition_report import report as part_report
+from . import client, config, privacy, provenance, runner, seeds
+from .metrics import ClientRow, RoundRow, Timer
+from .recorder import Recorder
 from .round import Run
 from .strategies import ServerState, fedasync, fedbuff
 from .vclock import Clock, Task
@@ -160,77 +159,51 @@ def _steps_of(ctx: Run) -> Callable[[int], int]:
 def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
         aside: Path | None) -> runner.Result:
     """The async counterpart of the runner's loop: same files, one row per server step."""
-    r0 = comm.rank == 0
-    run_dir, fed = cfg.run_dir, cfg.federation
+    fed = cfg.federation
     ctx = Run.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
-    state, srv = ServerState(ctx.flat.get()), Server()
-    if resume:
-        state, saved = checkpoint.load(run_dir)
-        resume_rules.check(saved, cfg, run_dir)
-        state = replace(state, weights=state.weights.to(ctx.device))
-        if "async" in state.extra:
-            srv = Server.from_dict(state.extra["async"], ctx.device)
+    state, saved = runner.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
+    srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     mech.plan(state)
-    if r0:
-        if resume:  # the record keeps the original header and start; this resume is appended
-            prov = resume_rules.record(run_dir, cfg, saved, prov, state.round)
-        else:
-            (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
-        data.write_label_names(run_dir, ctx.data.label_names)  # export needs no data folder later
-        part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
-            run_dir / "partition.csv", index=False)
-        keep = state.round if resume else None
-        rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep)
-        clog = CsvLog(run_dir / "clients.csv", ClientRow, keep)
+    rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, None, aside, progress)
+    rec.start(ctx, state, prov, saved)
     comm.barrier()
     stopped, diverged = None, False
-    bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
-               unit="step")
     try:
         while state.round < fed.rounds:
             timer, sent0, before = Timer(), comm.bytes_sent, state
             out = step(ctx, mech, srv, state, timer)
             state, v = out.state, out.state.round
-            ev, stopped = runner.score(ctx, state.weights, v, timer, f"at server step {v}")
+            ev, stopped = runner.score(ctx, state, v, timer, f"at server step {v}")
             if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
                 stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
                 state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
-            every = fed.checkpoint_every
-            keep = diverged or (every > 0 and (v % every == 0 or v == fed.rounds))
-            if keep and not diverged:
+            elif runner.due(fed, v):
                 train_pending(ctx, mech, srv, timer)  # in flight but trained: no base weights to save
                 state = mech.record(state, comm)  # and what their training spent (DP-SGD)
                 state = replace(state, extra={**state.extra, "async": srv.to_dict()})
-            if keep and r0:
+            if diverged or runner.due(fed, v):
                 with timer("checkpoint"):
-                    checkpoint.write(run_dir, state, cfg.to_dict())
+                    rec.write_checkpoint(state)
             reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
-            if r0:
-                row = _row(ctx, out, reports, ev, mech.metrics(state, v))
-                rlog.write(row)
-                for t, r in out.applied:
-                    clog.write(ClientRow(v, t.cid, r.rank, len(ctx.shards[t.cid]), t.steps, r.loss,
-                                         r.compute_s, t.speed, t.finish - t.start, "ok", t.staleness(v)))
-                if keep:
-                    rlog.sync()
-                    clog.sync()
-                    checkpoint.commit(run_dir)
-                rundir.discard(aside)
-                aside = None
-                bar.set_postfix(loss=f"{row.train_loss:.3f}", t=f"{row.virtual_s:.0f}")
-            bar.update(1)
-            if diverged:
-                if r0:
-                    tqdm.write(f"{cfg.name}: {stopped}")
+            rec.write_round(partial(_rows, ctx, mech, out, state, reports, ev))
+            if stopped is not None:  # diverged
+                rec.note(stopped)
                 break
     finally:
-        bar.close()
-        if r0:
-            rlog.close()
-            clog.close()
-    return runner._finish(cfg, comm, ctx, state, stopped, diverged, prov)
+        rec.close()
+    return runner.finish(rec, ctx, state, stopped, diverged)
+
+
+def _rows(ctx: Run, mech: privacy.Mechanism, out: Step, state: ServerState,
+          reports: list[tuple[dict[str, float], int]], ev: runner.Scores) -> tuple[RoundRow, list[ClientRow]]:
+    """A server step's rows (built on the rank that writes them): its row, one per update
+    applied; the privacy metrics are those of `state`, the state checkpointed and kept."""
+    v = out.state.round
+    return _row(ctx, out, reports, ev, mech.metrics(state, v)), [
+        ClientRow(v, t.cid, r.rank, len(ctx.shards[t.cid]), t.steps, r.loss, r.compute_s, t.speed,
+                  t.finish - t.start, "ok", t.staleness(v)) for t, r in out.applied]
 
 
 def _row(ctx: Run, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .store import atomic_write, replacing
 from .wire.timer import PHASES, Timer
 
 __all__ = ["PHASES", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
@@ -46,7 +47,6 @@ class RoundRow:
     eval_loss: float | None
     accuracy: float | None
     macro_f1: float | None
-    extra: str = ""  # JSON of wrapper metrics
     dropped: int = 0  # sampled clients that dropped out (before or during training)
     late: int = 0  # clients whose simulated time exceeded participation.deadline_s
     rejected: int = 0  # updates with NaN/Inf, not aggregated
@@ -91,12 +91,10 @@ class CsvLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         if keep_upto is not None and path.is_file():
             rows = _read_rows(path, self.fields, keep_upto)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "w", newline="") as f:
+            with replacing(path) as tmp, open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=self.fields)
                 w.writeheader()
                 w.writerows(rows)
-            os.replace(tmp, path)
             self._f = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
             self._w = csv.DictWriter(self._f, fieldnames=self.fields)
         else:
@@ -118,13 +116,16 @@ class CsvLog:
         self._f.close()
 
 
+RETIRED = frozenset({"extra"})  # columns earlier versions wrote (always empty): dropped on resume
+
+
 def _read_rows(path: Path, fields: list[str], keep_upto: int) -> list[dict[str, str]]:
     """Rows of rounds <= keep_upto; a file fedlib did not write raises naming it."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             head = reader.fieldnames or []
-            unknown = [h for h in head if h not in fields]
+            unknown = [h for h in head if h not in fields and h not in RETIRED]
             if "round" not in head or unknown:
                 raise ValueError(f"header {head[:5]}{'...' if len(head) > 5 else ''}")
             rows = []
@@ -132,7 +133,7 @@ def _read_rows(path: Path, fields: list[str], keep_upto: int) -> list[dict[str, 
                 if None in r or not str(r["round"]).isdigit():
                     raise ValueError(f"line {reader.line_num}")
                 if int(r["round"]) <= keep_upto:
-                    rows.append(r)
+                    rows.append({k: v for k, v in r.items() if k not in RETIRED})
             return rows
     except (ValueError, csv.Error) as e:
         raise ValueError(f"{path}: malformed metrics file ({e}); cannot resume from it") from None
@@ -157,6 +158,4 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Replace `path` atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)

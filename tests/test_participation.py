@@ -1,13 +1,12 @@
 """Dropout, stragglers, deadlines, non-finite updates and skipped rounds."""
 
-import json
 
 import pandas as pd
 import pytest
 import torch
 
 from fedlib import client, participation, runner
-from tests.conftest import mpiexec, tiny_overrides
+from tests.conftest import run_on_ranks
 
 DROPS = {"participation.dropout": 0.4, "participation.dropout_when": "mid",
          "participation.speed": "lognormal", "federation.num_clients": 8, "federation.rounds": 3}
@@ -114,9 +113,7 @@ def test_min_clients_above_sample_size_is_a_config_error(tiny_cfg):
 @pytest.mark.mpi
 def test_dropout_identical_for_1_and_2_ranks(tmp_path, tiny_cfg):
     one = runner.run(tiny_cfg(name="one", **DROPS), progress=False)
-    over = tiny_overrides(tmp_path, name="two", **DROPS)
-    mpiexec(2, ["-m", "fedlib", "run", "--quiet",
-                *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    run_on_ranks(2, tmp_path, "two", **DROPS)
     two = pd.read_csv(tmp_path / "two" / "clients.csv")
     cols = ["round", "client_id", "steps", "speed", "outcome"]
     key = ["round", "client_id"]

@@ -2,16 +2,16 @@
 with error feedback, balanced placement; each equivalent across rank counts."""
 
 import itertools
-import json
 
 import numpy as np
 import pytest
 import torch
 
 from fedlib import config, runner
+from fedlib.residuals import ResidualStore
 from fedlib.wire import placement
-from fedlib.wire.codec import Codec, ResidualStore, set_tail, unpack, wire_update
-from tests.conftest import mpiexec, tiny_overrides
+from fedlib.wire.codec import Codec, set_tail, unpack, wire_update
+from tests.conftest import run_on_ranks
 
 
 @pytest.mark.parametrize("extra", [{"model.lora_r": 4}, {"model.freeze": "lower_half"}],
@@ -96,10 +96,8 @@ def test_cost_model_recovers_per_client_cost_and_changes_the_plan():
 
 
 def _mpi_run(tmp_path, n, name, **extra):
-    over = tiny_overrides(tmp_path, name=name, threads=1, **extra)
-    mpiexec(n, ["-m", "fedlib", "run", "--quiet",
-                *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
-    return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["weights"]
+    run_dir = run_on_ranks(n, tmp_path, name, threads=1, **extra)
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["weights"]
 
 
 @pytest.mark.mpi

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data import REPO_ROOT
 from ..metrics import PHASES
+from ..store import REPO_ROOT
 from . import stats
 
 SHOWN = ("compute", "pack", "comm", "wait", "aggregate", "eval", "checkpoint", "other")

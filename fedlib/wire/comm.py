@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # importing this module stays light: no torch until a buffer arrives
     import torch
 
-from . import launcher
+from .. import launch as launcher
 
 # Environment for launching Open MPI from fedlib (tests, benchmarks, notebook engines): allow
 # root (containers, CI), more ranks than cores, and keep Hugging Face offline.

@@ -35,8 +35,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional  # noqa: F401  (before the group exists: see TorchComm.close)
 
+from .. import launch as launcher
 from ..config.errors import ConfigError
-from . import launcher
 from .comm import _DEFAULT_CHUNK, Staging, chunks
 
 _SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's IPv4 address
