@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import client, config, privacy, provenance, runner, seeds
+from . import client, config, privacy, provenance, runner, seeds, stop
 from .metrics import ClientRow, RoundRow, Timer
 from .recorder import Recorder
 from .round import Run
@@ -157,8 +157,9 @@ def _steps_of(ctx: Run) -> Callable[[int], int]:
 
 
 def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-        aside: Path | None) -> runner.Result:
-    """The async counterpart of the runner's loop: same files, one row per server step."""
+        aside: Path | None, signals: stop.Signals) -> runner.Result:
+    """The async counterpart of the runner's loop: same files, one row per server step; a stop
+    signal (SIGTERM, SIGUSR1) checkpoints the last step with its server state, as a round does."""
     fed = cfg.federation
     ctx = Run.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
@@ -172,6 +173,9 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
     stopped, diverged = None, False
     try:
         while state.round < fed.rounds:
+            if signame := signals.agreed(comm):  # every rank stops after the same server step
+                rec.checkpoint_now(with_server(ctx, mech, srv, state, Timer()))  # on every rank
+                raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
             timer, sent0, before = Timer(), comm.bytes_sent, state
             out = step(ctx, mech, srv, state, timer)
             state, v = out.state, out.state.round
@@ -180,9 +184,7 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
                 stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
                 state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
             elif runner.due(fed, v):
-                train_pending(ctx, mech, srv, timer)  # in flight but trained: no base weights to save
-                state = mech.record(state, comm)  # and what their training spent (DP-SGD)
-                state = replace(state, extra={**state.extra, "async": srv.to_dict()})
+                state = with_server(ctx, mech, srv, state, timer)
             if diverged or runner.due(fed, v):
                 with timer("checkpoint"):
                     rec.write_checkpoint(state)
@@ -193,7 +195,18 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
                 break
     finally:
         rec.close()
+    if not diverged:
+        rec.export(state.weights, ctx.data.label_names)
     return runner.finish(rec, ctx, state, stopped, diverged)
+
+
+def with_server(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer
+                ) -> ServerState:
+    """`state` ready to checkpoint (collective): the tasks in flight trained, so no base weights
+    need saving, what their training spent recorded (DP-SGD), and the server's state inside."""
+    train_pending(ctx, mech, srv, timer)
+    state = mech.record(state, ctx.comm)
+    return replace(state, extra={**state.extra, "async": srv.to_dict()})
 
 
 def _rows(ctx: Run, mech: privacy.Mechanism, out: Step, state: ServerState,

@@ -64,7 +64,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
         try:
             if cfg.federation.mode != "sync":  # fedbuff | fedasync: the virtual-clock loop
                 from . import async_loop
-                return async_loop.run(cfg, comm, claim.resume, progress, started, claim.aside)
+                return async_loop.run(cfg, comm, claim.resume, progress, started, claim.aside, signals)
             return _run(cfg, comm, claim.resume, progress, started, claim.aside, signals)
         finally:
             if claim.lock is not None:

@@ -131,3 +131,32 @@ def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
     assert err.strip().splitlines()[-1] == (
         f"fedlib: int: interrupted (Ctrl-C); the checkpoint in {run_dir} keeps round {_kept(run_dir)}; "
         "continue with the same command plus --resume auto (or federation.resume: auto)")
+
+
+ASYNC = {"federation.mode": "fedbuff", "federation.concurrency": 4, "federation.buffer_size": 2,
+         "federation.rounds": 6, "federation.eval_every": 1, "participation.speed": "lognormal"}
+
+
+@pytest.mark.mpi
+def test_a_signal_stops_an_async_run_and_resume_auto_ends_like_the_uninterrupted_run(tmp_path):
+    """FedBuff on the virtual clock, 2 ranks, SIGUSR1 to rank 1: the last server step is
+    checkpointed with the server's state (clock, buffer, tasks in flight), and the resumed run
+    equals one uninterrupted process (the virtual clock is deterministic and rank-free)."""
+    full = runner.run(load(None, tiny_overrides(tmp_path, name="afull", **{**OVER, **ASYNC})), progress=False)
+    cfg, run_dir = _yaml(tmp_path, "apre", **ASYNC), tmp_path / "apre"
+    proc = _start(tmp_path, ["run", cfg, "--quiet"], ranks=2)
+    pids = [tmp_path / "pid.0", tmp_path / "pid.1"]
+    _after_round_one(proc, run_dir / "rounds.csv", pids)
+    os.kill(int(pids[1].read_text()), signal.SIGUSR1)
+    out, err = proc.communicate(timeout=240)
+    print(err)
+    assert proc.returncode == stop.PREEMPTED, err
+    kept = _kept(run_dir)
+    assert 1 <= kept < 6 and "Traceback" not in err and len(pd.read_csv(run_dir / "rounds.csv")) == kept
+    assert "async" in torch.load(run_dir / "checkpoint.pt", weights_only=False)["extra"]
+    for p in pids:
+        p.unlink()
+    again = _start(tmp_path, ["run", cfg, "--quiet", "--resume", "auto"], ranks=2)
+    out, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err
+    _same_as(full, run_dir)
