@@ -159,6 +159,9 @@ def _steps_of(ctx: Run) -> Callable[[int], int]:
 def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
         aside: Path | None) -> runner.Result:
     """The async counterpart of the runner's loop: same files, one row per server step."""
+    if cfg.federation.clock == "wall":  # real asynchrony over MPI
+        from . import wallclock
+        return wallclock.run(cfg, comm, resume, progress, started, aside)
     fed = cfg.federation
     ctx = Run.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
