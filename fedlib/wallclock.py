@@ -266,6 +266,8 @@ def replay(cfg: config.RunConfig, arrivals: Path | pd.DataFrame | None = None) -
     logged order. Ends with the wall run's final model (training is deterministic per seed)."""
     arrivals = cfg.run_dir / "arrivals.csv" if arrivals is None else arrivals
     log = arrivals if isinstance(arrivals, pd.DataFrame) else pd.read_csv(arrivals)
+    if cfg.threads is not None:  # the run's kernels: other thread counts sum in other orders
+        torch.set_num_threads(cfg.threads)
     ctx = Run.build(cfg, LocalComm())
     mech = privacy.make(cfg, ctx.shards, ctx.model, ctx.comm)
     train = trainer(ctx, mech, emulate=False)
