@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fedlib import checkpoint, config, runner, wallclock
+from fedlib import checkpoint, config, runner, vclock, wallclock
 from fedlib.strategies import fedbuff
 from tests.conftest import run_on_ranks, tiny_overrides
 
@@ -33,6 +33,30 @@ def test_wall_config_accepts_an_async_mode_with_emulated_speed():
     cfg = config.load(None, {**WALL, "federation.mode": "fedasync", "federation.buffer_size": None,
                              "participation.emulate_speed": True})
     assert cfg.federation.clock == "wall" and cfg.participation.emulate_speed
+
+
+def test_wall_dispatch_draws_the_virtual_clocks_clients():
+    """The same (seed, dispatch index) draw among the same free clients: the virtual clock's
+    first tasks and a busy version's refusal are the wall dispatcher's."""
+    cfg = config.load(None, {**WALL, "federation.num_clients": 6, "seed": 3})
+    virtual = vclock.Clock().fill(cfg, 0, lambda c: 1)
+    disp, busy = wallclock.Dispatcher(), set[int]()
+    for t in virtual:
+        task = disp.next(cfg, 0, busy)
+        assert task is not None and (task.dispatch, task.cid, task.version) == (t.dispatch, t.cid, t.version)
+        busy.add(task.cid)
+    assert disp.next(cfg, 0, busy) is not None  # two clients left for version 0...
+    assert disp.next(cfg, 0, busy) is not None and disp.next(cfg, 0, busy) is None  # ...then none
+
+
+def test_wall_fedbuff_with_a_full_buffer_is_synchronous_fedavg(tiny_cfg):
+    """K = concurrency = all clients, s constant: each version trains every client from it with
+    the round's seed, as a synchronous FedAvg round does (the virtual clock's equivalence)."""
+    sync = runner.run(tiny_cfg(name="sync", **{"federation.export": False}), progress=False)
+    wall = runner.run(tiny_cfg(name="wall", **{"federation.mode": "fedbuff", "federation.clock": "wall",
+                                               "strategy.staleness": "constant"}), progress=False)
+    torch.testing.assert_close(wall.state.weights, sync.state.weights, rtol=0, atol=1e-6)
+    assert list(wall.rounds["aggregated"]) == [6, 6] and list(wall.rounds["staleness_max"]) == [0, 0]
 
 
 def _check_log(run_dir, k: int, rounds: int) -> pd.DataFrame:
