@@ -26,7 +26,9 @@ The checkpoint (every federation.checkpoint_every server steps, like the virtual
 the server state right after a step — weights, version, optimizer, the dispatch count, the wall
 seconds so far; the buffer is empty then. Tasks in flight at an interruption are lost and the
 clients simply get new tasks when the run resumes (`--resume`), so a resumed wall run is a
-valid run, but not the one an uninterrupted run would have been.
+valid run, but not the one an uninterrupted run would have been. SIGTERM / SIGUSR1 (on rank 0,
+or on a worker, which says so with its next update) end the run after the server step in
+progress, checkpointed, with `stop.Preempted` on every rank, as synchronous rounds do.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import client, config, participation, privacy, provenance, runner, seeds
+from . import client, config, participation, privacy, provenance, runner, seeds, stop
 from .metrics import ArrivalRow, ClientRow, RoundRow, Timer
 from .recorder import Recorder
 from .round import Run
@@ -138,10 +140,17 @@ class Arrived:
                           self.end_s, d.compute_s, d.sleep_s, d.idle_s, d.loss)
 
 
-def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state: ServerState, rec: Recorder
-          ) -> tuple[ServerState, str | None, bool]:
+def signal_code(signals: stop.Signals) -> int:
+    """A received stop signal as a number for a message header: 1 + its index, or 0."""
+    return stop.SIGNALS.index(signals.received) + 1 if signals.received in stop.SIGNALS else 0
+
+
+def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state: ServerState, rec: Recorder,
+          signals: stop.Signals) -> tuple[ServerState, str | None, bool, str | None]:
     """Rank 0's loop: hand tasks out, take updates as they arrive, step every K, score,
-    checkpoint, record. Returns the final state, why it stopped early (or None), diverged."""
+    checkpoint, record. Returns the final state, why it stopped early (or None), whether it
+    diverged, and the stop signal rank 0 or a worker received (the step it ends is then
+    checkpointed)."""
     cfg, fed = ctx.cfg, ctx.cfg.federation
     saved = state.extra.get("wall", {})
     disp = Dispatcher(int(saved.get("dispatched", 0)))
@@ -149,7 +158,7 @@ def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state:
     idle, inflight, starts = list(link.slots), dict[int, Task](), dict[int, float]()
     limit = min(cfg.concurrency, len(link.slots))
     alone = replace(ctx, comm=LocalComm())  # the server scores by itself: its workers are training
-    stopped, diverged, last = None, False, float(saved.get("elapsed_s", 0.0))
+    stopped, diverged, signame, last = None, False, None, float(saved.get("elapsed_s", 0.0))
 
     def fill(version: int, weights: torch.Tensor) -> int:
         n = 0
@@ -197,9 +206,14 @@ def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state:
             if stopped is not None:  # diverged
                 rec.note(stopped)
                 break
+            code = max([signal_code(signals), *(a.done.signal for a in buffer)])
+            if code:  # a batch system's stop: keep this step, let the tasks in flight go
+                signame = stop.SIGNALS[code - 1]
+                rec.checkpoint_now(state)
+                break
     finally:
         link.close()
-    return state, stopped, diverged
+    return state, stopped, diverged, signame
 
 
 def _rows(ctx: Run, v: int, buffer: list[Arrived], t: dict[str, float], nbytes: int, handed: int,
@@ -241,18 +255,21 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
     rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, None, aside, progress)
     rec.start(ctx, state, prov, saved)
     comm.barrier()
-    train = trainer(ctx, mech, cfg.participation.emulate_speed)
-    stopped, diverged = None, False
+    train, numel = trainer(ctx, mech, cfg.participation.emulate_speed), ctx.flat.numel
+    stopped, diverged, signame = None, False, None
     try:
-        if comm.rank == 0:
-            link = Inline(cfg.concurrency, train) if comm.size == 1 else tasks.Remote(comm, ctx.flat.numel,
-                                                                                      ctx.device)
-            state, stopped, diverged = serve(ctx, mech, link, state, rec)
-        else:
-            tasks.work(comm, ctx.flat.numel, ctx.device, train)
+        with stop.Signals() as signals:  # no collective per step: workers report theirs with updates
+            if comm.rank == 0:
+                one = comm.size == 1  # the server trains too
+                link = Inline(cfg.concurrency, train) if one else tasks.Remote(comm, numel, ctx.device)
+                state, stopped, diverged, signame = serve(ctx, mech, link, state, rec, signals)
+            else:
+                tasks.work(comm, numel, ctx.device, train, partial(signal_code, signals))
     finally:
         rec.close()
-    rnd, stopped, diverged = comm.bcast_obj((state.round, stopped, diverged))
+    rnd, stopped, diverged, signame = comm.bcast_obj((state.round, stopped, diverged, signame))
+    if signame is not None:  # every rank stops cleanly, the checkpoint holds step `rnd`
+        raise stop.Preempted(cfg.name, signame, cfg.run_dir, rnd)
     weights = state.weights.clone()
     comm.broadcast(weights)
     if comm.rank != 0:

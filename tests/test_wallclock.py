@@ -2,13 +2,15 @@
 turn, a real two-rank run with emulated stragglers, replay from arrivals.csv, resume and
 divergence. The strategy math is the virtual clock's, tested by hand in tests/test_async.py."""
 
+import os
+import signal
 from dataclasses import replace
 
 import pandas as pd
 import pytest
 import torch
 
-from fedlib import checkpoint, config, runner, vclock, wallclock
+from fedlib import checkpoint, config, runner, stop, vclock, wallclock
 from fedlib.strategies import fedbuff
 from tests.conftest import run_on_ranks, tiny_overrides
 
@@ -94,6 +96,27 @@ def test_one_process_serves_trains_in_turn_resumes_and_replays(tiny_cfg):
     resumed_from = saved.extra["wall"]["dispatched"]  # tasks in flight at the stop are not in the log
     assert log["dispatch"].min() == 0 and log[log["round"] > 2]["dispatch"].min() >= resumed_from
     torch.testing.assert_close(wallclock.replay(full).weights, res.state.weights, rtol=0, atol=1e-6)
+
+
+def test_sigterm_stops_after_the_step_and_resume_auto_finishes(tiny_cfg, monkeypatch):
+    """SIGTERM while step 2 is made: the run keeps step 2 (checkpointed), stops with Preempted
+    (exit 75 from the CLI), and `--resume auto` runs steps 3-4 to a model its log replays."""
+    step = fedbuff.step
+
+    def signalled(state, arrivals, strategy):
+        if state.round == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(state, arrivals, strategy)
+    monkeypatch.setattr(fedbuff, "step", signalled)
+    cfg = tiny_cfg(name="w", **WALL)
+    with pytest.raises(stop.Preempted, match="stopped by SIGTERM; the checkpoint .* keeps round 2"):
+        runner.run(cfg, progress=False)
+    assert checkpoint.load(cfg.run_dir)[0].round == 2
+    monkeypatch.setattr(fedbuff, "step", step)
+    res = runner.run(cfg, resume="auto", progress=False)
+    assert res.rounds["round"].tolist() == [1, 2, 3, 4] and not res.summary["diverged"]
+    _check_log(cfg.run_dir, 2, 4)
+    torch.testing.assert_close(wallclock.replay(cfg).weights, res.state.weights, rtol=0, atol=1e-6)
 
 
 def test_replay_refuses_a_log_with_a_missing_version(tiny_cfg):

@@ -48,6 +48,7 @@ class Done:
     sleep_s: float  # participation.emulate_speed
     idle_s: float  # the worker's wait for this task
     bytes_sent: int  # by the worker, for this update
+    signal: int = 0  # 1 + the index in fedlib.stop.SIGNALS of a signal the worker received, else 0
 
 
 # (task, base weights) -> (payload, loss, compute seconds, slept seconds)
@@ -86,9 +87,9 @@ class Remote:
             rank = self.comm.recv_any(self._hdr, DONE)
         with timer("comm"):
             self.comm.recv(self._payload, rank, PAYLOAD)
-        loss, compute_s, sleep_s, idle_s, nbytes = self._hdr.tolist()[:5]
+        loss, compute_s, sleep_s, idle_s, nbytes, sig = self._hdr.tolist()[:6]
         return Done(self._tasks.pop(rank), rank, rank, self._payload.clone(), loss, compute_s, sleep_s,
-                    idle_s, int(nbytes))
+                    idle_s, int(nbytes), int(sig))
 
     def close(self) -> None:
         """Take (and drop) the updates still in flight, then stop every worker."""
@@ -98,9 +99,10 @@ class Remote:
             self.comm.send(_header(STOP), rank, TASK)
 
 
-def work(comm: Comm, numel: int, device: torch.device, train: Train) -> None:
+def work(comm: Comm, numel: int, device: torch.device, train: Train, signal: Callable[[], int]) -> None:
     """A worker rank: wait for a task, train it from its version's weights, send the update
-    back; until the server says stop."""
+    back; until the server says stop. `signal()` (a stop signal's code, or 0) goes with each
+    update, so the server stops the run when any rank was told to."""
     hdr, base = _header(), torch.empty(numel, device=device)
     while True:
         t = time.perf_counter()
@@ -113,5 +115,5 @@ def work(comm: Comm, numel: int, device: torch.device, train: Train) -> None:
             comm.recv(base, 0, WEIGHTS)
         payload, loss, compute_s, sleep_s = train(Task(int(dispatch), int(cid), int(version), speed), base)
         nbytes = HEADER * 8 + payload.numel() * payload.element_size()
-        comm.send(_header(loss, compute_s, sleep_s, idle_s, nbytes), 0, DONE)
+        comm.send(_header(loss, compute_s, sleep_s, idle_s, nbytes, signal()), 0, DONE)
         comm.send(payload, 0, PAYLOAD)
