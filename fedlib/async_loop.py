@@ -160,6 +160,9 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
         aside: Path | None, signals: stop.Signals) -> runner.Result:
     """The async counterpart of the runner's loop: same files, one row per server step; a stop
     signal (SIGTERM, SIGUSR1) checkpoints the last step with its server state, as a round does."""
+    if cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
+        from . import wallclock
+        return wallclock.run(cfg, comm, resume, progress, started, aside)
     fed = cfg.federation
     ctx = Run.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)

@@ -17,7 +17,7 @@ from typing import Any
 from .store import atomic_write, replacing
 from .wire.timer import PHASES, Timer
 
-__all__ = ["PHASES", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
+__all__ = ["PHASES", "ArrivalRow", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
 
 @dataclass(frozen=True)
 class RoundRow:
@@ -78,6 +78,26 @@ class ClientRow:
     sim_s: float = 0.0
     outcome: str = "ok"  # ok, dropped (mid-training), late or rejected
     staleness: int | None = None  # async: server versions between its model and the one it made (round)
+    idle_s: float | None = None  # wall clock: seconds its rank waited for the server before this task
+
+
+@dataclass(frozen=True)
+class ArrivalRow:
+    """arrivals.csv (federation.clock: wall): one row per update applied, in the order applied,
+    so `fedlib.wallclock.replay` can redo the run. Seconds are rank 0's, since the run started."""
+
+    round: int  # the server version this update helped make (as in clients.csv)
+    dispatch: int  # the server's n-th task
+    client_id: int
+    rank: int  # the rank that trained it
+    from_version: int  # the server version it trained from (seed: from_version + 1, client)
+    staleness: int  # round - 1 - from_version
+    start_s: float  # the task was handed out
+    end_s: float  # its update reached the server
+    compute_s: float  # measured training seconds on its rank
+    sleep_s: float  # participation.emulate_speed: (speed - 1) x compute_s slept after training
+    idle_s: float  # its rank's seconds waiting for this task
+    loss: float
 
 
 class CsvLog:

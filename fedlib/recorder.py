@@ -1,8 +1,9 @@
 """The run's one writer. Everything a run leaves in its folder is written here, on rank 0: the
 config header (or, on resume, the resume record), labels.json, partition.csv, the rounds and
-clients CSVs, the checkpoint with its error-feedback residual manifest, the Hugging Face
-export and summary.json. Other ranks hold a `NullRecorder`, whose writes do nothing, so the
-loops (fedlib.runner, fedlib.async_loop) return values and never ask which rank they run on.
+clients CSVs (and arrivals.csv on the wall clock), the checkpoint with its error-feedback
+residual manifest, the Hugging Face export and summary.json. Other ranks hold a
+`NullRecorder`, whose writes do nothing, so the loops (fedlib.runner, fedlib.async_loop)
+return values and never ask which rank they run on.
 The order that keeps a folder consistent lives here too: the rows a checkpoint covers are on
 disk before that checkpoint is committed.
 """
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, config, data, provenance, rundir
 from . import resume as resume_rules
-from .metrics import ClientRow, CsvLog, RoundRow, write_json
+from .metrics import ArrivalRow, ClientRow, CsvLog, RoundRow, write_json
 from .partition_report import report as part_report
 from .residuals import ResidualStore
 from .strategies import ServerState
@@ -54,6 +55,7 @@ class Recorder:
         self.kept: int | None = None  # the round checkpoint.pt holds
         self._pending: ServerState | None = None  # written, not yet committed
         self._logs: tuple[CsvLog, CsvLog] | None = None
+        self._arrivals: CsvLog | None = None  # federation.clock: wall
         self._bar: Any = None
 
     @staticmethod
@@ -79,6 +81,8 @@ class Recorder:
             self.dir / "partition.csv", index=False)
         self._logs = (CsvLog(self.dir / "rounds.csv", RoundRow, self.kept),
                       CsvLog(self.dir / "clients.csv", ClientRow, self.kept))
+        if self.cfg.federation.clock == "wall":
+            self._arrivals = CsvLog(self.dir / "arrivals.csv", ArrivalRow, self.kept)
         sync = self.cfg.federation.mode == "sync"
         self._bar = tqdm(total=self.cfg.federation.rounds, initial=state.round, desc=self.cfg.name,
                          disable=not self.progress, unit="round" if sync else "step", dynamic_ncols=True)
@@ -93,6 +97,12 @@ class Recorder:
         """Write (not commit) the checkpoint of `state`: the slow part, timed in its round."""
         self._pending = self._with_residuals(state)
         checkpoint.write(self.dir, self._pending, self.cfg.to_dict())
+
+    def write_arrivals(self, rows: Iterable[ArrivalRow]) -> None:
+        """Append a server step's arrivals (wall clock), before `write_round` commits its checkpoint."""
+        assert self._arrivals is not None
+        for r in rows:
+            self._arrivals.write(r)
 
     def write_round(self, rows: Rows) -> None:
         """Append a round's rows, then commit the checkpoint written for it, if any."""
@@ -117,7 +127,7 @@ class Recorder:
         """Make the rows durable, then the checkpoint that covers them, then prune residuals."""
         assert self._logs is not None and self._pending is not None
         saved, self._pending = self._pending, None
-        for log in self._logs:
+        for log in (*self._logs, *([self._arrivals] if self._arrivals else [])):
             log.sync()
         checkpoint.commit(self.dir)
         self.kept = saved.round
@@ -141,7 +151,7 @@ class Recorder:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        for log in self._logs or ():
+        for log in (*(self._logs or ()), *([self._arrivals] if self._arrivals else [])):
             log.close()
 
     def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str]) -> None:
@@ -196,6 +206,9 @@ class NullRecorder(Recorder):
         pass
 
     def write_checkpoint(self, state: ServerState) -> None:
+        pass
+
+    def write_arrivals(self, rows: Iterable[ArrivalRow]) -> None:
         pass
 
     def write_round(self, rows: Rows) -> None:

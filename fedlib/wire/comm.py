@@ -45,6 +45,7 @@ class Comm(Protocol):
     def broadcast(self, buf: torch.Tensor, root: int = 0) -> None: ...
     def send(self, buf: torch.Tensor, dest: int, tag: int = 0) -> None: ...
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None: ...
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int: ...
     def allgather(self, obj: Any) -> list[Any]: ...
     def bcast_obj(self, obj: Any, root: int = 0) -> Any: ...
     def barrier(self) -> None: ...
@@ -189,6 +190,9 @@ class LocalComm:
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
         raise RuntimeError("LocalComm has no peers to receive from")
 
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int:
+        raise RuntimeError("LocalComm has no peers to receive from")
+
     def allgather(self, obj: Any) -> list[Any]:
         return [obj]
 
@@ -262,6 +266,19 @@ class MPIComm:
         for part in self._parts(wire):
             self._comm.Recv(part, source=source, tag=tag)
         self._stage.back(buf, wire)
+
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int:
+        """Receive `buf` from whichever rank sends first (MPI.ANY_SOURCE); that rank. Later
+        chunks come from the same rank (MPI keeps one sender's messages in order)."""
+        wire = self._wire(buf, fill=False)
+        first, *rest = self._parts(wire)
+        status = self._mpi.Status()
+        self._comm.Recv(first, source=self._mpi.ANY_SOURCE, tag=tag, status=status)
+        source = status.Get_source()
+        for part in rest:
+            self._comm.Recv(part, source=source, tag=tag)
+        self._stage.back(buf, wire)
+        return int(source)
 
     def allgather(self, obj: Any) -> list[Any]:
         return self._comm.allgather(obj)

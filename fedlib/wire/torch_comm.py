@@ -188,6 +188,16 @@ class TorchComm:
             dist.recv(part, src=source, tag=tag)
         self._stage.back(buf, wire)
 
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int:
+        """Receive from whichever rank sends first (src=None); later chunks from that rank."""
+        wire = self._stage.there(buf, self.wire, fill=False)
+        first, *rest = chunks(wire, self.chunk_bytes)
+        source = int(dist.recv(first, src=None, tag=tag))
+        for part in rest:
+            dist.recv(part, src=source, tag=tag)
+        self._stage.back(buf, wire)
+        return source
+
     def allgather(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj)
