@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from . import client, config, privacy, provenance, runner, seeds
+from .federated_round import Context
 from .metrics import ClientRow, RoundRow, Timer
 from .recorder import Recorder
-from .round import Run
 from .strategies import ServerState, fedasync, fedbuff
 from .vclock import Clock, Task
 from .wire.comm import Comm
@@ -71,7 +71,7 @@ class Server:
         return cls(Clock.from_dict(d["clock"]), res, buf)
 
 
-def train_pending(ctx: Run, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
+def train_pending(ctx: Context, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
     """Train every task in flight without a result, on the ranks the placement gives it."""
     cfg, comm, flat = ctx.cfg, ctx.comm, ctx.flat
     todo = sorted((t for t in srv.clock.inflight if t.dispatch not in srv.results), key=lambda t: t.dispatch)
@@ -120,7 +120,7 @@ class Step:
     start_s: float  # simulated time of the previous version
 
 
-def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
+def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
     """Run arrivals until the server makes its next version; every rank returns the same."""
     cfg = ctx.cfg
     steps_of = _steps_of(ctx)
@@ -152,7 +152,7 @@ def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, tim
     return Step(mech.record(state, ctx.comm), applied, dispatched, start)
 
 
-def _steps_of(ctx: Run) -> Callable[[int], int]:
+def _steps_of(ctx: Context) -> Callable[[int], int]:
     return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
 
 
@@ -160,7 +160,7 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
         aside: Path | None) -> runner.Result:
     """The async counterpart of the runner's loop: same files, one row per server step."""
     fed = cfg.federation
-    ctx = Run.build(cfg, comm)
+    ctx = Context.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
     state, saved = runner.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
     srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
@@ -196,7 +196,7 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
     return runner.finish(rec, ctx, state, stopped, diverged)
 
 
-def _rows(ctx: Run, mech: privacy.Mechanism, out: Step, state: ServerState,
+def _rows(ctx: Context, mech: privacy.Mechanism, out: Step, state: ServerState,
           reports: list[tuple[dict[str, float], int]], ev: runner.Scores) -> tuple[RoundRow, list[ClientRow]]:
     """A server step's rows (built on the rank that writes them): its row, one per update
     applied; the privacy metrics are those of `state`, the state checkpointed and kept."""
@@ -206,7 +206,7 @@ def _rows(ctx: Run, mech: privacy.Mechanism, out: Step, state: ServerState,
                   t.finish - t.start, "ok", t.staleness(v)) for t, r in out.applied]
 
 
-def _row(ctx: Run, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
+def _row(ctx: Context, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
          privacy_metrics: dict[str, Any]) -> RoundRow:
     """One server step as a rounds.csv row: rank 0's phases, the updates applied, the clock."""
     cfg, v = ctx.cfg, out.state.round

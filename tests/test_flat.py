@@ -57,7 +57,7 @@ def test_mixed_dtypes_keep_the_tensor_by_tensor_path():
 
 
 def test_the_round_model_is_bound(tiny_cfg):
-    ctx = runner.Run.build(tiny_cfg(), runner.make_comm("local"))
+    ctx = runner.Context.build(tiny_cfg(), runner.make_comm("local"))
     assert ctx.flat.buf is not None and ctx.flat.buf.numel() == ctx.flat.numel
 
 

@@ -17,8 +17,8 @@ from tests.conftest import run_on_ranks
 @pytest.mark.parametrize("extra", [{"model.lora_r": 4}, {"model.freeze": "lower_half"}],
                          ids=["lora", "freeze"])
 def test_only_trainable_tensors_packed_and_round_trip(tiny_cfg, extra):
-    full = runner.Run.build(tiny_cfg(), runner.make_comm("local"))
-    ctx = runner.Run.build(tiny_cfg(**extra), runner.make_comm("local"))
+    full = runner.Context.build(tiny_cfg(), runner.make_comm("local"))
+    ctx = runner.Context.build(tiny_cfg(**extra), runner.make_comm("local"))
     assert 0 < ctx.flat.numel < full.flat.numel
     assert ctx.flat.numel == sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
     vec = torch.randn(ctx.flat.numel, generator=torch.Generator().manual_seed(0))
@@ -29,7 +29,8 @@ def test_only_trainable_tensors_packed_and_round_trip(tiny_cfg, extra):
 
 
 def test_lora_payload_fraction_on_bert_base(tiny_cfg):
-    ctx = runner.Run.build(tiny_cfg(**{"model.overrides": {}, "model.lora_r": 8}), runner.make_comm("local"))
+    ctx = runner.Context.build(tiny_cfg(**{"model.overrides": {}, "model.lora_r": 8}),
+                               runner.make_comm("local"))
     total = sum(p.numel() for p in ctx.model.parameters())
     assert total > 100e6 and ctx.flat.numel / total < 0.01
 
