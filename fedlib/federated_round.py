@@ -22,7 +22,7 @@ from .metrics import ClientRow, RoundRow, Timer
 from .strategies import ServerState, server_step
 from .wire import placement
 from .wire.aggregate import Update
-from .wire.codec import WIRE
+from .wire.codec import PAYLOAD_DTYPES
 from .wire.comm import Comm
 from .wire.flat import FlatParams
 
@@ -175,7 +175,7 @@ def round_row(ctx: Context, rnd: int, out: RoundOutcome, reports: list[RankRepor
         round=rnd, algorithm=cfg.strategy.algorithm, model=cfg.model.name,
         aggregation=cfg.federation.aggregation, ranks=len(reports), clients=cfg.federation.num_clients,
         sampled=len(out.fates), aggregated=out.aggregated, params=ctx.flat.numel,
-        payload_bytes=ctx.flat.numel * torch.finfo(WIRE[cfg.federation.payload_dtype]).bits // 8,
+        payload_bytes=ctx.flat.numel * torch.finfo(PAYLOAD_DTYPES[cfg.federation.payload_dtype]).bits // 8,
         bytes_comm=int(sum(rep.bytes_sent for rep in reports)),
         round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
         comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],

@@ -10,7 +10,7 @@ import torch
 from fedlib import config, runner
 from fedlib.residuals import ResidualStore
 from fedlib.wire import placement
-from fedlib.wire.codec import Codec, set_tail, unpack, wire_update
+from fedlib.wire.codec import Codec, set_tail, unpack, update_view
 from tests.conftest import run_on_ranks
 
 
@@ -46,7 +46,7 @@ def test_16bit_payload_error_bound_and_wire_round_trip(dtype, bits, floor):
     assert q.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     assert ((q.float() - x).abs() <= x.abs() * 2.0**-bits + floor + 1e-12).all()
     wire = np.zeros(x.numel() + 4, dtype=np.int16)
-    wire_update(wire, q.dtype).copy_(q)
+    update_view(wire, q.dtype).copy_(q)
     set_tail(wire, 37.0, 1.0)
     back, w, c = unpack(wire, q.dtype)
     assert torch.equal(back, q) and (w, c) == (37.0, 1.0)
