@@ -61,21 +61,23 @@ class Context:
     data: data.TextData
     shards: list[data.TextSplit]
     parts: list[np.ndarray]  # training-set indices of each client
+    spec: models.ModelSpec  # model.name resolved once per run (tokenizer, data, model, export)
     costs: placement.CostModel = field(default_factory=placement.CostModel)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # model, buffers, server state
 
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Context:
-        tok = models.load_tokenizer(cfg.model)
-        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model), comm=comm)
+        spec = models.resolve(cfg.model.name)
+        tok = models.load_tokenizer(cfg.model, spec)
+        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model, spec), comm=comm)
         dev = devices.resolve(cfg.device)
-        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed).to(dev)
+        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed, spec=spec).to(dev)
         if cfg.model.cache_features:  # clients train the part above the cached frozen prefix
             model, td = cache.attach(model, td, cfg.model, comm)
         parts = partition.partition(td.train.labels.cpu().numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
-        return cls(cfg, comm, model, FlatParams(model, bind=True), td, shards, parts, device=dev)
+        return cls(cfg, comm, model, FlatParams(model, bind=True), td, shards, parts, spec, device=dev)
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""

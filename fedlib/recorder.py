@@ -28,6 +28,7 @@ from .strategies import ServerState
 
 if TYPE_CHECKING:
     from .federated_round import Context
+    from .models import ModelSpec
 
 __all__ = ["METRICS", "NullRecorder", "Recorder", "Result"]
 
@@ -145,7 +146,8 @@ class Recorder:
         for log in self._logs or ():
             log.close()
 
-    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str]) -> None:
+    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str],
+               spec: ModelSpec | None = None) -> None:
         """The Hugging Face folder of the final model, when federation.export asks for it."""
         if not self.cfg.federation.export:
             return
@@ -154,7 +156,7 @@ class Recorder:
         if why := export.unsupported(self.cfg):
             self.note(f"no Hugging Face export: {why}")
         else:
-            export.write(self.cfg, weights, label_names, self.dir / export.FOLDER)
+            export.write(self.cfg, weights, label_names, self.dir / export.FOLDER, spec=spec)
 
     def summary(self, ctx: Context, state: ServerState, stopped: str | None, diverged: bool,
                 kept: tuple[float, float, float] | None) -> Result:
@@ -212,7 +214,8 @@ class NullRecorder(Recorder):
     def note(self, message: str) -> None:
         pass
 
-    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str]) -> None:
+    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str],
+               spec: ModelSpec | None = None) -> None:
         pass
 
     def summary(self, ctx: Context, state: ServerState, stopped: str | None, diverged: bool,

@@ -104,7 +104,7 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
         ex.close()
         rec.close()
     if not diverged:
-        rec.export(state.weights, ctx.data.label_names)
+        rec.export(state.weights, ctx.data.label_names, ctx.spec)
     return finish(rec, ctx, state, stopped, diverged)
 
 

@@ -149,3 +149,27 @@ def test_a_hub_id_transformers_cannot_fetch_is_one_line(monkeypatch):
             load(config.ModelConfig(name="someorg/some-model"))
         assert str(e.value) == ("model.name='someorg/some-model': could not be loaded (OSError: We couldn't "
                                 "connect to 'https://huggingface.co' to load the files.)")
+
+
+def test_a_run_resolves_the_model_name_once(tiny_cfg, monkeypatch):
+    """Context.build resolves model.name once and hands the spec to the tokenizer, the data's
+    vocabulary folding and the model (it resolved it three times); a mean-pooled model is
+    models.MeanPooled."""
+    from fedlib import runner
+
+    calls = []
+    real = models.resolve
+    monkeypatch.setattr(models, "resolve", lambda name: calls.append(name) or real(name))
+    ctx = runner.Context.build(tiny_cfg(**{"model.pooling": "mean"}), runner.make_comm("local"))
+    assert calls == ["bert-base-uncased"] and ctx.spec == real("bert-base-uncased")
+    assert isinstance(ctx.model, models.MeanPooled)
+
+
+def test_the_heatmap_lives_with_the_figures():
+    """The partition heatmap moved to the notebook side; the old name still answers (notebook 03)."""
+    from fedlib import partition_report
+    from fedlib.lab import figures
+
+    assert partition_report.plot_label_heatmap is figures.plot_label_heatmap
+    with pytest.raises(AttributeError):
+        partition_report.no_such_name  # noqa: B018
