@@ -269,7 +269,3 @@ def preset_vocab(cfg: ModelConfig, spec: ModelSpec | None = None) -> int | None:
     if spec.kind != "preset":
         return None
     return int(preset_config(spec.source, cfg.overrides).vocab_size)
-
-
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
