@@ -39,7 +39,7 @@ def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[st
     """Write the model that `weights` (the flat trainable parameters) describe to `out`, replacing
     it whole (written beside it, then renamed: an interrupted export leaves the old one).
     `spec`: model.name as the run resolved it (resolved here when not given)."""
-    spec = spec or models.resolve(cfg.model.name)
+    spec = spec or models.locate(cfg.model.name)
     if adapter and not cfg.model.lora_r:
         raise ValueError("--adapter: the run has no LoRA adapter (model.lora_r is 0); export the "
                          "whole model instead")

@@ -67,9 +67,10 @@ class Context:
 
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Context:
-        spec = models.resolve(cfg.model.name)
+        spec = models.locate(cfg.model.name)
         tok = models.load_tokenizer(cfg.model, spec)
-        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model, spec), comm=comm)
+        vocab = models.preset_vocab(cfg.model, spec)
+        td = data.load(cfg.data, tok, vocab_size=vocab, comm=comm)
         dev = devices.resolve(cfg.device)
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed, spec=spec).to(dev)
         if cfg.model.cache_features:  # clients train the part above the cached frozen prefix

@@ -2,7 +2,7 @@
 random-init preset built from a real architecture config (for time and bytes measurements).
 
 `model.pooling: mean` wraps the classifier in `MeanPooled` (the head reads the mean of the last
-hidden states). A run resolves `model.name` once (`resolve` -> `ModelSpec`) and hands the spec
+hidden states). A run resolves `model.name` once (`locate` -> `ModelSpec`) and hands the spec
 to `load_tokenizer`, `preset_vocab` and `build`.
 
 Presets use the MiniLM (BERT uncased WordPiece) tokenizer; ids beyond a preset's vocabulary
@@ -117,7 +117,7 @@ class ModelSpec:
     tokenizer: str
 
 
-def resolve(name: str) -> ModelSpec:
+def locate(name: str) -> ModelSpec:
     """Preset, minilm, checkpoint folder or hub id; anything else is refused here, in one line,
     before transformers turns it into chained tracebacks."""
     name = ALIASES.get(name, name)
@@ -165,7 +165,7 @@ def _unloadable(name: str, e: Exception) -> ConfigError:
 
 def load_tokenizer(cfg: ModelConfig, spec: ModelSpec | None = None) -> Any:
     """`spec`: `cfg.name` resolved (a run resolves it once, fedlib.federated_round.Context)."""
-    source = (spec or resolve(cfg.name)).tokenizer
+    source = (spec or locate(cfg.name)).tokenizer
     try:
         return AutoTokenizer.from_pretrained(source)
     except (ImportError, OSError, ValueError) as e:
@@ -193,7 +193,7 @@ def _missing_sentencepiece() -> list[str]:
 def build(cfg: ModelConfig, num_labels: int, seed: int, spec: ModelSpec | None = None) -> nn.Module:
     """The classifier, with its head (and, for presets, all weights) seeded by `seed`; `spec`:
     `cfg.name` resolved, when the caller has it."""
-    spec = spec or resolve(cfg.name)
+    spec = spec or locate(cfg.name)
     torch.manual_seed(seeds.seed(seed, Stream.MODEL_INIT))
     if spec.kind == "preset":
         hf_cfg = preset_config(spec.source, {**cfg.overrides, "num_labels": num_labels})
@@ -265,7 +265,7 @@ def lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
 
 def preset_vocab(cfg: ModelConfig, spec: ModelSpec | None = None) -> int | None:
     """A random-init preset's vocabulary size (token ids are folded into it), else None."""
-    spec = spec or resolve(cfg.name)
+    spec = spec or locate(cfg.name)
     if spec.kind != "preset":
         return None
     return int(preset_config(spec.source, cfg.overrides).vocab_size)
