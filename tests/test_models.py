@@ -162,7 +162,7 @@ def test_a_run_resolves_the_model_name_once(tiny_cfg, monkeypatch):
     models.MeanPooled."""
     calls = []
     real = models.locate
-    monkeypatch.setattr(models, "resolve", lambda name: calls.append(name) or real(name))
+    monkeypatch.setattr(models, "locate", lambda name: calls.append(name) or real(name))
     ctx = runner.Context.build(tiny_cfg(**{"model.pooling": "mean"}), runner.make_comm("local"))
     assert calls == ["bert-base-uncased"] and ctx.spec == real("bert-base-uncased")
     assert isinstance(ctx.model, models.MeanPooled)
