@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import client, config, privacy, provenance, runner, seeds
+from . import client, config, lifecycle, privacy, provenance, seeds
 from .federated_round import Context
 from .metrics import ClientRow, RoundRow, Timer
 from .recorder import Recorder
@@ -157,12 +157,12 @@ def _steps_of(ctx: Context) -> Callable[[int], int]:
 
 
 def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-        aside: Path | None) -> runner.Result:
+        aside: Path | None) -> lifecycle.Result:
     """The async counterpart of the runner's loop: same files, one row per server step."""
     fed = cfg.federation
     ctx = Context.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
-    state, saved = runner.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
+    state, saved = lifecycle.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
     srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     mech.plan(state)
@@ -175,15 +175,15 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
             timer, sent0, before = Timer(), comm.bytes_sent, state
             out = step(ctx, mech, srv, state, timer)
             state, v = out.state, out.state.round
-            ev, stopped = runner.score(ctx, state, v, timer, f"at server step {v}")
+            ev, stopped = lifecycle.score(ctx, state, v, timer, f"at server step {v}")
             if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
                 stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
                 state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
-            elif runner.due(fed, v):
+            elif lifecycle.due(fed, v):
                 train_pending(ctx, mech, srv, timer)  # in flight but trained: no base weights to save
                 state = mech.record(state, comm)  # and what their training spent (DP-SGD)
                 state = replace(state, extra={**state.extra, "async": srv.to_dict()})
-            if diverged or runner.due(fed, v):
+            if diverged or lifecycle.due(fed, v):
                 with timer("checkpoint"):
                     rec.write_checkpoint(state)
             reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
@@ -193,11 +193,12 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
                 break
     finally:
         rec.close()
-    return runner.finish(rec, ctx, state, stopped, diverged)
+    return lifecycle.finish(rec, ctx, state, stopped, diverged)
 
 
 def _rows(ctx: Context, mech: privacy.Mechanism, out: Step, state: ServerState,
-          reports: list[tuple[dict[str, float], int]], ev: runner.Scores) -> tuple[RoundRow, list[ClientRow]]:
+          reports: list[tuple[dict[str, float], int]], ev: lifecycle.Scores
+          ) -> tuple[RoundRow, list[ClientRow]]:
     """A server step's rows (built on the rank that writes them): its row, one per update
     applied; the privacy metrics are those of `state`, the state checkpointed and kept."""
     v = out.state.round
