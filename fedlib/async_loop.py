@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import client, config, privacy, provenance, runner, seeds, stop
+from . import client, config, lifecycle, privacy, provenance, seeds, stop
+from .federated_round import Context
 from .metrics import ClientRow, RoundRow, Timer
 from .recorder import Recorder
-from .round import Run
 from .strategies import ServerState, fedasync, fedbuff
 from .vclock import Clock, Task
 from .wire.comm import Comm
@@ -71,7 +71,7 @@ class Server:
         return cls(Clock.from_dict(d["clock"]), res, buf)
 
 
-def train_pending(ctx: Run, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
+def train_pending(ctx: Context, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
     """Train every task in flight without a result, on the ranks the placement gives it."""
     cfg, comm, flat = ctx.cfg, ctx.comm, ctx.flat
     todo = sorted((t for t in srv.clock.inflight if t.dispatch not in srv.results), key=lambda t: t.dispatch)
@@ -120,7 +120,7 @@ class Step:
     start_s: float  # simulated time of the previous version
 
 
-def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
+def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
     """Run arrivals until the server makes its next version; every rank returns the same."""
     cfg = ctx.cfg
     steps_of = _steps_of(ctx)
@@ -152,21 +152,21 @@ def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, tim
     return Step(mech.record(state, ctx.comm), applied, dispatched, start)
 
 
-def _steps_of(ctx: Run) -> Callable[[int], int]:
+def _steps_of(ctx: Context) -> Callable[[int], int]:
     return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
 
 
 def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-        aside: Path | None, signals: stop.Signals) -> runner.Result:
+        aside: Path | None, signals: stop.Signals) -> lifecycle.Result:
     """The async counterpart of the runner's loop: same files, one row per server step; a stop
     signal (SIGTERM, SIGUSR1) checkpoints the last step with its server state, as a round does."""
     if cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
         from . import wallclock
         return wallclock.run(cfg, comm, resume, progress, started, aside)
     fed = cfg.federation
-    ctx = Run.build(cfg, comm)
+    ctx = Context.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
-    state, saved = runner.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
+    state, saved = lifecycle.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
     srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     mech.plan(state)
@@ -182,13 +182,13 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
             timer, sent0, before = Timer(), comm.bytes_sent, state
             out = step(ctx, mech, srv, state, timer)
             state, v = out.state, out.state.round
-            ev, stopped = runner.score(ctx, state, v, timer, f"at server step {v}")
+            ev, stopped = lifecycle.score(ctx, state, v, timer, f"at server step {v}")
             if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
                 stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
                 state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
-            elif runner.due(fed, v):
+            elif lifecycle.due(fed, v):
                 state = with_server(ctx, mech, srv, state, timer)
-            if diverged or runner.due(fed, v):
+            if diverged or lifecycle.due(fed, v):
                 with timer("checkpoint"):
                     rec.write_checkpoint(state)
             reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
@@ -200,10 +200,10 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
         rec.close()
     if not diverged:
         rec.export(state.weights, ctx.data.label_names)
-    return runner.finish(rec, ctx, state, stopped, diverged)
+    return lifecycle.finish(rec, ctx, state, stopped, diverged)
 
 
-def with_server(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer
+def with_server(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer
                 ) -> ServerState:
     """`state` ready to checkpoint (collective): the tasks in flight trained, so no base weights
     need saving, what their training spent recorded (DP-SGD), and the server's state inside."""
@@ -212,8 +212,9 @@ def with_server(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerSta
     return replace(state, extra={**state.extra, "async": srv.to_dict()})
 
 
-def _rows(ctx: Run, mech: privacy.Mechanism, out: Step, state: ServerState,
-          reports: list[tuple[dict[str, float], int]], ev: runner.Scores) -> tuple[RoundRow, list[ClientRow]]:
+def _rows(ctx: Context, mech: privacy.Mechanism, out: Step, state: ServerState,
+          reports: list[tuple[dict[str, float], int]], ev: lifecycle.Scores
+          ) -> tuple[RoundRow, list[ClientRow]]:
     """A server step's rows (built on the rank that writes them): its row, one per update
     applied; the privacy metrics are those of `state`, the state checkpointed and kept."""
     v = out.state.round
@@ -222,7 +223,7 @@ def _rows(ctx: Run, mech: privacy.Mechanism, out: Step, state: ServerState,
                   t.finish - t.start, "ok", t.staleness(v)) for t, r in out.applied]
 
 
-def _row(ctx: Run, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
+def _row(ctx: Context, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
          privacy_metrics: dict[str, Any]) -> RoundRow:
     """One server step as a rounds.csv row: rank 0's phases, the updates applied, the clock."""
     cfg, v = ctx.cfg, out.state.round

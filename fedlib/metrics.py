@@ -67,6 +67,10 @@ class RoundRow:
 
 @dataclass(frozen=True)
 class ClientRow:
+    """What one client's training came to in a round (or, async, a server step): the one
+    per-client record from the round body to clients.csv. `client.ClientResult` stays apart:
+    training knows neither the round, the rank nor the client's fate."""
+
     round: int
     client_id: int
     rank: int

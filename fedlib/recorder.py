@@ -28,11 +28,12 @@ from .residuals import ResidualStore
 from .strategies import ServerState
 
 if TYPE_CHECKING:
-    from .round import Run
+    from .federated_round import Context
+    from .models import ModelSpec
 
 __all__ = ["METRICS", "NullRecorder", "Recorder", "Result"]
 
-METRICS = ("eval_loss", "accuracy", "macro_f1")  # the order of Run.evaluate's tuple
+METRICS = ("eval_loss", "accuracy", "macro_f1")  # the order of Context.evaluate's tuple
 Rows = Callable[[], tuple[RoundRow, Iterable[ClientRow]]]  # built only where they are written
 
 
@@ -64,7 +65,8 @@ class Recorder:
         """The writer on the rank that `writes` (rank 0), a recorder doing nothing elsewhere."""
         return (Recorder if writes else NullRecorder)(cfg, ranks, store, aside, progress)
 
-    def start(self, ctx: Run, state: ServerState, prov: dict[str, Any], saved: dict[str, Any] | None) -> None:
+    def start(self, ctx: Context, state: ServerState, prov: dict[str, Any], saved: dict[str, Any] | None
+              ) -> None:
         """Open the folder for the rounds after `state`: `saved` is the checkpoint's config on
         resume (None: a fresh run). The record keeps the original header and start; a resume
         is appended to it, and rows past the checkpoint's round are dropped."""
@@ -154,7 +156,8 @@ class Recorder:
         for log in (*(self._logs or ()), *([self._arrivals] if self._arrivals else [])):
             log.close()
 
-    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str]) -> None:
+    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str],
+               spec: ModelSpec | None = None) -> None:
         """The Hugging Face folder of the final model, when federation.export asks for it."""
         if not self.cfg.federation.export:
             return
@@ -163,9 +166,9 @@ class Recorder:
         if why := export.unsupported(self.cfg):
             self.note(f"no Hugging Face export: {why}")
         else:
-            export.write(self.cfg, weights, label_names, self.dir / export.FOLDER)
+            export.write(self.cfg, weights, label_names, self.dir / export.FOLDER, spec=spec)
 
-    def summary(self, ctx: Run, state: ServerState, stopped: str | None, diverged: bool,
+    def summary(self, ctx: Context, state: ServerState, stopped: str | None, diverged: bool,
                 kept: tuple[float, float, float] | None) -> Result:
         """summary.json from the files the run wrote; `kept`: the scores of the state a
         diverged run kept (the diverged round's go beside them)."""
@@ -202,7 +205,8 @@ class Recorder:
 class NullRecorder(Recorder):
     """What every rank but 0 holds: the same calls, nothing written, empty tables returned."""
 
-    def start(self, ctx: Run, state: ServerState, prov: dict[str, Any], saved: dict[str, Any] | None) -> None:
+    def start(self, ctx: Context, state: ServerState, prov: dict[str, Any], saved: dict[str, Any] | None
+              ) -> None:
         pass
 
     def write_checkpoint(self, state: ServerState) -> None:
@@ -223,10 +227,11 @@ class NullRecorder(Recorder):
     def note(self, message: str) -> None:
         pass
 
-    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str]) -> None:
+    def export(self, weights: torch.Tensor, label_names: tuple[str, ...] | list[str],
+               spec: ModelSpec | None = None) -> None:
         pass
 
-    def summary(self, ctx: Run, state: ServerState, stopped: str | None, diverged: bool,
+    def summary(self, ctx: Context, state: ServerState, stopped: str | None, diverged: bool,
                 kept: tuple[float, float, float] | None) -> Result:
         return Result(pd.DataFrame(), pd.DataFrame(), {}, state)
 

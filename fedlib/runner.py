@@ -1,33 +1,32 @@
 """A run: build the round context, resume (or refuse what a resume cannot keep), loop over
-rounds (`fedlib.round.play`), evaluate, stop on divergence or budget, write the rows and the
-checkpoint that covers them, export, summarize. Every rank runs this same code; what the run
+rounds (`fedlib.federated_round.play`), evaluate, stop on divergence or budget, write the rows
+and the checkpoint that covers them, export, summarize (fedlib.lifecycle: the steps it shares
+with the asynchronous loop, fedlib.async_loop). Every rank runs this same code; what the run
 writes goes through its recorder (fedlib.recorder), which writes on rank 0 only.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from . import checkpoint, config, participation, privacy, provenance, residuals, rundir, stop
+from . import async_loop, config, federated_round, privacy, provenance, residuals, rundir, stop
 from . import device as devices
 from . import launch as launcher
-from . import round as rounds
+from .federated_round import Context
+from .lifecycle import Scores, due, finish, resumed, score
 from .metrics import Timer
 from .recorder import Recorder, Result
 from .resume import RESUMABLE
-from .resume import check as check_resume
-from .round import Run
 from .strategies import ServerState
 from .wire import exchange
 from .wire.codec import Codec
 from .wire.comm import Comm, make_comm
 
-__all__ = ["RESUMABLE", "Result", "comm_for", "run"]
+# Context, make_comm and the loops' shared steps (fedlib.lifecycle) stay importable from here
+__all__ = ["RESUMABLE", "Context", "Result", "Scores", "comm_for", "due", "finish", "make_comm", "resumed",
+           "run", "score"]
 
 
 def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
@@ -63,7 +62,6 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
         claim = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
         try:
             if cfg.federation.mode != "sync":  # fedbuff | fedasync: the virtual-clock loop
-                from . import async_loop
                 return async_loop.run(cfg, comm, claim.resume, progress, started, claim.aside, signals)
             return _run(cfg, comm, claim.resume, progress, started, claim.aside, signals)
         finally:
@@ -74,7 +72,7 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
 def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
          aside: Path | None, signals: stop.Signals) -> Result:
     """Build, resume, loop over rounds, finish: the same code on every rank."""
-    ctx = Run.build(cfg, comm)
+    ctx = Context.build(cfg, comm)
     fed = cfg.federation
     prov = provenance.collect(comm, str(next(ctx.model.parameters()).device), torch.get_num_threads(),
                               started)
@@ -105,18 +103,18 @@ def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, starte
         ex.close()
         rec.close()
     if not diverged:
-        rec.export(state.weights, ctx.data.label_names)
+        rec.export(state.weights, ctx.data.label_names, ctx.spec)
     return finish(rec, ctx, state, stopped, diverged)
 
 
-def _round(ctx: Run, mech: privacy.Mechanism, ex: exchange.Exchange, rec: Recorder, state: ServerState
+def _round(ctx: Context, mech: privacy.Mechanism, ex: exchange.Exchange, rec: Recorder, state: ServerState
            ) -> tuple[ServerState, str | None]:
     """One round on every rank: play it, score it, keep the last finite state if it diverged,
     checkpoint it when due, record it. Returns the new state and why the run stops (None)."""
     comm, fed = ctx.comm, ctx.cfg.federation
     rnd, before, timer = state.round + 1, state, Timer()
     sent0, copy0 = comm.bytes_sent, comm.copy_s
-    out = rounds.play(ctx, mech, ex, state, rnd, timer)
+    out = federated_round.play(ctx, mech, ex, state, rnd, timer)
     state = out.state
     ev, stopped = score(ctx, state, rnd, timer, f"in round {rnd}")
     if diverged := stopped is not None:
@@ -126,45 +124,8 @@ def _round(ctx: Run, mech: privacy.Mechanism, ex: exchange.Exchange, rec: Record
         with timer("checkpoint"):
             rec.write_checkpoint(state)
     timer.move("comm", "copy", comm.copy_s - copy0)  # host staging, timed by the comm
-    reports = comm.allgather(rounds.RankReport(timer.close(), out.clients, comm.bytes_sent - sent0))
+    reports = comm.allgather(federated_round.RankReport(timer.close(), out.clients, comm.bytes_sent - sent0))
     ctx.observe(reports)
-    rec.write_round(lambda: (rounds.round_row(ctx, rnd, out, reports, ev, mech.metrics(state, rnd)),
-                             [c.row(rnd, rank) for rank, rep in enumerate(reports) for c in rep.clients]))
+    rec.write_round(lambda: (federated_round.round_row(ctx, rnd, out, reports, ev, mech.metrics(state, rnd)),
+                             [c for rep in reports for c in rep.clients]))
     return state, stopped
-
-
-Scores = tuple[float | None, float | None, float | None]
-
-
-def score(ctx: Run, state: ServerState, v: int, timer: Timer, where: str) -> tuple[Scores, str | None]:
-    """Evaluate version `v` when federation.eval_every says so; the second value says why the
-    run diverged (weights or evaluation loss not finite), else None."""
-    fed = ctx.cfg.federation
-    if not participation.finite([state.weights]):
-        return (None, None, None), f"diverged {where}: the global weights are not finite"
-    if not (fed.eval_every and (v % fed.eval_every == 0 or v == fed.rounds)):
-        return (None, None, None), None
-    with timer("eval"):
-        ev = ctx.evaluate(state.weights)
-    return ev, (f"diverged {where}: the evaluation loss is {ev[0]}" if not np.isfinite(ev[0]) else None)
-
-
-def due(fed: config.FederationConfig, v: int) -> bool:
-    """Whether version `v` is checkpointed (every federation.checkpoint_every, and the last)."""
-    return fed.checkpoint_every > 0 and (v % fed.checkpoint_every == 0 or v == fed.rounds)
-
-
-def resumed(ctx: Run) -> tuple[ServerState, dict[str, Any]]:
-    """The checkpoint's state on this run's device (saved from any device, loaded on the CPU),
-    and its config, refused when this run's configuration would make a different run."""
-    state, saved = checkpoint.load(ctx.cfg.run_dir)
-    check_resume(saved, ctx.cfg, ctx.cfg.run_dir)
-    return replace(state, weights=state.weights.to(ctx.device),
-                   opt_state=devices.to(state.opt_state, ctx.device)), saved
-
-
-def finish(rec: Recorder, ctx: Run, state: ServerState, stopped: str | None, diverged: bool) -> Result:
-    """The run's tables and summary; a diverged run reports the state it kept (perhaps never
-    scored, e.g. round 0), so that state is scored here (on every rank: it is collective)."""
-    kept = ctx.evaluate(state.weights) if diverged and ctx.cfg.federation.eval_every else None
-    return rec.summary(ctx, state, stopped, diverged, kept)

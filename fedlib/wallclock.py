@@ -43,17 +43,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import client, config, participation, privacy, provenance, runner, seeds, stop
+from . import client, config, lifecycle, participation, privacy, provenance, seeds, stop
+from .federated_round import Context
 from .metrics import ArrivalRow, ClientRow, RoundRow, Timer
 from .recorder import Recorder
-from .round import Run
 from .strategies import ServerState, fedasync, fedbuff
 from .wire import tasks
 from .wire.comm import Comm, LocalComm
 from .wire.tasks import Done, Task, Train
 
 
-def trainer(ctx: Run, mech: privacy.Mechanism, emulate: bool) -> Train:
+def trainer(ctx: Context, mech: privacy.Mechanism, emulate: bool) -> Train:
     """How a worker trains a task: from `base`, the client's seed of (version + 1, client) as on
     the virtual clock; the payload is Δ = client − base (fedbuff) or the client's weights."""
     cfg, flat = ctx.cfg, ctx.flat
@@ -74,7 +74,7 @@ def trainer(ctx: Run, mech: privacy.Mechanism, emulate: bool) -> Train:
     return train
 
 
-def apply(ctx: Run, mech: privacy.Mechanism, state: ServerState, updates: list[tuple[Task, torch.Tensor]]
+def apply(ctx: Context, mech: privacy.Mechanism, state: ServerState, updates: list[tuple[Task, torch.Tensor]]
           ) -> ServerState:
     """One server step on the updates in the order they arrived (the virtual clock's math)."""
     cfg, v = ctx.cfg, state.round + 1
@@ -145,8 +145,8 @@ def signal_code(signals: stop.Signals) -> int:
     return stop.SIGNALS.index(signals.received) + 1 if signals.received in stop.SIGNALS else 0
 
 
-def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state: ServerState, rec: Recorder,
-          signals: stop.Signals) -> tuple[ServerState, str | None, bool, str | None]:
+def serve(ctx: Context, mech: privacy.Mechanism, link: Inline | tasks.Remote, state: ServerState,
+          rec: Recorder, signals: stop.Signals) -> tuple[ServerState, str | None, bool, str | None]:
     """Rank 0's loop: hand tasks out, take updates as they arrive, step every K, score,
     checkpoint, record. Returns the final state, why it stopped early (or None), whether it
     diverged, and the stop signal rank 0 or a worker received (the step it ends is then
@@ -186,7 +186,7 @@ def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state:
                 state = apply(ctx, mech, state, [(a.done.task, a.done.payload) for a in buffer])
             disp.fresh = set()
             v = state.round
-            ev, stopped = runner.score(alone, state, v, timer, f"at server step {v}")
+            ev, stopped = lifecycle.score(alone, state, v, timer, f"at server step {v}")
             if diverged := stopped is not None:
                 stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
                 state = before
@@ -195,7 +195,7 @@ def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state:
                     handed += fill(v, state.weights)
                 wall = {"dispatched": disp.dispatched, "elapsed_s": buffer[-1].end_s}
                 state = replace(state, extra={**state.extra, "wall": wall})
-            if diverged or runner.due(fed, v):
+            if diverged or lifecycle.due(fed, v):
                 with timer("checkpoint"):
                     rec.write_checkpoint(state)
             seconds = timer.close()
@@ -216,8 +216,8 @@ def serve(ctx: Run, mech: privacy.Mechanism, link: Inline | tasks.Remote, state:
     return state, stopped, diverged, signame
 
 
-def _rows(ctx: Run, v: int, buffer: list[Arrived], t: dict[str, float], nbytes: int, handed: int,
-          last: float, ev: runner.Scores) -> tuple[RoundRow, list[ClientRow]]:
+def _rows(ctx: Context, v: int, buffer: list[Arrived], t: dict[str, float], nbytes: int, handed: int,
+          last: float, ev: lifecycle.Scores) -> tuple[RoundRow, list[ClientRow]]:
     """A server step's rounds.csv row (rank 0's phases; `wait` = waiting for arrivals) and its
     clients.csv rows, one per update applied."""
     cfg = ctx.cfg
@@ -245,12 +245,12 @@ def _rows(ctx: Run, v: int, buffer: list[Arrived], t: dict[str, float], nbytes: 
 
 
 def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-        aside: Path | None) -> runner.Result:
+        aside: Path | None) -> lifecycle.Result:
     """The wall-clock loop behind fedlib.async_loop.run: rank 0 serves, the others work; every
     rank returns the server's final state."""
-    ctx = Run.build(cfg, comm)
+    ctx = Context.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
-    state, saved = runner.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
+    state, saved = lifecycle.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, None, aside, progress)
     rec.start(ctx, state, prov, saved)
@@ -274,7 +274,7 @@ def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started
     comm.broadcast(weights)
     if comm.rank != 0:
         state = ServerState(weights, rnd)
-    return runner.finish(rec, ctx, state, stopped, diverged)
+    return lifecycle.finish(rec, ctx, state, stopped, diverged)
 
 
 def replay(cfg: config.RunConfig, arrivals: Path | pd.DataFrame | None = None) -> ServerState:
@@ -285,7 +285,7 @@ def replay(cfg: config.RunConfig, arrivals: Path | pd.DataFrame | None = None) -
     log = arrivals if isinstance(arrivals, pd.DataFrame) else pd.read_csv(arrivals)
     if cfg.threads is not None:  # the run's kernels: other thread counts sum in other orders
         torch.set_num_threads(cfg.threads)
-    ctx = Run.build(cfg, LocalComm())
+    ctx = Context.build(cfg, LocalComm())
     mech = privacy.make(cfg, ctx.shards, ctx.model, ctx.comm)
     train = trainer(ctx, mech, emulate=False)
     state = ServerState(ctx.flat.get())

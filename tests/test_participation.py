@@ -98,7 +98,7 @@ def test_nan_update_rejected_and_counted(tiny_cfg, monkeypatch):
 
 def test_round_skipped_below_min_clients(tiny_cfg, monkeypatch):
     cfg = tiny_cfg(**{"participation.min_clients": 5})
-    start = runner.Run.build(cfg, runner.make_comm("local")).flat.get()
+    start = runner.Context.build(cfg, runner.make_comm("local")).flat.get()
     _poison(monkeypatch, {0, 1})
     res = runner.run(cfg, progress=False)
     assert res.rounds["skipped"].tolist() == [True, True] and res.state.round == 2

@@ -132,7 +132,7 @@ def test_empty_round_still_releases_the_noise(tiny_cfg):
                           "federation.rounds": 1})
     seed = next(s for s in range(200) if not participation.sample_clients(tiny_cfg(seed=s, **over), 1))
     cfg = tiny_cfg(seed=seed, **over)
-    w0 = runner.Run.build(cfg, LocalComm()).flat.get()
+    w0 = runner.Context.build(cfg, LocalComm()).flat.get()
     res = runner.run(cfg, progress=False)
     row = res.rounds.iloc[0]
     assert row["sampled"] == 0 and row["aggregated"] == 0 and not row["skipped"]

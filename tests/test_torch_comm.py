@@ -26,7 +26,7 @@ def test_torch_backend_equals_mpi_and_one_process(tmp_path, tiny_cfg, aggregatio
     gloo = _weights(tmp_path, "gloo", **extra, **{"federation.backend": "torch"})
     torch.testing.assert_close(gloo, mpi, rtol=0, atol=1e-5)
     torch.testing.assert_close(gloo, one, rtol=0, atol=1e-5)
-    assert not torch.equal(one, runner.Run.build(tiny_cfg(), runner.make_comm("local")).flat.get())
+    assert not torch.equal(one, runner.Context.build(tiny_cfg(), runner.make_comm("local")).flat.get())
 
 
 def test_torch_comm_primitives_chunked():

@@ -136,9 +136,9 @@ def check_export(export: Export, entries: int) -> None:
 
 def wants_export(export: Export, entry: int, cfg: config.RunConfig) -> bool:
     """Whether this run exports. A random-init preset never does: its weights only time things."""
-    from ..models import resolve
+    from ..models import locate
 
-    if resolve(cfg.model.name).kind == "preset":
+    if locate(cfg.model.name).kind == "preset":
         return False
     if isinstance(export, bool) or export == "best":
         return bool(export)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..residuals import ResidualStore  # the server-state side: beside the checkpoint
     from .aggregate import Update
 
-WIRE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PAYLOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TAIL = 4  # int16 slots carrying the two float32 trailing values (weight, count)
 
 
@@ -30,13 +30,13 @@ def add_decoded(acc: torch.Tensor, q: torch.Tensor, alpha: float) -> None:
 
 class Codec:
     def __init__(self, dtype: str = "fp32", residuals: ResidualStore | None = None) -> None:
-        self.wire = WIRE[dtype]
+        self.dtype = PAYLOAD_DTYPES[dtype]
         self.residuals = residuals
         self._delta: torch.Tensor | None = None  # fp32 scratch for the update being rounded
 
     @property
     def lossless(self) -> bool:
-        return self.wire == torch.float32
+        return self.dtype == torch.float32
 
     def encode(self, cid: int, delta: torch.Tensor, out: torch.Tensor | None = None,
                rnd: int = 0) -> torch.Tensor:
@@ -44,7 +44,7 @@ class Codec:
         given. `delta` is scratch: with error feedback it ends up holding the new residual."""
         if self.residuals is not None:
             delta.add_(self.residuals.get(cid, delta.numel(), rnd, delta.device))
-        q = torch.empty(delta.shape, dtype=self.wire, device=delta.device) if out is None else out
+        q = torch.empty(delta.shape, dtype=self.dtype, device=delta.device) if out is None else out
         q.copy_(delta)
         if self.residuals is not None:
             add_decoded(delta, q, -1.0)
@@ -61,28 +61,28 @@ class Codec:
         return self.encode(update.cid, flat.delta_into(self._delta, update.base), out, update.rnd)
 
 
-Wire = torch.Tensor | np.ndarray  # int16 message buffer; numpy accepted for host-side callers
+Message = torch.Tensor | np.ndarray  # int16 message buffer; numpy accepted for host-side callers
 
 
-def _tensor(buf: Wire) -> torch.Tensor:
+def _tensor(buf: Message) -> torch.Tensor:
     return torch.from_numpy(buf) if isinstance(buf, np.ndarray) else buf
 
 
-def wire_update(buf: Wire, dtype: torch.dtype) -> torch.Tensor:
-    """The update part of an int16 wire buffer, seen as `dtype` (no copy)."""
+def update_view(buf: Message, dtype: torch.dtype) -> torch.Tensor:
+    """The update part of an int16 message buffer, seen as `dtype` (no copy)."""
     t = _tensor(buf)
     return t[: t.numel() - TAIL].view(dtype)
 
 
-def set_tail(buf: Wire, weight: float, count: float) -> None:
+def set_tail(buf: Message, weight: float, count: float) -> None:
     t = _tensor(buf)
     tail = torch.tensor([weight, count], dtype=torch.float32, device=t.device)
     t[t.numel() - TAIL :] = tail.view(torch.int16)
 
 
-def unpack(buf: Wire, dtype: torch.dtype) -> tuple[torch.Tensor, float, float]:
-    """Wire bytes (int16: the 16-bit update, then weight and count as two float32) -> views.
+def unpack(buf: Message, dtype: torch.dtype) -> tuple[torch.Tensor, float, float]:
+    """Message bytes (int16: the 16-bit update, then weight and count as two float32) -> views.
     The tail is copied before it is read as float32 (it may sit at an odd int16 offset)."""
     t = _tensor(buf)
     weight, count = t[t.numel() - TAIL :].clone().view(torch.float32).tolist()
-    return wire_update(t, dtype), float(weight), float(count)
+    return update_view(t, dtype), float(weight), float(count)
