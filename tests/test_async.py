@@ -130,12 +130,13 @@ def test_async_resume_equals_uninterrupted(tiny_cfg):
     pd.testing.assert_frame_equal(resumed.rounds[cols], full.rounds[cols])
 
 
-def test_async_divergence_stops_with_the_last_finite_state(tiny_cfg, monkeypatch):
+@pytest.mark.parametrize("clock", ["virtual", "wall"])
+def test_async_divergence_stops_with_the_last_finite_state(tiny_cfg, monkeypatch, clock):
     def step(state, arrivals, strategy):
         nxt = fedbuff.server_step(state, fedbuff.buffered_mean(arrivals, strategy), strategy)
         return nxt if state.round < 2 else replace(nxt, weights=nxt.weights * float("nan"))
     monkeypatch.setattr(fedbuff, "step", step)
-    cfg = tiny_cfg(name="div", **ASYNC)
+    cfg = tiny_cfg(name="div", **ASYNC, **{"federation.clock": clock})
     res = runner.run(cfg, progress=False)
     assert res.summary["diverged"] and "diverged at server step 3" in res.summary["stopped"]
     saved, _ = checkpoint.load(cfg.run_dir)
