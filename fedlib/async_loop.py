@@ -17,18 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from . import checkpoint, client, config, data, privacy, provenance, rundir, runner, seeds
-from . import resume as resume_rules
-from .metrics import ClientRow, CsvLog, RoundRow, Timer
-from .partition_report import report as part_report
-from .round import Run
+from . import client, config, lifecycle, privacy, provenance, seeds, stop
+from .federated_round import Context
+from .metrics import ClientRow, RoundRow, Timer
+from .recorder import Recorder
 from .strategies import ServerState, fedasync, fedbuff
 from .vclock import Clock, Task
 from .wire.comm import Comm
@@ -72,7 +71,7 @@ class Server:
         return cls(Clock.from_dict(d["clock"]), res, buf)
 
 
-def train_pending(ctx: Run, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
+def train_pending(ctx: Context, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
     """Train every task in flight without a result, on the ranks the placement gives it."""
     cfg, comm, flat = ctx.cfg, ctx.comm, ctx.flat
     todo = sorted((t for t in srv.clock.inflight if t.dispatch not in srv.results), key=lambda t: t.dispatch)
@@ -121,7 +120,7 @@ class Step:
     start_s: float  # simulated time of the previous version
 
 
-def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
+def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
     """Run arrivals until the server makes its next version; every rank returns the same."""
     cfg = ctx.cfg
     steps_of = _steps_of(ctx)
@@ -153,87 +152,78 @@ def step(ctx: Run, mech: privacy.Mechanism, srv: Server, state: ServerState, tim
     return Step(mech.record(state, ctx.comm), applied, dispatched, start)
 
 
-def _steps_of(ctx: Run) -> Callable[[int], int]:
+def _steps_of(ctx: Context) -> Callable[[int], int]:
     return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
 
 
 def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-        aside: Path | None) -> runner.Result:
-    """The async counterpart of the runner's loop: same files, one row per server step."""
-    r0 = comm.rank == 0
-    run_dir, fed = cfg.run_dir, cfg.federation
-    ctx = Run.build(cfg, comm)
+        aside: Path | None, signals: stop.Signals) -> lifecycle.Result:
+    """The async counterpart of the runner's loop: same files, one row per server step; a stop
+    signal (SIGTERM, SIGUSR1) checkpoints the last step with its server state, as a round does."""
+    if cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
+        from . import wallclock
+        return wallclock.run(cfg, comm, resume, progress, started, aside)
+    fed = cfg.federation
+    ctx = Context.build(cfg, comm)
     prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
-    state, srv = ServerState(ctx.flat.get()), Server()
-    if resume:
-        state, saved = checkpoint.load(run_dir)
-        resume_rules.check(saved, cfg, run_dir)
-        state = replace(state, weights=state.weights.to(ctx.device))
-        if "async" in state.extra:
-            srv = Server.from_dict(state.extra["async"], ctx.device)
+    state, saved = lifecycle.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
+    srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
     mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
     mech.plan(state)
-    if r0:
-        if resume:  # the record keeps the original header and start; this resume is appended
-            prov = resume_rules.record(run_dir, cfg, saved, prov, state.round)
-        else:
-            (run_dir / "config.yaml").write_text(provenance.header(prov) + config.dump(cfg))
-        data.write_label_names(run_dir, ctx.data.label_names)  # export needs no data folder later
-        part_report(ctx.parts, ctx.data.train.labels.cpu().numpy(), ctx.data.num_labels).to_csv(
-            run_dir / "partition.csv", index=False)
-        keep = state.round if resume else None
-        rlog = CsvLog(run_dir / "rounds.csv", RoundRow, keep)
-        clog = CsvLog(run_dir / "clients.csv", ClientRow, keep)
+    rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, None, aside, progress)
+    rec.start(ctx, state, prov, saved)
     comm.barrier()
     stopped, diverged = None, False
-    bar = tqdm(total=fed.rounds, initial=state.round, desc=cfg.name, disable=not (r0 and progress),
-               unit="step")
     try:
         while state.round < fed.rounds:
+            if signame := signals.agreed(comm):  # every rank stops after the same server step
+                rec.checkpoint_now(with_server(ctx, mech, srv, state, Timer()))  # on every rank
+                raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
             timer, sent0, before = Timer(), comm.bytes_sent, state
             out = step(ctx, mech, srv, state, timer)
             state, v = out.state, out.state.round
-            ev, stopped = runner.score(ctx, state.weights, v, timer, f"at server step {v}")
+            ev, stopped = lifecycle.score(ctx, state, v, timer, f"at server step {v}")
             if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
                 stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
                 state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
-            every = fed.checkpoint_every
-            keep = diverged or (every > 0 and (v % every == 0 or v == fed.rounds))
-            if keep and not diverged:
-                train_pending(ctx, mech, srv, timer)  # in flight but trained: no base weights to save
-                state = mech.record(state, comm)  # and what their training spent (DP-SGD)
-                state = replace(state, extra={**state.extra, "async": srv.to_dict()})
-            if keep and r0:
+            elif lifecycle.due(fed, v):
+                state = with_server(ctx, mech, srv, state, timer)
+            if diverged or lifecycle.due(fed, v):
                 with timer("checkpoint"):
-                    checkpoint.write(run_dir, state, cfg.to_dict())
+                    rec.write_checkpoint(state)
             reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
-            if r0:
-                row = _row(ctx, out, reports, ev, mech.metrics(state, v))
-                rlog.write(row)
-                for t, r in out.applied:
-                    clog.write(ClientRow(v, t.cid, r.rank, len(ctx.shards[t.cid]), t.steps, r.loss,
-                                         r.compute_s, t.speed, t.finish - t.start, "ok", t.staleness(v)))
-                if keep:
-                    rlog.sync()
-                    clog.sync()
-                    checkpoint.commit(run_dir)
-                rundir.discard(aside)
-                aside = None
-                bar.set_postfix(loss=f"{row.train_loss:.3f}", t=f"{row.virtual_s:.0f}")
-            bar.update(1)
-            if diverged:
-                if r0:
-                    tqdm.write(f"{cfg.name}: {stopped}")
+            rec.write_round(partial(_rows, ctx, mech, out, state, reports, ev))
+            if stopped is not None:  # diverged
+                rec.note(stopped)
                 break
     finally:
-        bar.close()
-        if r0:
-            rlog.close()
-            clog.close()
-    return runner._finish(cfg, comm, ctx, state, stopped, diverged, prov)
+        rec.close()
+    if not diverged:
+        rec.export(state.weights, ctx.data.label_names)
+    return lifecycle.finish(rec, ctx, state, stopped, diverged)
 
 
-def _row(ctx: Run, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
+def with_server(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer
+                ) -> ServerState:
+    """`state` ready to checkpoint (collective): the tasks in flight trained, so no base weights
+    need saving, what their training spent recorded (DP-SGD), and the server's state inside."""
+    train_pending(ctx, mech, srv, timer)
+    state = mech.record(state, ctx.comm)
+    return replace(state, extra={**state.extra, "async": srv.to_dict()})
+
+
+def _rows(ctx: Context, mech: privacy.Mechanism, out: Step, state: ServerState,
+          reports: list[tuple[dict[str, float], int]], ev: lifecycle.Scores
+          ) -> tuple[RoundRow, list[ClientRow]]:
+    """A server step's rows (built on the rank that writes them): its row, one per update
+    applied; the privacy metrics are those of `state`, the state checkpointed and kept."""
+    v = out.state.round
+    return _row(ctx, out, reports, ev, mech.metrics(state, v)), [
+        ClientRow(v, t.cid, r.rank, len(ctx.shards[t.cid]), t.steps, r.loss, r.compute_s, t.speed,
+                  t.finish - t.start, "ok", t.staleness(v)) for t, r in out.applied]
+
+
+def _row(ctx: Context, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
          privacy_metrics: dict[str, Any]) -> RoundRow:
     """One server step as a rounds.csv row: rank 0's phases, the updates applied, the clock."""
     cfg, v = ctx.cfg, out.state.round

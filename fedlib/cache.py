@@ -8,7 +8,7 @@ in example order — so the cache costs sum(lengths) x hidden, not N x max_lengt
 `FeatureSplit.batch` re-pads a batch with zeros (padded positions are masked out of
 attention and pooling, so their values never reach the loss). With k = all the rows are the
 pooled features (N x hidden). The first rank of each node builds a missing cache (under a
-temporary name unique per host and pid, then renamed: `data.build_once`), the other ranks
+temporary name unique per host and pid, then renamed: `store.build_once`), the other ranks
 wait at a barrier; a valid cache is never recomputed.
 """
 
@@ -25,7 +25,8 @@ from torch import nn
 
 from . import frozen
 from .config import ModelConfig
-from .data import TextData, TextSplit, build_once, cache_dir
+from .data import TextData, TextSplit
+from .store import build_once, cache_dir
 
 if TYPE_CHECKING:
     from .wire.comm import Comm

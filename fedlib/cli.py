@@ -14,7 +14,7 @@ import os
 import sys
 
 from . import config, stop
-from .wire import launcher
+from . import launch as launcher
 
 
 def _resume_arg(args: argparse.Namespace) -> bool | str:
@@ -117,8 +117,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data import REPO_ROOT
     from .lab import record, stale
+    from .store import REPO_ROOT
 
     out = Path(args.out_root or REPO_ROOT / "outputs") / args.profile
     if args.check:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +17,7 @@ from typing import Any
 import torch
 
 from .config import ConfigError, DataConfig
-from .wire import launcher
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
+from .store import REPO_ROOT, atomic_write, build_once, cache_dir, tmp_name  # noqa: F401 - data.* names kept
 
 LABELS = "labels.json"  # the label names, a JSON list: in a data folder, and in every run folder
 
@@ -48,11 +42,7 @@ def read_label_names(label_file: Path) -> list[str]:
 def write_label_names(folder: Path, names: tuple[str, ...] | list[str]) -> Path:
     """Keep the label names in a run folder, so that exporting its model later (an id2label)
     needs the checkpoint's folder alone, not the data set, which may be gone or moved by then."""
-    path = folder / LABELS
-    tmp = path.with_name(f".{LABELS}.tmp")
-    tmp.write_text(json.dumps(list(names)) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(folder / LABELS, json.dumps(list(names)) + "\n")
 
 
 def search_path() -> list[Path]:
@@ -228,42 +218,6 @@ def tokenize(texts: list[str], labels: list[int], tokenizer: Any, max_length: in
     if vocab_size is not None and int(ids.max()) >= vocab_size:
         ids = ids % vocab_size  # random-init presets with a smaller vocabulary
     return TextSplit(ids, enc["attention_mask"].sum(1).long(), torch.tensor(labels, dtype=torch.long))
-
-
-def cache_dir() -> Path:
-    """Where fedlib caches tokenized data: $FEDLIB_CACHE, else $XDG_CACHE_HOME/fedlib, else
-    ~/.cache/fedlib. Point FEDLIB_CACHE at scratch or node-local storage where $HOME is
-    read-only on compute nodes (Frontier)."""
-    if os.environ.get("FEDLIB_CACHE"):
-        return Path(os.environ["FEDLIB_CACHE"])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "fedlib"
-
-
-def tmp_name(path: Path) -> Path:
-    """A temporary name no other writer uses, even on another node sharing the folder."""
-    return path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-
-
-def build_once(path: Path, write: Callable[[Path], None], comm: Any = None) -> bool:
-    """Make the cache file `path` exist, once per node: with a multi-rank `comm` the first rank
-    of each node writes it (to a temporary name, then an atomic rename, so readers see the
-    whole file or none) while the others wait at a barrier — a node-local cache is filled once
-    per node, a shared one once. True when `path` is there to read; a cache that cannot be
-    written warns and the caller computes in memory."""
-    parallel = comm is not None and comm.size > 1
-    if (not parallel or launcher.local_rank() == 0) and not path.is_file():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = tmp_name(path)
-            write(tmp)
-            os.replace(tmp, path)
-        except OSError as e:  # a read-only cache slows the next start, it does not stop this one
-            warnings.warn(f"cache {path.parent} not writable ({e}); set FEDLIB_CACHE to a writable "
-                          "folder", stacklevel=3)
-    if parallel:
-        comm.barrier()
-    return path.is_file()
 
 
 def load(cfg: DataConfig, tokenizer: Any, vocab_size: int | None = None, comm: Any = None

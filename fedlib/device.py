@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from . import launch as launcher
 from .config import ConfigError
-from .wire import launcher
 
 PRECISION = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import device as devices
+from . import launch as launcher
 from .doctor_checks import (
     affinity,
     collectives,
@@ -37,7 +38,6 @@ from .doctor_checks import (
     thread_level,
     writable,
 )
-from .wire import launcher
 
 __all__ = ["RankView", "run", "writable"]
 
@@ -108,7 +108,7 @@ def _torch_facts() -> dict[str, str]:
 
 
 def _paths(output_dir: str) -> list[tuple[str, Path]]:
-    from .data import cache_dir
+    from .store import cache_dir
 
     hf = os.environ.get("HF_HOME") or str(Path(os.environ.get("XDG_CACHE_HOME", "~/.cache"))
                                           / "huggingface")

@@ -149,7 +149,7 @@ def model_offline(name: str) -> tuple[bool, str]:
     from . import models
 
     try:
-        spec = models.resolve(name)
+        spec = models.locate(name)
     except Exception as e:  # noqa: BLE001 - e.g. the MiniLM package missing
         return False, f"{name}: cannot resolve ({type(e).__name__}: {e})"
     if spec.kind == "preset" or Path(spec.source).is_dir():

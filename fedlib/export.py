@@ -35,22 +35,24 @@ def unsupported(cfg: config.RunConfig) -> str | None:
 
 
 def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[str], out: Path,
-          adapter: bool = False) -> Path:
+          adapter: bool = False, spec: models.ModelSpec | None = None) -> Path:
     """Write the model that `weights` (the flat trainable parameters) describe to `out`, replacing
-    it whole (written beside it, then renamed: an interrupted export leaves the old one)."""
+    it whole (written beside it, then renamed: an interrupted export leaves the old one).
+    `spec`: model.name as the run resolved it (resolved here when not given)."""
+    spec = spec or models.locate(cfg.model.name)
     if adapter and not cfg.model.lora_r:
         raise ValueError("--adapter: the run has no LoRA adapter (model.lora_r is 0); export the "
                          "whole model instead")
-    if adapter and models.resolve(cfg.model.name).kind == "preset":
+    if adapter and spec.kind == "preset":
         raise ValueError(f"--adapter: model.name={cfg.model.name!r} is a random-init preset, a base "
                          "model that exists nowhere else; export the merged model instead")
     if why := unsupported(cfg):
         raise ValueError(f"cannot export: {why}")
     _check_out(Path(out), allow_full=True)
-    model = models.build(cfg.model, num_labels=len(label_names), seed=cfg.seed)
+    model = models.build(cfg.model, num_labels=len(label_names), seed=cfg.seed, spec=spec)
     FlatParams(model).set(weights.detach().to("cpu", torch.float32))
-    tokenizer = models.load_tokenizer(cfg.model)
-    _warn_folded_vocab(cfg, tokenizer)
+    tokenizer = models.load_tokenizer(cfg.model, spec)
+    _warn_folded_vocab(cfg, tokenizer, spec)
     out = Path(out)
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -116,8 +118,8 @@ def _plain(model: nn.Module) -> PreTrainedModel:
     return model
 
 
-def _warn_folded_vocab(cfg: config.RunConfig, tokenizer: object) -> None:
-    vocab = models.preset_vocab(cfg.model)
+def _warn_folded_vocab(cfg: config.RunConfig, tokenizer: object, spec: models.ModelSpec) -> None:
+    vocab = models.preset_vocab(cfg.model, spec)
     if vocab is not None and vocab < len(tokenizer):  # type: ignore[arg-type]
         warnings.warn(f"model.name={cfg.model.name!r}: the preset's vocabulary ({vocab}) is smaller "
                       f"than its tokenizer's ({len(tokenizer)}); the run folded token ids into it, "  # type: ignore[arg-type]

@@ -67,45 +67,17 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def _head(hf: nn.Module, pooled: torch.Tensor, labels: torch.Tensor | None) -> SequenceClassifierOutput:
+def classify(hf: nn.Module, pooled: torch.Tensor, labels: torch.Tensor | None) -> SequenceClassifierOutput:
     logits = hf.classifier(hf.dropout(pooled))
     loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
     return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-class MeanPooled(nn.Module):
-    """A HF sequence classifier whose head reads the masked mean of the last hidden states
-    (how sentence-transformers models such as MiniLM were trained) instead of the CLS pooler.
-    The unused pooler is frozen so it never travels."""
-
-    def __init__(self, hf: nn.Module) -> None:
-        super().__init__()
-        if not (hasattr(hf, "dropout") and isinstance(getattr(hf, "classifier", None), nn.Linear)):
-            raise ConfigError(f"model.pooling: mean needs a dropout + linear classifier head; "
-                              f"{type(hf).__name__} has another head")
-        self.hf = hf
-        for m in (getattr(hf.base_model, "pooler", None), getattr(hf, "pooler", None)):
-            for p in m.parameters() if m is not None else []:
-                p.requires_grad_(False)
-
-    @property
-    def config(self) -> Any:
-        return self.hf.config
-
-    @property
-    def base_model(self) -> nn.Module:
-        return self.hf.base_model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
-                ) -> SequenceClassifierOutput:
-        h = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=position_ids).last_hidden_state
-        return _head(self.hf, masked_mean(h, attention_mask), labels)
-
-
 def hf_of(model: nn.Module) -> nn.Module:
-    return model.hf if isinstance(model, MeanPooled) else model
+    """The transformers model inside a wrapper that holds it as its `hf` child
+    (models.MeanPooled), else `model` itself."""
+    inner = model._modules.get("hf")
+    return inner if inner is not None else model
 
 
 def check_cacheable(model: nn.Module, k: int | Literal["all"], pooling: str) -> None:
@@ -164,4 +136,4 @@ class Upper(nn.Module):
             for layer in self.layers:
                 h = layer(h, m4)
             h = masked_mean(h, attention_mask) if self.pooling == "mean" else self.pooler(h)
-        return _head(self, h, labels)
+        return classify(self, h, labels)

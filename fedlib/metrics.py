@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .store import atomic_write, replacing
 from .wire.timer import PHASES, Timer
 
-__all__ = ["PHASES", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
+__all__ = ["PHASES", "ArrivalRow", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
 
 @dataclass(frozen=True)
 class RoundRow:
@@ -46,7 +47,6 @@ class RoundRow:
     eval_loss: float | None
     accuracy: float | None
     macro_f1: float | None
-    extra: str = ""  # JSON of wrapper metrics
     dropped: int = 0  # sampled clients that dropped out (before or during training)
     late: int = 0  # clients whose simulated time exceeded participation.deadline_s
     rejected: int = 0  # updates with NaN/Inf, not aggregated
@@ -67,6 +67,10 @@ class RoundRow:
 
 @dataclass(frozen=True)
 class ClientRow:
+    """What one client's training came to in a round (or, async, a server step): the one
+    per-client record from the round body to clients.csv. `client.ClientResult` stays apart:
+    training knows neither the round, the rank nor the client's fate."""
+
     round: int
     client_id: int
     rank: int
@@ -78,6 +82,26 @@ class ClientRow:
     sim_s: float = 0.0
     outcome: str = "ok"  # ok, dropped (mid-training), late or rejected
     staleness: int | None = None  # async: server versions between its model and the one it made (round)
+    idle_s: float | None = None  # wall clock: seconds its rank waited for the server before this task
+
+
+@dataclass(frozen=True)
+class ArrivalRow:
+    """arrivals.csv (federation.clock: wall): one row per update applied, in the order applied,
+    so `fedlib.wallclock.replay` can redo the run. Seconds are rank 0's, since the run started."""
+
+    round: int  # the server version this update helped make (as in clients.csv)
+    dispatch: int  # the server's n-th task
+    client_id: int
+    rank: int  # the rank that trained it
+    from_version: int  # the server version it trained from (seed: from_version + 1, client)
+    staleness: int  # round - 1 - from_version
+    start_s: float  # the task was handed out
+    end_s: float  # its update reached the server
+    compute_s: float  # measured training seconds on its rank
+    sleep_s: float  # participation.emulate_speed: (speed - 1) x compute_s slept after training
+    idle_s: float  # its rank's seconds waiting for this task
+    loss: float
 
 
 class CsvLog:
@@ -91,12 +115,10 @@ class CsvLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         if keep_upto is not None and path.is_file():
             rows = _read_rows(path, self.fields, keep_upto)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "w", newline="") as f:
+            with replacing(path) as tmp, open(tmp, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=self.fields)
                 w.writeheader()
                 w.writerows(rows)
-            os.replace(tmp, path)
             self._f = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
             self._w = csv.DictWriter(self._f, fieldnames=self.fields)
         else:
@@ -118,13 +140,16 @@ class CsvLog:
         self._f.close()
 
 
+RETIRED = frozenset({"extra"})  # columns earlier versions wrote (always empty): dropped on resume
+
+
 def _read_rows(path: Path, fields: list[str], keep_upto: int) -> list[dict[str, str]]:
     """Rows of rounds <= keep_upto; a file fedlib did not write raises naming it."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             head = reader.fieldnames or []
-            unknown = [h for h in head if h not in fields]
+            unknown = [h for h in head if h not in fields and h not in RETIRED]
             if "round" not in head or unknown:
                 raise ValueError(f"header {head[:5]}{'...' if len(head) > 5 else ''}")
             rows = []
@@ -132,7 +157,7 @@ def _read_rows(path: Path, fields: list[str], keep_upto: int) -> list[dict[str, 
                 if None in r or not str(r["round"]).isdigit():
                     raise ValueError(f"line {reader.line_num}")
                 if int(r["round"]) <= keep_upto:
-                    rows.append(r)
+                    rows.append({k: v for k, v in r.items() if k not in RETIRED})
             return rows
     except (ValueError, csv.Error) as e:
         raise ValueError(f"{path}: malformed metrics file ({e}); cannot resume from it") from None
@@ -157,6 +182,4 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_text(path: Path, text: str) -> None:
     """Replace `path` atomically: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)

@@ -1,6 +1,10 @@
 """Sequence classifiers: the offline MiniLM (`minilm`), a local checkpoint dir or hub id, or a
 random-init preset built from a real architecture config (for time and bytes measurements).
 
+`model.pooling: mean` wraps the classifier in `MeanPooled` (the head reads the mean of the last
+hidden states). A run resolves `model.name` once (`locate` -> `ModelSpec`) and hands the spec
+to `load_tokenizer`, `preset_vocab` and `build`.
+
 Presets use the MiniLM (BERT uncased WordPiece) tokenizer; ids beyond a preset's vocabulary
 are folded into it (`data.tokenize`), which is harmless for random-init timing runs.
 """
@@ -25,6 +29,7 @@ from transformers import (
     DebertaV2Config,
     PretrainedConfig,
 )
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import frozen, seeds
 from .config import ConfigError, ModelConfig
@@ -112,7 +117,7 @@ class ModelSpec:
     tokenizer: str
 
 
-def resolve(name: str) -> ModelSpec:
+def locate(name: str) -> ModelSpec:
     """Preset, minilm, checkpoint folder or hub id; anything else is refused here, in one line,
     before transformers turns it into chained tracebacks."""
     name = ALIASES.get(name, name)
@@ -158,8 +163,9 @@ def _unloadable(name: str, e: Exception) -> ConfigError:
     return ConfigError(f"model.name={name!r}: could not be loaded ({type(e).__name__}: {first[:300]})")
 
 
-def load_tokenizer(cfg: ModelConfig) -> Any:
-    source = resolve(cfg.name).tokenizer
+def load_tokenizer(cfg: ModelConfig, spec: ModelSpec | None = None) -> Any:
+    """`spec`: `cfg.name` resolved (a run resolves it once, fedlib.federated_round.Context)."""
+    source = (spec or locate(cfg.name)).tokenizer
     try:
         return AutoTokenizer.from_pretrained(source)
     except (ImportError, OSError, ValueError) as e:
@@ -184,9 +190,10 @@ def _missing_sentencepiece() -> list[str]:
     return missing
 
 
-def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
-    """The classifier, with its head (and, for presets, all weights) seeded by `seed`."""
-    spec = resolve(cfg.name)
+def build(cfg: ModelConfig, num_labels: int, seed: int, spec: ModelSpec | None = None) -> nn.Module:
+    """The classifier, with its head (and, for presets, all weights) seeded by `seed`; `spec`:
+    `cfg.name` resolved, when the caller has it."""
+    spec = spec or locate(cfg.name)
     torch.manual_seed(seeds.seed(seed, Stream.MODEL_INIT))
     if spec.kind == "preset":
         hf_cfg = preset_config(spec.source, {**cfg.overrides, "num_labels": num_labels})
@@ -204,9 +211,40 @@ def build(cfg: ModelConfig, num_labels: int, seed: int) -> nn.Module:
             hf_cfg = AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
             model = AutoModelForSequenceClassification.from_config(hf_cfg)
     if cfg.pooling == "mean":
-        model = frozen.MeanPooled(model)
+        model = MeanPooled(model)
     frozen.freeze(model, cfg.frozen)
     return lora(model, cfg) if cfg.lora_r else model
+
+
+class MeanPooled(nn.Module):
+    """A HF sequence classifier whose head reads the masked mean of the last hidden states
+    (how sentence-transformers models such as MiniLM were trained) instead of the CLS pooler.
+    The unused pooler is frozen so it never travels."""
+
+    def __init__(self, hf: nn.Module) -> None:
+        super().__init__()
+        if not (hasattr(hf, "dropout") and isinstance(getattr(hf, "classifier", None), nn.Linear)):
+            raise ConfigError(f"model.pooling: mean needs a dropout + linear classifier head; "
+                              f"{type(hf).__name__} has another head")
+        self.hf = hf
+        for m in (getattr(hf.base_model, "pooler", None), getattr(hf, "pooler", None)):
+            for p in m.parameters() if m is not None else []:
+                p.requires_grad_(False)
+
+    @property
+    def config(self) -> Any:
+        return self.hf.config
+
+    @property
+    def base_model(self) -> nn.Module:
+        return self.hf.base_model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+                ) -> SequenceClassifierOutput:
+        h = self.hf.base_model(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids).last_hidden_state
+        return frozen.classify(self.hf, frozen.masked_mean(h, attention_mask), labels)
 
 
 # Attention query/value projections per family (peft has no default for some of them).
@@ -225,13 +263,9 @@ def lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     return get_peft_model(model, spec)
 
 
-def preset_vocab(cfg: ModelConfig) -> int | None:
+def preset_vocab(cfg: ModelConfig, spec: ModelSpec | None = None) -> int | None:
     """A random-init preset's vocabulary size (token ids are folded into it), else None."""
-    spec = resolve(cfg.name)
+    spec = spec or locate(cfg.name)
     if spec.kind != "preset":
         return None
     return int(preset_config(spec.source, cfg.overrides).vocab_size)
-
-
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

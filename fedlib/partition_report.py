@@ -1,5 +1,5 @@
 """What a partition looks like: per-client sizes, label histograms and distances to the
-global label distribution, as one DataFrame; and a heatmap of it for notebooks."""
+global label distribution, as one DataFrame (its heatmap: fedlib.lab.figures)."""
 
 from __future__ import annotations
 
@@ -25,15 +25,10 @@ def report(parts: list[np.ndarray], labels: np.ndarray, num_labels: int) -> pd.D
     return pd.DataFrame(rows)
 
 
-def plot_label_heatmap(rep: pd.DataFrame, label_names: list[str] | None = None, ax: Any = None) -> Any:
-    """Clients × labels heatmap of sample counts (seaborn); returns the axes."""
-    import seaborn as sns
+def __getattr__(name: str) -> Any:
+    """`plot_label_heatmap` lives in fedlib.lab.figures; notebooks/03 still imports it from here."""
+    if name == "plot_label_heatmap":
+        from .lab.figures import plot_label_heatmap
 
-    cols = [c for c in rep.columns if c.startswith("label_")]
-    grid = rep.set_index("client")[cols]
-    if label_names:
-        grid.columns = label_names[: len(cols)]
-    ax = sns.heatmap(grid.T, ax=ax, cmap="viridis", cbar_kws={"label": "samples"})
-    ax.set_xlabel("client")
-    ax.set_ylabel("label")
-    return ax
+        return plot_label_heatmap
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

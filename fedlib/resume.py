@@ -9,11 +9,11 @@ gets a `# resumed:` line per resume; its body changes only when the resume runs 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from . import config, provenance
+from .store import atomic_write
 
 RESUMABLE = frozenset({
     "name", "output_dir", "threads", "device", "federation.rounds", "federation.eval_every",
@@ -65,7 +65,5 @@ def record(run_dir: Path, cfg: config.RunConfig, saved: dict[str, Any], prov: di
         body = [config.dump(cfg)]
     entry = {"at": prov["started"], "from_round": at_round, "ranks": prov.get("ranks"),
              "hosts": prov.get("hosts"), "changed": changed}
-    tmp = path.with_name(f".{FILE}.tmp")
-    tmp.write_text("".join(head + body + tail) + ENTRY + json.dumps(entry, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(head + body + tail) + ENTRY + json.dumps(entry, default=str) + "\n")
     return {**prov, "started": started, "resumed": prov["started"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -53,3 +54,12 @@ def mpiexec(n: int, args: list[str], timeout: int = 600) -> subprocess.Completed
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_on_ranks(n: int, tmp_path: Path, name: str, **extra: object) -> Path:
+    """Run the tiny config `name` (`tiny_overrides` plus `extra`) with `python -m fedlib run` on
+    n MPI ranks; its run folder. The rank-independence tests compare it with a 1-process run."""
+    over = tiny_overrides(tmp_path, name=name, **extra)
+    mpiexec(n, ["-m", "fedlib", "run", "--quiet",
+                *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    return tmp_path / name

@@ -13,7 +13,7 @@ import torch
 from fedlib import checkpoint, config, runner, vclock
 from fedlib.config import StrategyConfig
 from fedlib.strategies import ServerState, fedasync, fedbuff, staleness
-from tests.conftest import mpiexec, tiny_overrides
+from tests.conftest import run_on_ranks
 
 ASYNC = {"federation.mode": "fedbuff", "federation.concurrency": 4, "federation.buffer_size": 2,
          "participation.speed": "lognormal", "participation.speed_sigma": 1.0, "federation.rounds": 4}
@@ -130,12 +130,13 @@ def test_async_resume_equals_uninterrupted(tiny_cfg):
     pd.testing.assert_frame_equal(resumed.rounds[cols], full.rounds[cols])
 
 
-def test_async_divergence_stops_with_the_last_finite_state(tiny_cfg, monkeypatch):
+@pytest.mark.parametrize("clock", ["virtual", "wall"])
+def test_async_divergence_stops_with_the_last_finite_state(tiny_cfg, monkeypatch, clock):
     def step(state, arrivals, strategy):
         nxt = fedbuff.server_step(state, fedbuff.buffered_mean(arrivals, strategy), strategy)
         return nxt if state.round < 2 else replace(nxt, weights=nxt.weights * float("nan"))
     monkeypatch.setattr(fedbuff, "step", step)
-    cfg = tiny_cfg(name="div", **ASYNC)
+    cfg = tiny_cfg(name="div", **ASYNC, **{"federation.clock": clock})
     res = runner.run(cfg, progress=False)
     assert res.summary["diverged"] and "diverged at server step 3" in res.summary["stopped"]
     saved, _ = checkpoint.load(cfg.run_dir)
@@ -175,9 +176,7 @@ def test_async_config_refusals(over, msg):
 def test_async_two_ranks_equal_one(tmp_path, tiny_cfg):
     over = {**ASYNC, "strategy.algorithm": "fedadam", "strategy.server_lr": 0.01, "federation.rounds": 3}
     one = runner.run(tiny_cfg(name="one", **over), progress=False)
-    sets = [a for k, v in tiny_overrides(tmp_path, name="two", **over).items()
-            for a in ("--set", f"{k}={json.dumps(v)}")]
-    mpiexec(2, ["-m", "fedlib", "run", *sets, "--quiet"])
+    run_on_ranks(2, tmp_path, "two", **over)
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     torch.testing.assert_close(two["weights"], one.state.weights, rtol=0, atol=1e-5)
     ranks = pd.read_csv(tmp_path / "two" / "clients.csv")["rank"]

@@ -24,23 +24,23 @@ def test_cached_run_equals_uncached(tiny_cfg, k, pooling):
             "client.lr": 1e-2}
     plain = _w(tiny_cfg(name="plain", **over))
     cached = _w(tiny_cfg(name="cached", **over, **{"model.cache_features": True}))
-    w0 = runner.Run.build(tiny_cfg(**over), runner.make_comm("local")).flat.get()
+    w0 = runner.Context.build(tiny_cfg(**over), runner.make_comm("local")).flat.get()
     assert (plain - w0).abs().max() > 1e-3  # it trained
     torch.testing.assert_close(cached, plain, rtol=0, atol=1e-4)
 
 
 def test_cache_is_reused(tiny_cfg):
     cfg = tiny_cfg(**{"model.freeze_layers": 1, "model.cache_features": True})
-    runner.Run.build(cfg, runner.make_comm("local"))
+    runner.Context.build(cfg, runner.make_comm("local"))
     built = cache.BUILDS
     files = sorted(data.cache_dir().glob("feat-*.npy"))
     mtimes = [f.stat().st_mtime_ns for f in files]
-    ctx = runner.Run.build(cfg, runner.make_comm("local"))
+    ctx = runner.Context.build(cfg, runner.make_comm("local"))
     assert built == cache.BUILDS and len(files) == 2
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     assert isinstance(ctx.model, Upper)
     # different frozen depth -> different cache
-    runner.Run.build(tiny_cfg(**{"model.freeze_layers": 0, "model.cache_features": True}),
+    runner.Context.build(tiny_cfg(**{"model.freeze_layers": 0, "model.cache_features": True}),
                      runner.make_comm("local"))
     assert built + 2 == cache.BUILDS
 
@@ -73,7 +73,7 @@ def test_config_errors(tiny_cfg):
     with pytest.raises(config.ConfigError, match="model.freeze_layers"):
         tiny_cfg(**{"model.freeze_layers": 1, "model.freeze": "embeddings"})
     with pytest.raises(config.ConfigError, match="encoder layers"):
-        runner.Run.build(tiny_cfg(**{"model.freeze_layers": 3}), runner.make_comm("local"))
+        runner.Context.build(tiny_cfg(**{"model.freeze_layers": 3}), runner.make_comm("local"))
 
 
 def test_dpsgd_on_cached_upper(tiny_cfg):

@@ -126,7 +126,7 @@ def test_bad_checkpoint_or_rounds_csv_on_resume_names_the_file(tmp_path, capsys)
 def test_divergence_exits_non_zero(tmp_path, capsys, monkeypatch):
     from dataclasses import replace
 
-    from fedlib import round as rounds
+    from fedlib import federated_round as rounds
     from fedlib.strategies import server_step
 
     monkeypatch.setattr(rounds, "server_step", lambda s, d, c: replace(server_step(s, d, c),
@@ -200,7 +200,7 @@ def test_resume_after_a_failed_overwrite_says_where_the_checkpoint_is(tmp_path, 
     assert _main(capsys, "run", cfg, "--quiet")[0] == 0
     run_dir = tmp_path / "ow"
     with monkeypatch.context() as m:
-        m.setattr(runner.Run, "build", classmethod(lambda *a: (_ for _ in ()).throw(ValueError("boom"))))
+        m.setattr(runner.Context, "build", classmethod(lambda *a: (_ for _ in ()).throw(ValueError("boom"))))
         assert _main(capsys, "run", cfg, "--overwrite", "--quiet")[0] == 2
     (first,) = run_dir.glob(rundir.PREVIOUS + "*")
     code, err = _main(capsys, "run", cfg, "--resume", "--quiet")

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fedlib import config
 from fedlib.config import ConfigError
@@ -73,10 +74,30 @@ def test_config_is_frozen():
         cfg.seed = 3  # type: ignore[misc]
 
 
-def test_every_params_file_loads():
-    for p in sorted(Path(__file__).resolve().parent.parent.joinpath("params").rglob("*.yaml")):
-        if p.parent.name == "params":
-            config.load(p)
+def test_every_params_file_loads(tmp_path):
+    """Every YAML under params/ loads: a run config (params/*.yaml) with config.load; a
+    notebook's parameters (params/<profile>/<notebook>.yaml) as its profile's, with the run
+    config it names (config_file + overrides) loading too; a toy profile's overrides likewise."""
+    from fedlib.lab import reproduce
+
+    params = Path(__file__).resolve().parent.parent / "params"
+    files = sorted(params.rglob("*.yaml"))
+    runs = [p for p in files if p.parent == params]
+    notebooks = [p for p in files if p.parent != params and p.name != reproduce.TOY]
+    toys = [p for p in files if p.name == reproduce.TOY]
+    assert runs and notebooks and toys, "no params files found"
+    assert len(runs) + len(notebooks) + len(toys) == len(files)
+    for p in runs:
+        config.load(p)
+    for p in notebooks:
+        values = reproduce.parameters(p.parent.name, p.stem, params)
+        assert values.get("profile") == p.parent.name, p
+        if "config_file" in values:
+            config.load(params.parent / values["config_file"],
+                        reproduce.expand(values.get("overrides") or {}, tmp_path))
+    for p in toys:
+        config.load(None, reproduce.expand((yaml.safe_load(p.read_text()) or {}).get("overrides", {}),
+                                           tmp_path))
 
 
 def test_describe_lists_every_key():

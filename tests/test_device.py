@@ -66,7 +66,7 @@ def test_reduced_precision_trains_close_to_fp32(tiny_cfg, precision):
     within 0.1, weights within 1e-2 after 2 rounds of 3 steps."""
     ref = runner.run(tiny_cfg(name="fp32"), progress=False)
     low = runner.run(tiny_cfg(name=precision, **{"client.precision": precision}), progress=False)
-    w0 = runner.Run.build(tiny_cfg(), runner.make_comm("local")).flat.get()
+    w0 = runner.Context.build(tiny_cfg(), runner.make_comm("local")).flat.get()
     assert not torch.equal(low.state.weights, ref.state.weights)
     assert torch.isfinite(low.state.weights).all()
     moved = (ref.state.weights - w0).abs().max()
@@ -99,7 +99,7 @@ def test_client_trains_with_the_same_dropout_masks_without_torch_manual_seed(tin
     """torch.manual_seed seeds every backend lazily with a formatted stack (0.1-0.5 ms a client);
     client.train seeds only its device's generators and gets the same weights (dropout active)."""
     cfg = tiny_cfg()
-    ctx = runner.Run.build(cfg, runner.make_comm("local"))
+    ctx = runner.Context.build(cfg, runner.make_comm("local"))
     w0 = ctx.flat.get()
 
     def trained() -> torch.Tensor:

@@ -15,8 +15,8 @@ import torch
 
 from fedlib import config, doctor
 from fedlib import device as devices
+from fedlib import launch as launcher
 from fedlib.wire import comm as comm_mod
-from fedlib.wire import launcher
 from tests import launch_envs
 from tests.conftest import ROOT, mpiexec
 from tests.launch_envs import Site

@@ -1,5 +1,6 @@
 """FlatParams bound to one buffer: the same values and updates as tensor by tensor, in O(1) ops."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -57,7 +58,7 @@ def test_mixed_dtypes_keep_the_tensor_by_tensor_path():
 
 
 def test_the_round_model_is_bound(tiny_cfg):
-    ctx = runner.Run.build(tiny_cfg(), runner.make_comm("local"))
+    ctx = runner.Context.build(tiny_cfg(), runner.make_comm("local"))
     assert ctx.flat.buf is not None and ctx.flat.buf.numel() == ctx.flat.numel
 
 
@@ -106,3 +107,17 @@ def test_collective_sum_settles_the_shared_base_with_per_client_precision():
     assert err <= 5 * ref, (err, ref)
     # and far below the fp32 rounding of one client's own weights
     assert err / weight < torch.finfo(torch.float32).eps * g.abs().max() / 10
+
+
+@pytest.mark.parametrize("extra", [{"model.lora_r": 4}, {"model.freeze": "lower_half"}],
+                         ids=["lora", "freeze"])
+def test_only_trainable_tensors_packed_and_round_trip(tiny_cfg, extra):
+    full = runner.Context.build(tiny_cfg(), runner.make_comm("local"))
+    ctx = runner.Context.build(tiny_cfg(**extra), runner.make_comm("local"))
+    assert 0 < ctx.flat.numel < full.flat.numel
+    assert ctx.flat.numel == sum(p.numel() for p in ctx.model.parameters() if p.requires_grad)
+    vec = torch.randn(ctx.flat.numel, generator=torch.Generator().manual_seed(0))
+    frozen = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if not p.requires_grad}
+    ctx.flat.set(vec)
+    assert torch.equal(ctx.flat.get(), vec)
+    assert all(torch.equal(p, frozen[n]) for n, p in ctx.model.named_parameters() if not p.requires_grad)

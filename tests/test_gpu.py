@@ -5,22 +5,19 @@ rank per GPU (two ranks on one GPU are a config error: NCCL would abort on "Dupl
 detected"); results do not depend on the number of ranks, so 1 NCCL rank on a 1-GPU machine is
 compared with 2 MPI ranks sharing it."""
 
-import json
 
 import pytest
 import torch
 
 from fedlib import checkpoint
-from tests.conftest import mpiexec, tiny_overrides
+from tests.conftest import run_on_ranks
 
 pytestmark = [pytest.mark.mpi,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def _run(tmp_path, name, ranks=2, **extra):
-    over = tiny_overrides(tmp_path, name=name, **{"federation.num_clients": 4, **extra})
-    sets = [a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-    mpiexec(ranks, ["-m", "fedlib", "run", *sets, "--quiet"])
+    run_on_ranks(ranks, tmp_path, name, **{"federation.num_clients": 4, **extra})
     state, _ = checkpoint.load(tmp_path / name)  # saved from the GPU, loads on the CPU
     assert state.weights.device == torch.device("cpu")
     return state.weights

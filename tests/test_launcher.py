@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedlib import config, data, device, runner
-from fedlib.wire import launcher
+from fedlib import launch as launcher
 from tests.launch_envs import LAUNCH_PREFIXES, PERLMUTTER, POLARIS, SITES, Site
 
 OPENMPI = {"OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_RANK": "5",

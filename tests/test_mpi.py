@@ -1,21 +1,18 @@
 """The same config on 1, 2 and 4 MPI ranks (and in p2p mode) gives the same model."""
 
-import json
 
 import pytest
 import torch
 
 from fedlib import runner
-from tests.conftest import mpiexec, tiny_overrides
+from tests.conftest import mpiexec, run_on_ranks
 
 pytestmark = pytest.mark.mpi
 
 
 def _mpi_weights(tmp_path, n, name, **extra):
-    over = tiny_overrides(tmp_path, name=name, threads=1, **extra)
-    sets = [a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-    mpiexec(n, ["-m", "fedlib", "run", *sets, "--quiet"])
-    return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["weights"]
+    run_dir = run_on_ranks(n, tmp_path, name, threads=1, **extra)
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["weights"]
 
 
 def test_mpi_ranks_equal_single_process(tmp_path, tiny_cfg):

@@ -1,13 +1,12 @@
 """Dropout, stragglers, deadlines, non-finite updates and skipped rounds."""
 
-import json
 
 import pandas as pd
 import pytest
 import torch
 
 from fedlib import client, participation, runner
-from tests.conftest import mpiexec, tiny_overrides
+from tests.conftest import run_on_ranks
 
 DROPS = {"participation.dropout": 0.4, "participation.dropout_when": "mid",
          "participation.speed": "lognormal", "federation.num_clients": 8, "federation.rounds": 3}
@@ -99,7 +98,7 @@ def test_nan_update_rejected_and_counted(tiny_cfg, monkeypatch):
 
 def test_round_skipped_below_min_clients(tiny_cfg, monkeypatch):
     cfg = tiny_cfg(**{"participation.min_clients": 5})
-    start = runner.Run.build(cfg, runner.make_comm("local")).flat.get()
+    start = runner.Context.build(cfg, runner.make_comm("local")).flat.get()
     _poison(monkeypatch, {0, 1})
     res = runner.run(cfg, progress=False)
     assert res.rounds["skipped"].tolist() == [True, True] and res.state.round == 2
@@ -114,9 +113,7 @@ def test_min_clients_above_sample_size_is_a_config_error(tiny_cfg):
 @pytest.mark.mpi
 def test_dropout_identical_for_1_and_2_ranks(tmp_path, tiny_cfg):
     one = runner.run(tiny_cfg(name="one", **DROPS), progress=False)
-    over = tiny_overrides(tmp_path, name="two", **DROPS)
-    mpiexec(2, ["-m", "fedlib", "run", "--quiet",
-                *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    run_on_ranks(2, tmp_path, "two", **DROPS)
     two = pd.read_csv(tmp_path / "two" / "clients.csv")
     cols = ["round", "client_id", "steps", "speed", "outcome"]
     key = ["round", "client_id"]

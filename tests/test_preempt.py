@@ -96,25 +96,33 @@ def test_sigterm_checkpoints_the_round_and_resume_auto_ends_like_the_uninterrupt
     _same_as(full, run_dir)
 
 
-@pytest.mark.mpi
-def test_a_signal_on_one_rank_stops_both_after_the_same_round(tmp_path):
-    full = _reference(tmp_path)  # one process: the 2-rank run must match it
-    cfg, run_dir = _yaml(tmp_path, "pre2"), tmp_path / "pre2"
+def _usr1_on_rank_one_then_resume(tmp_path: Path, name: str, rounds: int, **extra: object
+                                  ) -> tuple[Path, str, int]:
+    """Start `name` on 2 ranks, SIGUSR1 to rank 1 only (Slurm's --signal=B:USR1) once round 1
+    is on disk, check the stop, then `--resume auto` to the end; (run folder, stderr, kept)."""
+    cfg, run_dir = _yaml(tmp_path, name, **extra), tmp_path / name
     proc = _start(tmp_path, ["run", cfg, "--quiet"], ranks=2)
     pids = [tmp_path / "pid.0", tmp_path / "pid.1"]
     _after_round_one(proc, run_dir / "rounds.csv", pids)
-    os.kill(int(pids[1].read_text()), signal.SIGUSR1)  # Slurm's --signal=B:USR1, reaching rank 1 only
-    out, err = proc.communicate(timeout=240)
+    os.kill(int(pids[1].read_text()), signal.SIGUSR1)
+    _, err = proc.communicate(timeout=240)
     print(err)
     assert proc.returncode == stop.PREEMPTED, err
     kept = _kept(run_dir)
-    assert 1 <= kept < 5 and f"stopped by SIGUSR1; the checkpoint in {run_dir} keeps round {kept}" in err
-    assert "Traceback" not in err and len(pd.read_csv(run_dir / "rounds.csv")) == kept
+    assert 1 <= kept < rounds and "Traceback" not in err and len(pd.read_csv(run_dir / "rounds.csv")) == kept
     for p in pids:
         p.unlink()
     again = _start(tmp_path, ["run", cfg, "--quiet", "--resume", "auto"], ranks=2)
-    out, err = again.communicate(timeout=240)
-    assert again.returncode == 0, err
+    _, err2 = again.communicate(timeout=240)
+    assert again.returncode == 0, err2
+    return run_dir, err, kept
+
+
+@pytest.mark.mpi
+def test_a_signal_on_one_rank_stops_both_after_the_same_round(tmp_path):
+    full = _reference(tmp_path)  # one process: the 2-rank run must match it
+    run_dir, err, kept = _usr1_on_rank_one_then_resume(tmp_path, "pre2", 5)
+    assert f"stopped by SIGUSR1; the checkpoint in {run_dir} keeps round {kept}" in err
     _same_as(full, run_dir)
 
 
@@ -131,3 +139,18 @@ def test_ctrl_c_says_how_to_resume_without_a_traceback(tmp_path):
     assert err.strip().splitlines()[-1] == (
         f"fedlib: int: interrupted (Ctrl-C); the checkpoint in {run_dir} keeps round {_kept(run_dir)}; "
         "continue with the same command plus --resume auto (or federation.resume: auto)")
+
+
+ASYNC = {"federation.mode": "fedbuff", "federation.concurrency": 4, "federation.buffer_size": 2,
+         "federation.rounds": 6, "federation.eval_every": 1, "participation.speed": "lognormal"}
+
+
+@pytest.mark.mpi
+def test_a_signal_stops_an_async_run_and_resume_auto_ends_like_the_uninterrupted_run(tmp_path):
+    """FedBuff on the virtual clock, 2 ranks, SIGUSR1 to rank 1: the last server step is
+    checkpointed with the server's state (clock, buffer, tasks in flight), and the resumed run
+    equals one uninterrupted process (the virtual clock is deterministic and rank-free)."""
+    full = runner.run(load(None, tiny_overrides(tmp_path, name="afull", **{**OVER, **ASYNC})), progress=False)
+    run_dir, err, kept = _usr1_on_rank_one_then_resume(tmp_path, "apre", 6, **ASYNC)
+    assert f"keeps round {kept}" in err
+    _same_as(full, run_dir)

@@ -1,7 +1,6 @@
 """Differential privacy: clipping bound, noise scale, Opacus accountant known answer, budget
 stop, DP-SGD accountant history across resume and ranks."""
 
-import json
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,7 @@ from fedlib.strategies import ServerState
 from fedlib.wire.aggregate import Aggregate
 from fedlib.wire.comm import LocalComm
 from fedlib.wire.flat import FlatParams
-from tests.conftest import mpiexec, tiny_overrides
+from tests.conftest import run_on_ranks
 
 
 def test_clip_bounds_every_update():
@@ -95,9 +94,7 @@ def test_dpsgd_history_survives_resume(tiny_cfg):
 @pytest.mark.mpi
 def test_dpsgd_same_on_two_ranks(tmp_path, tiny_cfg):
     one = runner.run(tiny_cfg(name="one", **_sample_cfg()), progress=False)
-    over = tiny_overrides(tmp_path, name="two", **_sample_cfg())
-    mpiexec(2, ["-m", "fedlib", "run", "--quiet",
-                *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    run_on_ranks(2, tmp_path, "two", **_sample_cfg())
     blob = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     assert blob["extra"]["dp_sgd"] == one.state.extra["dp_sgd"]
     torch.testing.assert_close(blob["weights"], one.state.weights, rtol=0, atol=1e-5)
@@ -135,7 +132,7 @@ def test_empty_round_still_releases_the_noise(tiny_cfg):
                           "federation.rounds": 1})
     seed = next(s for s in range(200) if not participation.sample_clients(tiny_cfg(seed=s, **over), 1))
     cfg = tiny_cfg(seed=seed, **over)
-    w0 = runner.Run.build(cfg, LocalComm()).flat.get()
+    w0 = runner.Context.build(cfg, LocalComm()).flat.get()
     res = runner.run(cfg, progress=False)
     row = res.rounds.iloc[0]
     assert row["sampled"] == 0 and row["aggregated"] == 0 and not row["skipped"]
@@ -234,9 +231,7 @@ def test_client_level_same_on_two_ranks(tmp_path, tiny_cfg):
     over = _client_cfg(**{"privacy.noise_multiplier": 1.0, "federation.clients_per_round": 2,
                           "federation.rounds": 3})
     one = runner.run(tiny_cfg(name="one", **over), progress=False)
-    args = tiny_overrides(tmp_path, name="two", **over)
-    mpiexec(2, ["-m", "fedlib", "run", "--quiet",
-                *[a for k, v in args.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
+    run_on_ranks(2, tmp_path, "two", **over)
     blob = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     assert blob["extra"]["client_dp"] == one.state.extra["client_dp"] == [[1.0, 1 / 3, 3]]
     torch.testing.assert_close(blob["weights"], one.state.weights, rtol=0, atol=1e-5)

@@ -9,7 +9,7 @@ import torch
 from opacus.accountants import RDPAccountant
 
 from fedlib import checkpoint, config, runner, seeds
-from fedlib import round as rounds
+from fedlib import federated_round as rounds
 from fedlib.config import ConfigError
 from fedlib.privacy.dpsgd import SampleLevel
 from fedlib.seeds import Stream
@@ -45,7 +45,7 @@ def test_a_diverged_round_is_charged_to_the_accountant(tiny_cfg, monkeypatch):
     saved, _ = checkpoint.load(cfg.run_dir)  # a resume starts from the spending of 3 rounds
     assert saved.round == 2 and saved.extra["client_dp"] == [[1.0, 0.5, 3]]
     # the summary names the δ of its ε, and how much of the eval split was scored
-    whole = runner.Run.build(config.replace(cfg, **{"data.max_eval_samples": None}), LocalComm())
+    whole = runner.Context.build(config.replace(cfg, **{"data.max_eval_samples": None}), LocalComm())
     assert res.summary["delta"] == 1e-5 and res.summary["eval_examples"] == 64
     assert res.summary["eval_split_size"] == len(whole.data.eval) > 64
 
@@ -54,11 +54,11 @@ def test_a_diverged_summary_reports_the_kept_state(tiny_cfg, monkeypatch):
     """Round 1 diverges: the summary's metrics are those of the kept state (round 0, the initial
     weights, scored at the end), the diverged round's sit apart under diverged_round."""
     cfg = tiny_cfg(**{"federation.rounds": 3})
-    w0 = runner.Run.build(cfg, runner.comm_for(cfg)).flat.get()
+    w0 = runner.Context.build(cfg, runner.comm_for(cfg)).flat.get()
     _nan_from(monkeypatch, 1, 1e30)
     res = runner.run(cfg, progress=False)
     assert "evaluation loss is nan" in res.summary["stopped"]
-    ctx = runner.Run.build(cfg, runner.comm_for(cfg))
+    ctx = runner.Context.build(cfg, runner.comm_for(cfg))
     loss, acc, f1 = ctx.evaluate(w0)
     s = json.loads((cfg.run_dir / "summary.json").read_text())
     assert s["rounds"] == 0 and s["diverged"]
@@ -79,7 +79,7 @@ def test_dpsgd_empty_poisson_batch_is_a_noise_only_step(tiny_cfg):
                       "privacy.max_grad_norm": clip, "federation.num_clients": 4,
                       "data.max_train_samples": 12, "client.batch_size": 1, "client.local_steps": 1,
                       "client.optimizer": "sgd", "client.lr": 1.0, "client.max_grad_norm": None})
-    ctx = runner.Run.build(cfg, LocalComm())
+    ctx = runner.Context.build(cfg, LocalComm())
     assert len(ctx.shards[0]) == 3
     seed = next(s for s in range(1000)
                 if not (torch.rand(3, generator=seeds.generator(s, Stream.BATCHES)) < 1 / 3).any())

@@ -17,7 +17,7 @@ def _w(cfg):
 def test_fedprox_mu0_equals_fedavg(tiny_cfg):
     """The config refuses fedprox with mu = 0, so compare at the client: training with the
     proximal term at mu = 0 gives bit-identical weights to training without it."""
-    ctx = runner.Run.build(tiny_cfg(), runner.make_comm("local"))
+    ctx = runner.Context.build(tiny_cfg(), runner.make_comm("local"))
     w0 = ctx.flat.get()
     trained = []
     for penalty in (None, client.prox_term(ctx.flat.params, ctx.flat.views(w0.clone()), 0.0)):
@@ -29,7 +29,7 @@ def test_fedprox_mu0_equals_fedavg(tiny_cfg):
 
 def test_fedprox_term_pulls_towards_global(tiny_cfg):
     base = tiny_cfg(name="g", **{"federation.rounds": 1})
-    w0 = runner.Run.build(base, runner.make_comm("local")).flat.get()
+    w0 = runner.Context.build(base, runner.make_comm("local")).flat.get()
     free = _w(base)
     prox = _w(tiny_cfg(name="p", **{"federation.rounds": 1, "strategy.algorithm": "fedprox",
                                     "client.mu": 100.0, "client.optimizer": "sgd",

@@ -2,22 +2,19 @@
 primitives, and whole runs equal to the MPI backend and to one process, for both the
 collective and the p2p star."""
 
-import json
 
 import pytest
 import torch
 
 from fedlib import runner
-from tests.conftest import mpiexec, tiny_overrides
+from tests.conftest import mpiexec, run_on_ranks
 
 pytestmark = pytest.mark.mpi
 
 
 def _weights(tmp_path, name, **extra):
-    over = tiny_overrides(tmp_path, name=name, threads=1, **extra)
-    sets = [a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]
-    mpiexec(2, ["-m", "fedlib", "run", *sets, "--quiet"])
-    return torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["weights"]
+    run_dir = run_on_ranks(2, tmp_path, name, threads=1, **extra)
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["weights"]
 
 
 @pytest.mark.parametrize("aggregation", ["collective", "p2p"])
@@ -29,7 +26,7 @@ def test_torch_backend_equals_mpi_and_one_process(tmp_path, tiny_cfg, aggregatio
     gloo = _weights(tmp_path, "gloo", **extra, **{"federation.backend": "torch"})
     torch.testing.assert_close(gloo, mpi, rtol=0, atol=1e-5)
     torch.testing.assert_close(gloo, one, rtol=0, atol=1e-5)
-    assert not torch.equal(one, runner.Run.build(tiny_cfg(), runner.make_comm("local")).flat.get())
+    assert not torch.equal(one, runner.Context.build(tiny_cfg(), runner.make_comm("local")).flat.get())
 
 
 def test_torch_comm_primitives_chunked():

@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "system": "fedlib.bench.system",
     "backends": "fedlib.bench.backends",
     "privacy": "fedlib.bench.privacy",
+    "async": "fedlib.bench.asyncwall",
 }
 
 

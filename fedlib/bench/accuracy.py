@@ -29,7 +29,7 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
     cfg = fed_config(out, quick)
     rounds = cfg.federation.rounds
     fed = runner.run(cfg, comm=LocalComm(), progress=False)
-    ctx = runner.Run.build(cfg, LocalComm())  # same initial weights (seeded head)
+    ctx = runner.Context.build(cfg, LocalComm())  # same initial weights (seeded head)
     central = cfg.client.__class__(**{**vars(cfg.client), "local_epochs": rounds})
     res = client.train(ctx.model, ctx.data.train, central, seed=cfg.seed, client_id=-1)
     _, acc, f1 = ctx.evaluate(ctx.flat.get())

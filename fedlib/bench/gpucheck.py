@@ -138,7 +138,7 @@ def workload_w(c: Check) -> list[Row]:
                                                                       "federation.num_clients": n,
                                                                       "client.local_steps": 1}))
     dev = resolve(cfg.device)
-    ctx = runner.Run.build(cfg, LocalComm())
+    ctx = runner.Context.build(cfg, LocalComm())
 
     def bare(rnd: int) -> float:
         synchronize(dev)

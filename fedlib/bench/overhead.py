@@ -35,7 +35,7 @@ def _cfg(runs: Path, quick: bool, checkpoint_every: int) -> config.RunConfig:
     })
 
 
-def bare_round(ctx: runner.Run, cfg: config.RunConfig, rnd: int) -> float:
+def bare_round(ctx: runner.Context, cfg: config.RunConfig, rnd: int) -> float:
     """The local steps of one round with nothing around them (no aggregation, no logging)."""
     t0 = time.perf_counter()
     model = ctx.model
@@ -59,7 +59,7 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
     rows = []
     out = sweep.fresh_dir(out / "runs", "overhead")  # this invocation's runs: earlier ones stay
     base = _cfg(out, quick, 0)
-    ctx = runner.Run.build(base, LocalComm())
+    ctx = runner.Context.build(base, LocalComm())
     bare_round(ctx, base, 1)  # warm-up
     rnds = range(1, base.federation.rounds + 1)
     bare = [bare_round(ctx, base, r) for r in rnds]

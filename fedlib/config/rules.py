@@ -1,5 +1,6 @@
 """Rules across config sections that concern one mechanism each: client-level DP's guarantee,
-and what an asynchronous mode cannot honour. Each raises ConfigError naming the key."""
+what an asynchronous mode cannot honour, and what the wall clock needs. Each raises
+ConfigError naming the key."""
 
 from __future__ import annotations
 
@@ -49,3 +50,24 @@ def check_async(cfg: RunConfig) -> None:
     _require(fed.aggregation == "collective" and fed.payload_dtype == "fp32" and not fed.error_feedback,
              "federation.aggregation", f"mode: {mode} gathers fp32 updates with the collective; leave "
              "aggregation: collective, payload_dtype: fp32, error_feedback: false")
+
+
+def check_wall(cfg: RunConfig) -> None:
+    """The wall clock (fedlib.wallclock) is real asynchrony between an asynchronous server and
+    its worker ranks: it needs an async mode, talks over MPI point to point, and has no
+    collective in its loop to gather DP-SGD's spending. `emulate_speed` sleeps on that clock
+    only (the virtual clock already counts the speed factor). How many ranks run is a run-time
+    fact, not a config one: one rank serves and trains in turn."""
+    fed, wall = cfg.federation, cfg.federation.clock == "wall"
+    _require(not cfg.participation.emulate_speed or wall, "participation.emulate_speed",
+             "sleeps to make stragglers real on federation.clock: wall; the virtual clock and sync rounds "
+             "already count the speed factor")
+    if not wall:
+        return
+    _require(fed.mode != "sync", "federation.clock",
+             "wall is the asynchronous server's clock; set federation.mode: fedbuff or fedasync")
+    _require(fed.backend == "mpi", "federation.backend",
+             "federation.clock: wall sends tasks and updates point to point over MPI; use backend: mpi")
+    _require(cfg.privacy.mode == "none", "privacy.mode",
+             "federation.clock: wall has no collective to gather DP spending from its worker ranks; "
+             "use clock: virtual with privacy")

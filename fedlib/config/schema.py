@@ -171,7 +171,7 @@ class FederationConfig:
     mode: Literal["sync", "fedbuff", "fedasync"] = "sync"  # sync rounds, or asynchronous aggregation
     concurrency: int | None = None  # async: clients training at once; null = clients per round
     buffer_size: int | None = None  # fedbuff: K arrivals per server step; null = concurrency
-    clock: Literal["virtual"] = "virtual"  # async: simulated time from participation.speed (deterministic)
+    clock: Literal["virtual", "wall"] = "virtual"  # async: simulated time (deterministic) or real, over MPI
     resume: Literal["never", "auto"] = "never"  # auto: continue from the run's checkpoint.pt if there is one
 
     def __post_init__(self) -> None:
@@ -231,6 +231,7 @@ class ParticipationConfig:
     speed_max: float = 4.0  # speed=uniform: factor ~ U[1, speed_max]
     deadline_s: float | None = None  # simulated seconds; later clients are dropped. null = wait for all
     min_clients: int = 1  # fewer surviving updates than this: the round is skipped (weights kept)
+    emulate_speed: bool = False  # clock=wall: a client of speed f sleeps (f-1) x its compute on its rank
 
     def __post_init__(self) -> None:
         _require(0 <= self.dropout < 1, "participation.dropout", f"must be in [0, 1), got {self.dropout}")
@@ -328,6 +329,7 @@ class RunConfig:
 
         if self.federation.mode != "sync":
             rules.check_async(self)
+        rules.check_wall(self)
 
     @property
     def clients_per_round(self) -> int:

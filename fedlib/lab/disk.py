@@ -30,7 +30,7 @@ TOKENIZER = 750_000  # tokenizer.json + configs of an exported model folder (Min
 def run_bytes(cfg: config.RunConfig, params: int, trainable: int | None = None) -> int:
     """Bytes `cfg`'s run folder holds when it ends (see the module docstring). `params`: the
     model's parameter count; `trainable`: what travels and is checkpointed (default: all)."""
-    from ..models import resolve
+    from ..models import locate
 
     fed = cfg.federation
     trainable = params if trainable is None else trainable
@@ -41,7 +41,7 @@ def run_bytes(cfg: config.RunConfig, params: int, trainable: int | None = None) 
         size += trainable * FLOAT * (1 + MOMENTS.get(cfg.strategy.algorithm, 2))
     if fed.error_feedback:
         size += n * trainable * FLOAT
-    if fed.export and resolve(cfg.model.name).kind != "preset":
+    if fed.export and locate(cfg.model.name).kind != "preset":
         size += params * FLOAT + TOKENIZER
     return size
 
@@ -76,10 +76,10 @@ def param_count(name: str, overrides: dict | None = None) -> int:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from ..models import PRESETS, preset_config, resolve
+    from ..models import PRESETS, locate, preset_config
 
     base = name.rsplit("/", 1)[-1]
-    spec = resolve(base if base in PRESETS and not Path(name).is_dir() else name)
+    spec = locate(base if base in PRESETS and not Path(name).is_dir() else name)
     cfg = (preset_config(spec.source, overrides) if spec.kind == "preset"
            else AutoConfig.from_pretrained(spec.source, **(overrides or {})))
     with torch.device("meta"):

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data import REPO_ROOT
 from ..metrics import PHASES
+from ..store import REPO_ROOT
 from . import stats
 
 SHOWN = ("compute", "pack", "comm", "wait", "aggregate", "eval", "checkpoint", "other")
@@ -143,3 +143,18 @@ def run_dirs(runs: pd.DataFrame, root: str | Path) -> list[Path]:
     if "run_dir" in runs:
         return [Path(p) for p in runs["run_dir"]]
     return [Path(root) / n for n in runs["name"]]
+
+
+def plot_label_heatmap(rep: pd.DataFrame, label_names: list[str] | None = None, ax: Any = None) -> Any:
+    """Clients × labels heatmap of sample counts (seaborn) from a partition report
+    (fedlib.partition_report.report, partition.csv); returns the axes."""
+    import seaborn as sns
+
+    cols = [c for c in rep.columns if c.startswith("label_")]
+    grid = rep.set_index("client")[cols]
+    if label_names:
+        grid.columns = label_names[: len(cols)]
+    ax = sns.heatmap(grid.T, ax=ax, cmap="viridis", cbar_kws={"label": "samples"})
+    ax.set_xlabel("client")
+    ax.set_ylabel("label")
+    return ax

@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from ..data import REPO_ROOT
 from ..metrics import write_text
+from ..store import REPO_ROOT
 from . import claims
 from .reproduce import NOTEBOOKS, available
 

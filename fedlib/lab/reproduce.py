@@ -24,8 +24,8 @@ import yaml
 from tqdm.auto import tqdm
 
 from .. import provenance
-from ..data import REPO_ROOT
 from ..metrics import write_json
+from ..store import REPO_ROOT
 from . import disk
 from .sweep import PROGRESS_ENV, TOY_ENV
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from ..data import REPO_ROOT
+from ..store import REPO_ROOT
 from .record import INJECTED
 from .reproduce import NOTEBOOKS, PARAMS, available
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import config, data, runner
 from ..metrics import PHASES
+from ..store import atomic_write
 
 RunFn = Callable[[config.RunConfig], runner.Result]
 
@@ -135,9 +136,9 @@ def check_export(export: Export, entries: int) -> None:
 
 def wants_export(export: Export, entry: int, cfg: config.RunConfig) -> bool:
     """Whether this run exports. A random-init preset never does: its weights only time things."""
-    from ..models import resolve
+    from ..models import locate
 
-    if resolve(cfg.model.name).kind == "preset":
+    if locate(cfg.model.name).kind == "preset":
         return False
     if isinstance(export, bool) or export == "best":
         return bool(export)
@@ -240,6 +241,4 @@ def report_progress(desc: str, done: int, total: int, cfg: config.RunConfig | No
     if cfg is not None:
         info.update(name=cfg.name, rounds_total=cfg.federation.rounds,
                     rounds_csv=str((cfg.run_dir / "rounds.csv").resolve()))
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(info))
-    tmp.replace(path)  # atomic: the poller never reads half a file
+    atomic_write(Path(path), json.dumps(info))  # the poller never reads half a file

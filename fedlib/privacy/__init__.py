@@ -17,69 +17,22 @@ noise. ``privacy.secure_noise: true`` draws it from the operating system's entro
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
-from .. import client
-from ..config import ClientConfig, RunConfig
+from ..config import RunConfig
+from .mechanism import Mechanism
 
 if TYPE_CHECKING:
     from ..data import TextSplit
-    from ..strategies import ServerState
-    from ..wire.aggregate import Aggregate
     from ..wire.comm import Comm
-    from ..wire.flat import FlatParams
 
-
-class Mechanism:
-    """No privacy: the engine's own behaviour."""
-
-    always_releases = False  # True: every round's (noised) aggregate is released, never skipped
-    key: str | None = None  # where `record` keeps the spending in ServerState.extra
-
-    def plan(self, state: ServerState) -> None:
-        """Fix what the remaining rounds use given what `state` already spent (ConfigError if
-        that cannot be done); called once before the first round, fresh or resumed."""
-
-    def admit(self, state: ServerState, rnd: int) -> str | None:
-        """Why round `rnd` must not run (budget), or None."""
-        return None
-
-    def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
-              penalty: Any = None) -> client.ClientResult:
-        return client.train(model, shard, cfg, seed, cid, penalty)
-
-    def weight(self, num_samples: int) -> float:
-        return float(num_samples)
-
-    def bound(self, flat: FlatParams, base: torch.Tensor) -> None:
-        """Bound the client's update (its weights minus `base`) in place before it is summed."""
-
-    def finish(self, agg: Aggregate, rnd: int) -> Aggregate:
-        """The aggregate the server step uses: noised, with its denominator (identically
-        wherever the server step runs)."""
-        return agg
-
-    def record(self, state: ServerState, comm: Comm) -> ServerState:
-        """Fold this round's privacy spending into the (checkpointed) server state."""
-        return state
-
-    def charge(self, kept: ServerState, released: ServerState) -> ServerState:
-        """`kept` (the state a diverged run falls back to) with the spending of `released`: the
-        diverged round's noised aggregate was computed and evaluated, so it was a release and
-        its (σ, q) stays in the history even though its weights are dropped."""
-        if self.key is None or self.key not in released.extra:
-            return kept
-        return replace(kept, extra={**kept.extra, self.key: released.extra[self.key]})
-
-    def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
-        return {}
+__all__ = ["Mechanism", "make"]
 
 
 def make(cfg: RunConfig, shards: list[TextSplit], model: nn.Module, comm: Comm) -> Mechanism:
+    # the DP modes load opacus (seconds): imported here, so a run without DP never loads it
     if cfg.privacy.mode == "client":
         from .client_level import ClientLevel
         return ClientLevel(cfg, comm)

@@ -27,7 +27,8 @@ from .. import seeds
 from ..config import ConfigError, RunConfig
 from ..seeds import Stream
 from ..wire.aggregate import Aggregate
-from . import Mechanism, accounting
+from . import accounting
+from .mechanism import Mechanism
 
 if TYPE_CHECKING:
     from ..strategies import ServerState

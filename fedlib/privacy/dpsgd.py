@@ -32,7 +32,8 @@ from torch import nn
 from .. import client, device, participation, seeds
 from ..config import ClientConfig, ConfigError, RunConfig
 from ..seeds import Stream
-from . import Mechanism, accounting
+from . import accounting
+from .mechanism import Mechanism
 
 # Opacus's hooks on the embedding layer fire with no input requiring grad; harmless.
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)

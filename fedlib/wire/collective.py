@@ -37,7 +37,7 @@ class Collective:
         self.codec = codec or Codec()
         self.acc = Aggregate.zeros(numel, device)
         self._total = self.acc.total  # the view every submit folds into (made once, not per client)
-        self._q = None if self.codec.lossless else torch.empty(numel, dtype=self.codec.wire, device=device)
+        self._q = None if self.codec.lossless else torch.empty(numel, dtype=self.codec.dtype, device=device)
         self._base: torch.Tensor | None = None  # g, owed −(weight)·g for `owed` clients folded as x
         self._owed_weight, self._owed = 0.0, 0
 

@@ -1,7 +1,8 @@
 """The one communication interface the algorithms see: rank, size and a few collectives on
 flat torch tensors, wherever they live. `LocalComm` is one process; `MPIComm` wraps mpi4py;
-`TorchComm` (fedlib.wire.torch_comm) wraps torch.distributed. Nothing else in fedlib imports
-mpi4py or torch.distributed.
+`TorchComm` (fedlib.wire.torch_comm) wraps torch.distributed. The learning core never imports
+mpi4py or torch.distributed; besides these two backends only the diagnostics (fedlib.doctor,
+fedlib.provenance) ask them what they see.
 
 Every call counts the bytes it hands to the network (summed over ranks by the caller), so the
 per-round instrumentation does not depend on which implementation runs; and the seconds spent
@@ -13,13 +14,15 @@ from __future__ import annotations
 
 import ctypes
 import os
-import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # importing this module stays light: no torch until a buffer arrives
     import torch
 
-from . import launcher
+from .. import launch as launcher
+from .staging import _DEFAULT_CHUNK, Staging, chunks, synchronize
+
+__all__ = ["LAUNCH_ENV", "Comm", "LocalComm", "MPIComm", "Staging", "chunks", "make_comm", "synchronize"]
 
 # Environment for launching Open MPI from fedlib (tests, benchmarks, notebook engines): allow
 # root (containers, CI), more ranks than cores, and keep Hugging Face offline.
@@ -32,9 +35,6 @@ LAUNCH_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
-_DEFAULT_CHUNK = 1 << 30  # bytes; MPI counts are int32, keep every message below 2 GiB
-
-
 class Comm(Protocol):
     rank: int
     size: int
@@ -45,69 +45,11 @@ class Comm(Protocol):
     def broadcast(self, buf: torch.Tensor, root: int = 0) -> None: ...
     def send(self, buf: torch.Tensor, dest: int, tag: int = 0) -> None: ...
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None: ...
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int: ...
     def allgather(self, obj: Any) -> list[Any]: ...
     def bcast_obj(self, obj: Any, root: int = 0) -> Any: ...
     def barrier(self) -> None: ...
     def abort(self, code: int = 1) -> None: ...
-
-
-def chunks(buf: torch.Tensor, chunk_bytes: int) -> list[torch.Tensor]:
-    """Contiguous slices of `buf` of at most `chunk_bytes` (views: writes land in `buf`)."""
-    flat = buf.view(-1)
-    step = max(1, chunk_bytes // flat.element_size())
-    return [flat[i : i + step] for i in range(0, flat.numel(), step)] or [flat]
-
-
-def synchronize(device: Any) -> None:
-    """Wait for the kernels queued on this thread's current stream of `device` (copies are
-    asynchronous; a no-op on the CPU). The current stream, not the whole device: the overlap
-    thread's transfers run on their own stream and must not wait for the training stream."""
-    if device.type != "cpu":
-        import torch
-
-        getattr(torch, device.type).current_stream(device).synchronize()
-
-
-class Staging:
-    """Moves a buffer the backend cannot read to `wire` (host or device) and back, timing it.
-    Host copies of device buffers live in pinned memory, kept per (shape, dtype): copies from
-    pageable memory go through a driver bounce buffer at a fraction of the bus's speed."""
-
-    def __init__(self) -> None:
-        self.copy_s = 0.0
-        self._pinned: dict[tuple[Any, Any], torch.Tensor] = {}
-
-    def host(self, like: torch.Tensor) -> torch.Tensor:
-        """A pinned host buffer shaped like `like` (reused: pinning costs more than the copy)."""
-        import torch
-
-        key = (tuple(like.shape), like.dtype)
-        if key not in self._pinned:
-            self._pinned[key] = torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
-        return self._pinned[key]
-
-    def there(self, buf: torch.Tensor, wire: Any, fill: bool = True) -> torch.Tensor:
-        """`buf` on `wire`; `fill=False` for a buffer that will only be written (a receive)."""
-        if buf.device.type == getattr(wire, "type", wire):
-            return buf
-        t = time.perf_counter()
-        to_host = getattr(wire, "type", wire) == "cpu"
-        if to_host and buf.device.type == "cuda":
-            out = self.host(buf)
-            if fill:
-                out.copy_(buf, non_blocking=True)
-        else:
-            out = buf.to(wire) if fill else buf.new_empty(buf.shape, device=wire)
-        synchronize(buf.device if out.device.type == "cpu" else out.device)
-        self.copy_s += time.perf_counter() - t
-        return out
-
-    def back(self, buf: torch.Tensor, staged: torch.Tensor) -> None:
-        if staged is not buf:
-            t = time.perf_counter()
-            buf.copy_(staged, non_blocking=staged.is_pinned())
-            synchronize(buf.device)
-            self.copy_s += time.perf_counter() - t
 
 
 def mpi_gpu_support() -> tuple[bool, str]:
@@ -189,6 +131,9 @@ class LocalComm:
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
         raise RuntimeError("LocalComm has no peers to receive from")
 
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int:
+        raise RuntimeError("LocalComm has no peers to receive from")
+
     def allgather(self, obj: Any) -> list[Any]:
         return [obj]
 
@@ -225,7 +170,7 @@ class MPIComm:
     def copy_s(self) -> float:
         return self._stage.copy_s
 
-    def _wire(self, buf: torch.Tensor, fill: bool = True) -> torch.Tensor:
+    def _staged(self, buf: torch.Tensor, fill: bool = True) -> torch.Tensor:
         """The tensor MPI reads/writes: `buf` itself, or its host copy."""
         if buf.device.type == "cuda" and self.cuda_aware:
             synchronize(buf.device)  # MPI does not see torch's stream
@@ -236,32 +181,45 @@ class MPIComm:
         return [p.cpu().numpy() if p.device.type == "cpu" else p for p in chunks(buf, self.chunk_bytes)]
 
     def allreduce(self, buf: torch.Tensor) -> None:
-        wire = self._wire(buf)
-        for part in self._parts(wire):
+        staged = self._staged(buf)
+        for part in self._parts(staged):
             self._comm.Allreduce(self._mpi.IN_PLACE, part, op=self._mpi.SUM)
-        self._stage.back(buf, wire)
+        self._stage.back(buf, staged)
         self.bytes_sent += buf.numel() * buf.element_size()
 
     def broadcast(self, buf: torch.Tensor, root: int = 0) -> None:
-        wire = self._wire(buf, fill=self.rank == root)
-        for part in self._parts(wire):
+        staged = self._staged(buf, fill=self.rank == root)
+        for part in self._parts(staged):
             self._comm.Bcast(part, root=root)
         if self.rank == root:
             self.bytes_sent += buf.numel() * buf.element_size() * (self.size - 1)
         else:
-            self._stage.back(buf, wire)
+            self._stage.back(buf, staged)
 
     def send(self, buf: torch.Tensor, dest: int, tag: int = 0) -> None:
-        wire = self._wire(buf)
-        for part in self._parts(wire):
+        staged = self._staged(buf)
+        for part in self._parts(staged):
             self._comm.Send(part, dest=dest, tag=tag)
         self.bytes_sent += buf.numel() * buf.element_size()
 
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
-        wire = self._wire(buf, fill=False)
-        for part in self._parts(wire):
+        staged = self._staged(buf, fill=False)
+        for part in self._parts(staged):
             self._comm.Recv(part, source=source, tag=tag)
-        self._stage.back(buf, wire)
+        self._stage.back(buf, staged)
+
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int:
+        """Receive `buf` from whichever rank sends first (MPI.ANY_SOURCE); that rank. Later
+        chunks come from the same rank (MPI keeps one sender's messages in order)."""
+        staged = self._staged(buf, fill=False)
+        first, *rest = self._parts(staged)
+        status = self._mpi.Status()
+        self._comm.Recv(first, source=self._mpi.ANY_SOURCE, tag=tag, status=status)
+        source = status.Get_source()
+        for part in rest:
+            self._comm.Recv(part, source=source, tag=tag)
+        self._stage.back(buf, staged)
+        return int(source)
 
     def allgather(self, obj: Any) -> list[Any]:
         return self._comm.allgather(obj)
@@ -294,7 +252,7 @@ def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK, device: Any
     if kind == "local" or (kind in ("auto", "torch") and not under_mpi()):
         return LocalComm()
     if kind == "torch":
-        from .torch_comm import TorchComm
+        from .torch_comm import TorchComm  # here: torch.distributed loads only for this backend
         comm: Comm = TorchComm(device=device, chunk_bytes=chunk_bytes, timeout_s=timeout_s)
     else:
         comm = MPIComm(chunk_bytes=chunk_bytes)

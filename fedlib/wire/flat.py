@@ -36,10 +36,6 @@ class FlatParams:
             self.buf = buf
 
     @property
-    def nbytes(self) -> int:
-        return self.numel * 4
-
-    @property
     def tensors(self) -> list[torch.Tensor]:
         """The trainable values in as few tensors as hold them (the buffer, when bound)."""
         return [self.buf] if self.buf is not None else self.params

@@ -32,10 +32,6 @@ def balanced(clients: Sequence[int], work: Sequence[float], ranks: int) -> list[
     return [sorted(p) for p in plan]
 
 
-def makespan(plan: Sequence[Sequence[int]], cost: dict[int, float]) -> float:
-    return max((sum(cost[c] for c in p) for p in plan), default=0.0)
-
-
 class CostModel:
     """busy seconds of a rank in a round ≈ a·(its local steps) + b·(its clients), least squares
     over every (rank, round) observed; `per_client_steps` = b/a (0 until the fit is possible

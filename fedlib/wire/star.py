@@ -19,7 +19,7 @@ from functools import partial
 import torch
 
 from .aggregate import EXTRA, Aggregate, Update
-from .codec import TAIL, Codec, add_decoded, set_tail, unpack, wire_update
+from .codec import TAIL, Codec, add_decoded, set_tail, unpack, update_view
 from .comm import Comm
 from .overlap import Pipeline, Ring
 from .timer import Timer
@@ -65,7 +65,7 @@ class Star:
             if self.codec.lossless:
                 Aggregate(msg).set_client(update)
             else:
-                self.codec.encode_update(update, wire_update(msg, self.codec.wire))
+                self.codec.encode_update(update, update_view(msg, self.codec.dtype))
                 set_tail(msg, update.weight, 1.0)
         self._stage.hold(i, self._post(msg, timer))
 
@@ -102,7 +102,7 @@ class Star:
         if self.codec.lossless:
             self.acc.add_(Aggregate(msg))
         else:
-            q, weight, count = unpack(msg, self.codec.wire)
+            q, weight, count = unpack(msg, self.codec.dtype)
             add_decoded(self.acc.total, q, weight)
             self.acc.count_(weight, count)
 

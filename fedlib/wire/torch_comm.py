@@ -35,9 +35,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional  # noqa: F401  (before the group exists: see TorchComm.close)
 
+from .. import launch as launcher
 from ..config.errors import ConfigError
-from . import launcher
-from .comm import _DEFAULT_CHUNK, Staging, chunks
+from .staging import _DEFAULT_CHUNK, Staging, chunks
 
 _SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's IPv4 address
 _HAS_DEVICE_ID = "device_id" in inspect.signature(dist.init_process_group).parameters  # torch >= 2.3
@@ -145,11 +145,11 @@ class TorchComm:
                                     rank=self.rank, world_size=self.size,
                                     timeout=timedelta(seconds=timeout_s), **extra)
             atexit.register(self.close)
-        self.wire = torch.device("cpu") if self.backend == "gloo" else self.device
+        self.comm_device = torch.device("cpu") if self.backend == "gloo" else self.device
         self.chunk_bytes = chunk_bytes
         self.bytes_sent = 0
         self._stage = Staging()
-        # objects travel on the wire device (NCCL pickles into CUDA tensors)
+        # objects travel on the comm device (NCCL pickles into CUDA tensors)
         self._obj_device = None if self.backend == "gloo" else self.device
         self.serialized_threads = True  # one thread at a time calls the group (the star's overlap)
 
@@ -161,32 +161,42 @@ class TorchComm:
         return buf.numel() * buf.element_size()
 
     def allreduce(self, buf: torch.Tensor) -> None:
-        wire = self._stage.there(buf, self.wire)
-        for part in chunks(wire, self.chunk_bytes):
+        staged = self._stage.there(buf, self.comm_device)
+        for part in chunks(staged, self.chunk_bytes):
             dist.all_reduce(part, op=dist.ReduceOp.SUM)
-        self._stage.back(buf, wire)
+        self._stage.back(buf, staged)
         self.bytes_sent += self._nbytes(buf)
 
     def broadcast(self, buf: torch.Tensor, root: int = 0) -> None:
-        wire = self._stage.there(buf, self.wire, fill=self.rank == root)
-        for part in chunks(wire, self.chunk_bytes):
+        staged = self._stage.there(buf, self.comm_device, fill=self.rank == root)
+        for part in chunks(staged, self.chunk_bytes):
             dist.broadcast(part, src=root)
         if self.rank == root:
             self.bytes_sent += self._nbytes(buf) * (self.size - 1)
         else:
-            self._stage.back(buf, wire)
+            self._stage.back(buf, staged)
 
     def send(self, buf: torch.Tensor, dest: int, tag: int = 0) -> None:
-        wire = self._stage.there(buf, self.wire)
-        for part in chunks(wire, self.chunk_bytes):
+        staged = self._stage.there(buf, self.comm_device)
+        for part in chunks(staged, self.chunk_bytes):
             dist.send(part, dst=dest, tag=tag)
         self.bytes_sent += self._nbytes(buf)
 
     def recv(self, buf: torch.Tensor, source: int, tag: int = 0) -> None:
-        wire = self._stage.there(buf, self.wire, fill=False)
-        for part in chunks(wire, self.chunk_bytes):
+        staged = self._stage.there(buf, self.comm_device, fill=False)
+        for part in chunks(staged, self.chunk_bytes):
             dist.recv(part, src=source, tag=tag)
-        self._stage.back(buf, wire)
+        self._stage.back(buf, staged)
+
+    def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int:
+        """Receive from whichever rank sends first (src=None); later chunks from that rank."""
+        staged = self._stage.there(buf, self.comm_device, fill=False)
+        first, *rest = chunks(staged, self.chunk_bytes)
+        source = int(dist.recv(first, src=None, tag=tag))
+        for part in rest:
+            dist.recv(part, src=source, tag=tag)
+        self._stage.back(buf, staged)
+        return source
 
     def allgather(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.size

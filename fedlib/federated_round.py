@@ -3,8 +3,9 @@ place them on ranks, train this rank's share, hand the updates to the exchange a
 server state. Which clients a rank trains, and every random draw, is decided by (run seed,
 round, client id), never by the rank — so 1, 2 or 96 ranks give the same model.
 
-Outcomes are typed values (`ClientOutcome`, `RankReport`, `RoundOutcome`); the runner only
-builds, resumes, loops, evaluates, logs and checkpoints.
+`Context` is what every round needs, built once per process. Outcomes are typed values (a
+`ClientRow` per client, `RankReport`, `RoundOutcome`); the runner only builds, resumes, loops,
+evaluates, logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .metrics import ClientRow, RoundRow, Timer
 from .strategies import ServerState, server_step
 from .wire import placement
 from .wire.aggregate import Update
-from .wire.codec import WIRE
+from .wire.codec import PAYLOAD_DTYPES
 from .wire.comm import Comm
 from .wire.flat import FlatParams
 
@@ -31,29 +32,11 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class ClientOutcome:
-    """What one client's local training came to this round."""
-
-    client_id: int
-    num_samples: int
-    steps: int
-    loss: float
-    compute_s: float  # measured
-    speed: float  # straggler factor
-    sim_s: float  # simulated device time = compute_s x speed
-    outcome: str  # ok (folded into the sum) | dropped | late | rejected
-
-    def row(self, rnd: int, rank: int) -> ClientRow:
-        return ClientRow(rnd, self.client_id, rank, self.num_samples, self.steps, self.loss,
-                         self.compute_s, self.speed, self.sim_s, self.outcome)
-
-
-@dataclass(frozen=True)
 class RankReport:
     """One rank's share of a round, gathered on every rank after it."""
 
     seconds: dict[str, float]  # Timer phases + round
-    clients: list[ClientOutcome]
+    clients: list[ClientRow]  # what this rank's clients came to (clients.csv rows)
     bytes_sent: int
 
 
@@ -61,14 +44,15 @@ class RankReport:
 class RoundOutcome:
     state: ServerState  # after the server step (every rank holds it)
     fates: list[participation.Fate]
-    clients: list[ClientOutcome]  # this rank's
+    clients: list[ClientRow]  # this rank's
     aggregated: int  # clients in the aggregate
     skipped: bool  # too few survivors: weights kept
 
 
 @dataclass
-class Run:
-    """Everything a round needs, built once per process."""
+class Context:
+    """Everything a round needs on this process (model, data, shards, comm), built once per
+    process and handed to every round: a per-rank context, not the run itself."""
 
     cfg: config.RunConfig
     comm: Comm
@@ -77,21 +61,24 @@ class Run:
     data: data.TextData
     shards: list[data.TextSplit]
     parts: list[np.ndarray]  # training-set indices of each client
+    spec: models.ModelSpec  # model.name resolved once per run (tokenizer, data, model, export)
     costs: placement.CostModel = field(default_factory=placement.CostModel)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # model, buffers, server state
 
     @classmethod
-    def build(cls, cfg: config.RunConfig, comm: Comm) -> Run:
-        tok = models.load_tokenizer(cfg.model)
-        td = data.load(cfg.data, tok, vocab_size=models.preset_vocab(cfg.model), comm=comm)
+    def build(cls, cfg: config.RunConfig, comm: Comm) -> Context:
+        spec = models.locate(cfg.model.name)
+        tok = models.load_tokenizer(cfg.model, spec)
+        vocab = models.preset_vocab(cfg.model, spec)
+        td = data.load(cfg.data, tok, vocab_size=vocab, comm=comm)
         dev = devices.resolve(cfg.device)
-        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed).to(dev)
+        model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed, spec=spec).to(dev)
         if cfg.model.cache_features:  # clients train the part above the cached frozen prefix
             model, td = cache.attach(model, td, cfg.model, comm)
         parts = partition.partition(td.train.labels.cpu().numpy(), cfg.federation.num_clients,
                                     cfg.partition, cfg.seed)
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
-        return cls(cfg, comm, model, FlatParams(model, bind=True), td, shards, parts, device=dev)
+        return cls(cfg, comm, model, FlatParams(model, bind=True), td, shards, parts, spec, device=dev)
 
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
@@ -128,7 +115,7 @@ class Run:
         return float(buf[-1] / max(cm.sum(), 1)), acc, f1
 
 
-def play(ctx: Run, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, timer: Timer
+def play(ctx: Context, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, timer: Timer
          ) -> RoundOutcome:
     """Round `rnd` from `state`: every rank returns the same new state."""
     cfg, comm = ctx.cfg, ctx.comm
@@ -152,8 +139,8 @@ def play(ctx: Run, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, 
         sim_s = res.compute_s * f.speed
         out = participation.outcome(f, sim_s, cfg.participation.deadline_s,
                                     participation.finite(ctx.flat.tensors))
-        outcomes.append(ClientOutcome(res.client_id, res.num_samples, res.steps, res.loss, res.compute_s,
-                                      f.speed, sim_s, out))
+        outcomes.append(ClientRow(rnd, res.client_id, comm.rank, res.num_samples, res.steps, res.loss,
+                                  res.compute_s, f.speed, sim_s, out))
         if out == "ok":
             mech.bound(ctx.flat, global_w)
             ex.submit(Update(cid, rnd, ctx.flat, global_w, mech.weight(res.num_samples)), timer)
@@ -175,7 +162,7 @@ def play(ctx: Run, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, 
     return RoundOutcome(mech.record(state, comm), fates, outcomes, aggregated, skipped)
 
 
-def round_row(ctx: Run, rnd: int, out: RoundOutcome, reports: list[RankReport],
+def round_row(ctx: Context, rnd: int, out: RoundOutcome, reports: list[RankReport],
               ev: tuple[Any, Any, Any], privacy_metrics: dict[str, float]) -> RoundRow:
     """The tidy rounds.csv row: rank 0's phase seconds, maxima over ranks, outcomes over clients."""
     cfg = ctx.cfg
@@ -191,7 +178,7 @@ def round_row(ctx: Run, rnd: int, out: RoundOutcome, reports: list[RankReport],
         round=rnd, algorithm=cfg.strategy.algorithm, model=cfg.model.name,
         aggregation=cfg.federation.aggregation, ranks=len(reports), clients=cfg.federation.num_clients,
         sampled=len(out.fates), aggregated=out.aggregated, params=ctx.flat.numel,
-        payload_bytes=ctx.flat.numel * torch.finfo(WIRE[cfg.federation.payload_dtype]).bits // 8,
+        payload_bytes=ctx.flat.numel * torch.finfo(PAYLOAD_DTYPES[cfg.federation.payload_dtype]).bits // 8,
         bytes_comm=int(sum(rep.bytes_sent for rep in reports)),
         round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
         comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],

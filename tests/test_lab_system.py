@@ -1,10 +1,10 @@
-"""fedlib.bench.system's configurations on the full profile's path (quick=False): built without
+"""fedlib.lab.system's configurations on the full profile's path (quick=False): built without
 running anything, so the call that crashed notebook 06 and `fedlib bench system` hours into a
 full-profile job (`RunConfig.replace`, a method it does not have) fails here in milliseconds."""
 
 import pytest
 
-from fedlib.bench import system
+from fedlib.lab import system
 
 
 @pytest.mark.parametrize("quick", [True, False])

@@ -1,0 +1,59 @@
+"""What both loops do around a version of the model — the synchronous rounds (fedlib.runner) and
+the asynchronous server steps (fedlib.async_loop): resume from the checkpoint, score a version
+and tell whether it diverged, the checkpoint cadence, finish with the summary. A module of its
+own so that the two loops share it without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint, config, participation
+from . import device as devices
+from .federated_round import Context
+from .metrics import Timer
+from .recorder import Recorder, Result
+from .resume import check as check_resume
+from .strategies import ServerState
+
+__all__ = ["Result", "Scores", "due", "finish", "resumed", "score"]
+
+
+Scores = tuple[float | None, float | None, float | None]
+
+
+def score(ctx: Context, state: ServerState, v: int, timer: Timer, where: str) -> tuple[Scores, str | None]:
+    """Evaluate version `v` when federation.eval_every says so; the second value says why the
+    run diverged (weights or evaluation loss not finite), else None."""
+    fed = ctx.cfg.federation
+    if not participation.finite([state.weights]):
+        return (None, None, None), f"diverged {where}: the global weights are not finite"
+    if not (fed.eval_every and (v % fed.eval_every == 0 or v == fed.rounds)):
+        return (None, None, None), None
+    with timer("eval"):
+        ev = ctx.evaluate(state.weights)
+    return ev, (f"diverged {where}: the evaluation loss is {ev[0]}" if not np.isfinite(ev[0]) else None)
+
+
+def due(fed: config.FederationConfig, v: int) -> bool:
+    """Whether version `v` is checkpointed (every federation.checkpoint_every, and the last)."""
+    return fed.checkpoint_every > 0 and (v % fed.checkpoint_every == 0 or v == fed.rounds)
+
+
+def resumed(ctx: Context) -> tuple[ServerState, dict[str, Any]]:
+    """The checkpoint's state on this run's device (saved from any device, loaded on the CPU),
+    and its config, refused when this run's configuration would make a different run."""
+    state, saved = checkpoint.load(ctx.cfg.run_dir)
+    check_resume(saved, ctx.cfg, ctx.cfg.run_dir)
+    return replace(state, weights=state.weights.to(ctx.device),
+                   opt_state=devices.to(state.opt_state, ctx.device)), saved
+
+
+def finish(rec: Recorder, ctx: Context, state: ServerState, stopped: str | None, diverged: bool) -> Result:
+    """The run's tables and summary; a diverged run reports the state it kept (perhaps never
+    scored, e.g. round 0), so that state is scored here (on every rank: it is collective)."""
+    kept = ctx.evaluate(state.weights) if diverged and ctx.cfg.federation.eval_every else None
+    return rec.summary(ctx, state, stopped, diverged, kept)
