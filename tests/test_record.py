@@ -34,7 +34,10 @@ def test_quick_record_is_committed():
 
 
 def test_committed_quick_record_is_current():
-    assert stale.problems(QUICK) == []
+    found = stale.problems(QUICK)
+    if git(REPO_ROOT, "rev-parse", "--is-shallow-repository") == "true":  # a depth-limited CI clone:
+        found = [f for f in found if "unknown here: a shallow clone?" not in f]  # ancestry unknowable
+    assert found == []
 
 
 def test_readme_claims_block_is_the_committed_claims_table():
