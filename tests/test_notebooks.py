@@ -87,7 +87,7 @@ def test_quickstart_notebook_on_two_mpi_engines(tmp_path):
     scraps = sb.read_notebook(str(tmp_path / "tiny" / "00_quickstart.ipynb")).scraps
     m = {k: v.data for k, v in scraps.items()}
     assert m["ranks"] == 2
-    assert m["accuracy"] > m["majority_rate"] + 0.03
+    assert m["accuracy"] > m["majority_rate"] + 0.05  # MiniLM learns SciCite (was also a 1-process test)
     assert m["breakdown_error"] < 0.02
     assert (tmp_path / "tiny" / "00_quickstart.png").is_file()
     prov = json.loads((tmp_path / "tiny" / "provenance.json").read_text())
