@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import client, config, lifecycle, privacy, provenance, seeds, stop
+from . import async_core, client, config, lifecycle, privacy, provenance, stop
 from .federated_round import Context
 from .metrics import ClientRow, RoundRow, Timer
 from .recorder import Recorder
-from .strategies import ServerState, fedasync, fedbuff
+from .strategies import ServerState
 from .vclock import Clock, Task
 from .wire.comm import Comm
 
@@ -73,7 +73,7 @@ class Server:
 
 def train_pending(ctx: Context, mech: privacy.Mechanism, srv: Server, timer: Timer) -> None:
     """Train every task in flight without a result, on the ranks the placement gives it."""
-    cfg, comm, flat = ctx.cfg, ctx.comm, ctx.flat
+    comm, flat = ctx.comm, ctx.flat
     todo = sorted((t for t in srv.clock.inflight if t.dispatch not in srv.results), key=lambda t: t.dispatch)
     if not todo:
         return
@@ -83,20 +83,9 @@ def train_pending(ctx: Context, mech: privacy.Mechanism, srv: Server, timer: Tim
     for i, t in enumerate(todo):
         if t.cid not in mine:
             continue
-        base = srv.bases[t.version]
-        flat.set(base)
-        mu = cfg.client.mu
-        penalty = client.prox_term(flat.params, flat.views(base), mu) if mu > 0 else None
-        with timer("compute"):
-            res = mech.train(ctx.model, ctx.shards[t.cid], cfg.client,
-                             seeds.seed(cfg.seed, seeds.Stream.CLIENT, t.version + 1, t.cid), t.cid, penalty)
+        base, row = srv.bases[t.version], buf[i, : flat.numel]
+        res = async_core.train_task(ctx, mech, t.cid, t.version, base, row, timer)
         with timer("pack"):
-            mech.bound(flat, base)
-            row = buf[i, : flat.numel]
-            if cfg.federation.mode == "fedbuff":
-                flat.delta_into(row, base)
-            else:
-                row.copy_(flat.get())
             buf[i, flat.numel:] = torch.tensor((res.loss, res.compute_s, comm.rank), dtype=buf.dtype)
     with timer("wait"):  # idle until the slowest rank has trained its share
         comm.barrier()
@@ -138,13 +127,8 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
     applied, srv.buffer = srv.buffer, []
     version = state.round + 1
     with timer("aggregate"):
-        if cfg.federation.mode == "fedasync":
-            (t, r), = applied
-            state = fedasync.step(state, r.payload, t.staleness(version), cfg.strategy)
-        else:
-            arrivals = [fedbuff.Arrival(mech.weight(len(ctx.shards[t.cid])), t.staleness(version), r.payload)
-                        for t, r in applied]
-            state = fedbuff.step(state, arrivals, cfg.strategy)
+        updates = [(t.cid, t.staleness(version), r.payload) for t, r in applied]
+        state = async_core.apply(ctx, mech, state, updates)
     srv.clock.new_version()
     for t in srv.clock.fill(cfg, state.round, steps_of):  # freed slots start from the new version
         srv.bases.setdefault(t.version, state.weights)

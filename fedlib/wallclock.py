@@ -43,46 +43,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import client, config, lifecycle, participation, privacy, provenance, seeds, stop
+from . import async_core, client, config, lifecycle, participation, privacy, provenance, seeds, stop
 from .federated_round import Context
 from .metrics import ArrivalRow, ClientRow, RoundRow, Timer
 from .recorder import Recorder
-from .strategies import ServerState, fedasync, fedbuff
+from .strategies import ServerState
 from .wire import tasks
 from .wire.comm import Comm, LocalComm
 from .wire.tasks import Done, Task, Train
 
 
 def trainer(ctx: Context, mech: privacy.Mechanism, emulate: bool) -> Train:
-    """How a worker trains a task: from `base`, the client's seed of (version + 1, client) as on
-    the virtual clock; the payload is Δ = client − base (fedbuff) or the client's weights."""
-    cfg, flat = ctx.cfg, ctx.flat
-
+    """How a worker trains a task (`async_core.train_task`, as on the virtual clock), then, with
+    `emulate`, sleeps (speed − 1) × its compute."""
     def train(task: Task, base: torch.Tensor) -> tuple[torch.Tensor, float, float, float]:
-        flat.set(base)
-        mu = cfg.client.mu
-        penalty = client.prox_term(flat.params, flat.views(base), mu) if mu > 0 else None
-        seed = seeds.seed(cfg.seed, seeds.Stream.CLIENT, task.version + 1, task.cid)
-        res = mech.train(ctx.model, ctx.shards[task.cid], cfg.client, seed, task.cid, penalty)
-        mech.bound(flat, base)
-        fedbuff_ = cfg.federation.mode == "fedbuff"
-        payload = flat.delta_into(torch.empty_like(base), base) if fedbuff_ else flat.get()
+        payload = torch.empty_like(base)
+        res = async_core.train_task(ctx, mech, task.cid, task.version, base, payload, Timer())
         sleep_s = max(0.0, task.speed - 1.0) * res.compute_s if emulate else 0.0
         time.sleep(sleep_s)
         return payload, res.loss, res.compute_s, sleep_s
 
     return train
-
-
-def apply(ctx: Context, mech: privacy.Mechanism, state: ServerState, updates: list[tuple[Task, torch.Tensor]]
-          ) -> ServerState:
-    """One server step on the updates in the order they arrived (the virtual clock's math)."""
-    cfg, v = ctx.cfg, state.round + 1
-    if cfg.federation.mode == "fedasync":
-        (t, payload), = updates
-        return fedasync.step(state, payload, v - 1 - t.version, cfg.strategy)
-    return fedbuff.step(state, [fedbuff.Arrival(mech.weight(len(ctx.shards[t.cid])), v - 1 - t.version, p)
-                                for t, p in updates], cfg.strategy)
 
 
 class Inline:
@@ -183,7 +164,9 @@ def serve(ctx: Context, mech: privacy.Mechanism, link: Inline | tasks.Remote, st
                 idle.append(done.slot)
                 buffer.append(Arrived(done, starts.pop(done.task.dispatch), time.perf_counter() - origin))
             with timer("aggregate"):
-                state = apply(ctx, mech, state, [(a.done.task, a.done.payload) for a in buffer])
+                updates = [(a.done.task.cid, state.round - a.done.task.version, a.done.payload)
+                           for a in buffer]
+                state = async_core.apply(ctx, mech, state, updates)
             disp.fresh = set()
             v = state.round
             ev, stopped = lifecycle.score(alone, state, v, timer, f"at server step {v}")
@@ -297,7 +280,8 @@ def replay(cfg: config.RunConfig, arrivals: Path | pd.DataFrame | None = None) -
         if v != state.round + 1:
             raise ValueError(f"arrivals log: version {v} follows version {state.round}; not one run's log")
         todo = [Task(int(r.dispatch), int(r.client_id), int(r.from_version), 1.0) for r in updates]
-        state = apply(ctx, mech, state, [(t, train(t, bases[t.version])[0]) for t in todo])
+        trained = [(t.cid, state.round - t.version, train(t, bases[t.version])[0]) for t in todo]
+        state = async_core.apply(ctx, mech, state, trained)
         seen += len(updates)
         bases[state.round] = state.weights
         bases = {u: w for u, w in bases.items() if last_use.get(u, -1) >= seen}

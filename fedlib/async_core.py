@@ -1,0 +1,44 @@
+"""What both asynchronous clocks share (fedlib.async_loop: virtual, fedlib.wallclock: wall):
+how one task trains — from its version's weights with the seed (version + 1, client), the
+payload Δ = client − base for FedBuff or the client's weights for FedAsync — and how the server
+applies the updates of one step, in arrival order, with the staleness each had."""
+
+from __future__ import annotations
+
+import torch
+
+from . import client, privacy, seeds
+from .federated_round import Context
+from .metrics import Timer
+from .strategies import ServerState, fedasync, fedbuff
+
+
+def train_task(ctx: Context, mech: privacy.Mechanism, cid: int, version: int, base: torch.Tensor,
+               out: torch.Tensor, timer: Timer) -> client.ClientResult:
+    """Train client `cid` from `base` (server version `version`); its payload goes into `out`."""
+    cfg, flat = ctx.cfg, ctx.flat
+    flat.set(base)
+    mu = cfg.client.mu
+    penalty = client.prox_term(flat.params, flat.views(base), mu) if mu > 0 else None
+    with timer("compute"):
+        res = mech.train(ctx.model, ctx.shards[cid], cfg.client,
+                         seeds.seed(cfg.seed, seeds.Stream.CLIENT, version + 1, cid), cid, penalty)
+    with timer("pack"):
+        mech.bound(flat, base)
+        if cfg.federation.mode == "fedbuff":
+            flat.delta_into(out, base)
+        else:
+            out.copy_(flat.get())
+    return res
+
+
+def apply(ctx: Context, mech: privacy.Mechanism, state: ServerState,
+          updates: list[tuple[int, int, torch.Tensor]]) -> ServerState:
+    """One server step on `updates` = (client, staleness τ, payload), in the order they arrived:
+    FedAsync mixes its one update in, FedBuff applies the weighted, staleness-scaled mean."""
+    cfg = ctx.cfg
+    if cfg.federation.mode == "fedasync":
+        (_, tau, payload), = updates
+        return fedasync.step(state, payload, tau, cfg.strategy)
+    arrivals = [fedbuff.Arrival(mech.weight(len(ctx.shards[cid])), tau, p) for cid, tau, p in updates]
+    return fedbuff.step(state, arrivals, cfg.strategy)
