@@ -18,19 +18,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, field, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import async_core, client, config, lifecycle, privacy, provenance, stop
+from . import async_core, client, lifecycle, privacy, stop
 from .federated_round import Context
 from .metrics import ClientRow, RoundRow, Timer
 from .recorder import Recorder
 from .strategies import ServerState
-from .vclock import Clock, Task
-from .wire.comm import Comm
+from .vclock import Clock, Draws, Task
 
 TAIL = 3  # per-task slots after the parameters: loss, measured compute seconds, rank
 
@@ -112,10 +110,10 @@ class Step:
 def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
     """Run arrivals until the server makes its next version; every rank returns the same."""
     cfg = ctx.cfg
-    steps_of = _steps_of(ctx)
+    draws, steps_of = Draws.of(cfg), _steps_of(ctx)
     start, dispatched = srv.clock.now, 0
     while True:
-        for t in srv.clock.fill(cfg, state.round, steps_of):
+        for t in srv.clock.fill(draws, state.round, steps_of):
             srv.bases.setdefault(t.version, state.weights)
             dispatched += 1
         if srv.clock.inflight[0].dispatch not in srv.results:  # the next arrival has not trained
@@ -130,7 +128,7 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
         updates = [(t.cid, t.staleness(version), r.payload) for t, r in applied]
         state = async_core.apply(ctx, mech, state, updates)
     srv.clock.new_version()
-    for t in srv.clock.fill(cfg, state.round, steps_of):  # freed slots start from the new version
+    for t in srv.clock.fill(draws, state.round, steps_of):  # freed slots start from the new version
         srv.bases.setdefault(t.version, state.weights)
         dispatched += 1
     return Step(mech.record(state, ctx.comm), applied, dispatched, start)
@@ -140,23 +138,13 @@ def _steps_of(ctx: Context) -> Callable[[int], int]:
     return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
 
 
-def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-        aside: Path | None, signals: stop.Signals) -> lifecycle.Result:
-    """The async counterpart of the runner's loop: same files, one row per server step; a stop
-    signal (SIGTERM, SIGUSR1) checkpoints the last step with its server state, as a round does."""
-    if cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
-        from . import wallclock
-        return wallclock.run(cfg, comm, resume, progress, started, aside)
-    fed = cfg.federation
-    ctx = Context.build(cfg, comm)
-    prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
-    state, saved = lifecycle.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
+def run(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState, signals: stop.Signals
+        ) -> lifecycle.Result:
+    """The async counterpart of the runner's loop over what the runner built: same files, one row
+    per server step; a stop signal (SIGTERM, SIGUSR1) checkpoints the last step with its server
+    state, as a round does."""
+    cfg, comm, fed = ctx.cfg, ctx.comm, ctx.cfg.federation
     srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
-    mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
-    mech.plan(state)
-    rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, None, aside, progress)
-    rec.start(ctx, state, prov, saved)
-    comm.barrier()
     stopped, diverged = None, False
     try:
         while state.round < fed.rounds:

@@ -112,8 +112,11 @@ def features(model: nn.Module, split: TextSplit, cfg: ModelConfig, k: int | Lite
              prefix_modules: list[nn.Module], comm: Comm | None = None) -> FeatureSplit:
     """`split` as cached features: built once (rank 0), then memory-mapped everywhere."""
     path = cache_dir() / f"feat-{_key(model, prefix_modules, split, k, cfg.pooling, cfg.cache_dtype)}.npy"
-    if not build_once(path, lambda tmp: _write_npy(tmp, compute(model, split, k, cfg.pooling,
-                                                                  cfg.cache_dtype)), comm):
+
+    def write(tmp: Path) -> None:
+        _write_npy(tmp, compute(model, split, k, cfg.pooling, cfg.cache_dtype))
+
+    if not build_once(path, write, comm):
         raise OSError(f"feature cache {path} could not be written; set FEDLIB_CACHE to a writable folder")
     store = np.load(path, mmap_mode="r")
     lengths = split.lengths
@@ -135,6 +138,5 @@ def attach(model: nn.Module, td: TextData, cfg: ModelConfig, comm: Comm | None =
     frozen.check_cacheable(model, k, cfg.pooling)
     base = model.base_model
     prefix_modules = [base] if k == "all" else [base.embeddings, *frozen.encoder_layers(model)[:k]]
-    train = features(model, td.train, cfg, k, prefix_modules, comm)
-    ev = features(model, td.eval, cfg, k, prefix_modules, comm)
+    train, ev = (features(model, split, cfg, k, prefix_modules, comm) for split in (td.train, td.eval))
     return frozen.Upper(model, k, cfg.pooling), replace(td, train=train, eval=ev)

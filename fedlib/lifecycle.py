@@ -1,7 +1,8 @@
-"""What both loops do around a version of the model — the synchronous rounds (fedlib.runner) and
-the asynchronous server steps (fedlib.async_loop): resume from the checkpoint, score a version
-and tell whether it diverged, the checkpoint cadence, finish with the summary. A module of its
-own so that the two loops share it without importing each other.
+"""What the loops do around a version of the model — the synchronous rounds (fedlib.sync_loop)
+and the asynchronous server steps (fedlib.async_loop, fedlib.wallclock): resume from the
+checkpoint (fedlib.runner, once for every loop), score a version and tell whether it diverged,
+the checkpoint cadence, finish with the summary. A module of its own so that the loops share it
+without importing each other.
 """
 
 from __future__ import annotations

@@ -192,28 +192,35 @@ def _missing_sentencepiece() -> list[str]:
 
 def build(cfg: ModelConfig, num_labels: int, seed: int, spec: ModelSpec | None = None) -> nn.Module:
     """The classifier, with its head (and, for presets, all weights) seeded by `seed`; `spec`:
-    `cfg.name` resolved, when the caller has it."""
+    `cfg.name` resolved, when the caller has it. The architecture's config is read (and its
+    overrides checked) before seeding: reading it draws no random number."""
     spec = spec or locate(cfg.name)
+    hf_cfg = _config(cfg, spec, num_labels)
     torch.manual_seed(seeds.seed(seed, Stream.MODEL_INIT))
-    if spec.kind == "preset":
-        hf_cfg = preset_config(spec.source, {**cfg.overrides, "num_labels": num_labels})
-        model = AutoModelForSequenceClassification.from_config(hf_cfg)
+    if spec.kind == "pretrained" and cfg.pretrained:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec.source, num_labels=num_labels, **cfg.overrides)
     else:
-        try:
-            hf_cfg = AutoConfig.from_pretrained(spec.source)
-        except (OSError, ValueError) as e:
-            raise _unloadable(cfg.name, e) from e
-        check_overrides(type(hf_cfg), cfg.overrides, set(hf_cfg.to_dict()))
-        if cfg.pretrained:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                spec.source, num_labels=num_labels, **cfg.overrides)
-        else:
-            hf_cfg = AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
-            model = AutoModelForSequenceClassification.from_config(hf_cfg)
+        model = AutoModelForSequenceClassification.from_config(hf_cfg)
     if cfg.pooling == "mean":
         model = MeanPooled(model)
     frozen.freeze(model, cfg.frozen)
     return lora(model, cfg) if cfg.lora_r else model
+
+
+def _config(cfg: ModelConfig, spec: ModelSpec, num_labels: int) -> PretrainedConfig:
+    """The architecture config `build` instantiates: a preset's, or a checkpoint's with
+    `model.overrides` checked against its own keys and applied."""
+    if spec.kind == "preset":
+        return preset_config(spec.source, {**cfg.overrides, "num_labels": num_labels})
+    try:
+        hf_cfg = AutoConfig.from_pretrained(spec.source)
+    except (OSError, ValueError) as e:
+        raise _unloadable(cfg.name, e) from e
+    check_overrides(type(hf_cfg), cfg.overrides, set(hf_cfg.to_dict()))
+    if cfg.pretrained:  # from_pretrained reads it again, with the labels and overrides
+        return hf_cfg
+    return AutoConfig.from_pretrained(spec.source, num_labels=num_labels, **cfg.overrides)
 
 
 class MeanPooled(nn.Module):

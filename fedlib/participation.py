@@ -61,13 +61,13 @@ def draws(p: ParticipationConfig) -> bool:
     return p.dropout > 0 or p.speed != "constant"
 
 
-def fate(cfg: RunConfig, rnd: int, cid: int) -> Fate:
-    """The client's fate; `step_fraction` is 1.0 unless it drops mid-round (the only case that
-    reads it), so a fate is the same whether it was drawn or not."""
-    p = cfg.participation
+def fate(p: ParticipationConfig, seed: int, rnd: int, cid: int) -> Fate:
+    """The client's fate under the participation section `p` and the run seed; `step_fraction`
+    is 1.0 unless it drops mid-round (the only case that reads it), so a fate is the same
+    whether it was drawn or not."""
     if not draws(p):
         return Fate(cid, "", 1.0, 1.0)
-    rng = seeds.rng(cfg.seed, Stream.FATE, rnd, cid)
+    rng = seeds.rng(seed, Stream.FATE, rnd, cid)
     u, frac, speed = rng.random(), rng.random(), speed_factor(p, rng)
     drop = p.dropout_when if u < p.dropout else ""
     return Fate(cid, drop, frac if drop == "mid" else 1.0, speed)
@@ -75,7 +75,7 @@ def fate(cfg: RunConfig, rnd: int, cid: int) -> Fate:
 
 def fates(cfg: RunConfig, rnd: int) -> list[Fate]:
     """Sampled clients of round `rnd` with their draws; identical on every rank."""
-    return [fate(cfg, rnd, c) for c in sample_clients(cfg, rnd)]
+    return [fate(cfg.participation, cfg.seed, rnd, c) for c in sample_clients(cfg, rnd)]
 
 
 def steps_done(f: Fate, steps: int) -> int:

@@ -2,7 +2,7 @@
 config header (or, on resume, the resume record), labels.json, partition.csv, the rounds and
 clients CSVs (and arrivals.csv on the wall clock), the checkpoint with its error-feedback
 residual manifest, the Hugging Face export and summary.json. Other ranks hold a
-`NullRecorder`, whose writes do nothing, so the loops (fedlib.runner, fedlib.async_loop)
+`NullRecorder`, whose writes do nothing, so the loops (fedlib.sync_loop, fedlib.async_loop)
 return values and never ask which rank they run on.
 The order that keeps a folder consistent lives here too: the rows a checkpoint covers are on
 disk before that checkpoint is committed.

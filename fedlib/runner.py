@@ -1,27 +1,23 @@
-"""A run: build the round context, resume (or refuse what a resume cannot keep), loop over
-rounds (`fedlib.federated_round.play`), evaluate, stop on divergence or budget, write the rows
-and the checkpoint that covers them, export, summarize (fedlib.lifecycle: the steps it shares
-with the asynchronous loop, fedlib.async_loop). Every rank runs this same code; what the run
-writes goes through its recorder (fedlib.recorder), which writes on rank 0 only.
+"""A run: claim its folder, build the round context, resume (or refuse what a resume cannot
+keep), make the privacy mechanism and open the record — once, whatever the mode — then hand
+what was built to the mode's loop: synchronous rounds (fedlib.sync_loop), the virtual clock
+(fedlib.async_loop) or the wall clock (fedlib.wallclock), which share the steps of
+fedlib.lifecycle. Every rank runs this same code; what the run writes goes through its recorder
+(fedlib.recorder), which writes on rank 0 only.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from . import async_loop, config, federated_round, privacy, provenance, residuals, rundir, stop
+from . import async_loop, config, privacy, provenance, residuals, rundir, stop, sync_loop, wallclock
 from . import device as devices
 from . import launch as launcher
 from .federated_round import Context
 from .lifecycle import Scores, due, finish, resumed, score
-from .metrics import Timer
 from .recorder import Recorder, Result
 from .resume import RESUMABLE
 from .strategies import ServerState
-from .wire import exchange
-from .wire.codec import Codec
 from .wire.comm import Comm, make_comm
 
 # Context, make_comm and the loops' shared steps (fedlib.lifecycle) stay importable from here
@@ -60,72 +56,21 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
         resume = "auto"
     with stop.Signals() as signals:  # from the start: a signal during setup stops at round 0
         claim = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
-        try:
-            if cfg.federation.mode != "sync":  # fedbuff | fedasync: the virtual-clock loop
-                return async_loop.run(cfg, comm, claim.resume, progress, started, claim.aside, signals)
-            return _run(cfg, comm, claim.resume, progress, started, claim.aside, signals)
+        try:  # built once, the same for every loop and on every rank; the loop builds nothing again
+            ctx = Context.build(cfg, comm)
+            prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
+            state, saved = resumed(ctx) if claim.resume else (ServerState(ctx.flat.get()), None)
+            mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
+            mech.plan(state)  # before writing anything: a resume that cannot keep the budget refuses here
+            rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, residuals.for_run(cfg), claim.aside,
+                                    progress)
+            rec.start(ctx, state, prov, saved)
+            comm.barrier()
+            if cfg.federation.mode == "sync":
+                return sync_loop.run(ctx, mech, rec, state, signals)
+            if cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
+                return wallclock.run(ctx, mech, rec, state)
+            return async_loop.run(ctx, mech, rec, state, signals)  # fedbuff | fedasync: virtual clock
         finally:
             if claim.lock is not None:
                 claim.lock.release()
-
-
-def _run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-         aside: Path | None, signals: stop.Signals) -> Result:
-    """Build, resume, loop over rounds, finish: the same code on every rank."""
-    ctx = Context.build(cfg, comm)
-    fed = cfg.federation
-    prov = provenance.collect(comm, str(next(ctx.model.parameters()).device), torch.get_num_threads(),
-                              started)
-    state, saved = resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
-    mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
-    mech.plan(state)  # before writing anything: a resume that cannot keep the budget refuses here
-    store = residuals.for_run(cfg)
-    rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, store, aside, progress)
-    rec.start(ctx, state, prov, saved)
-    comm.barrier()
-    ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, store), fed.overlap,
-                       device=ctx.device)
-    stopped, diverged = None, False
-    try:
-        while state.round < fed.rounds:
-            if signame := signals.agreed(comm):  # every rank stops after the same round
-                rec.checkpoint_now(state)
-                raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
-            if stopped := mech.admit(state, state.round + 1):
-                rec.save(state)
-                rec.note(stopped)
-                break
-            state, stopped = _round(ctx, mech, ex, rec, state)
-            if diverged := stopped is not None:
-                rec.note(stopped)
-                break
-    finally:
-        ex.close()
-        rec.close()
-    if not diverged:
-        rec.export(state.weights, ctx.data.label_names, ctx.spec)
-    return finish(rec, ctx, state, stopped, diverged)
-
-
-def _round(ctx: Context, mech: privacy.Mechanism, ex: exchange.Exchange, rec: Recorder, state: ServerState
-           ) -> tuple[ServerState, str | None]:
-    """One round on every rank: play it, score it, keep the last finite state if it diverged,
-    checkpoint it when due, record it. Returns the new state and why the run stops (None)."""
-    comm, fed = ctx.comm, ctx.cfg.federation
-    rnd, before, timer = state.round + 1, state, Timer()
-    sent0, copy0 = comm.bytes_sent, comm.copy_s
-    out = federated_round.play(ctx, mech, ex, state, rnd, timer)
-    state = out.state
-    ev, stopped = score(ctx, state, rnd, timer, f"in round {rnd}")
-    if diverged := stopped is not None:
-        stopped += f"; stopped, the checkpoint keeps round {before.round} (the last finite state)"
-        state = mech.charge(before, state)  # its weights are dropped, its release is not
-    if diverged or due(fed, rnd):
-        with timer("checkpoint"):
-            rec.write_checkpoint(state)
-    timer.move("comm", "copy", comm.copy_s - copy0)  # host staging, timed by the comm
-    reports = comm.allgather(federated_round.RankReport(timer.close(), out.clients, comm.bytes_sent - sent0))
-    ctx.observe(reports)
-    rec.write_round(lambda: (federated_round.round_row(ctx, rnd, out, reports, ev, mech.metrics(state, rnd)),
-                             [c for rep in reports for c in rep.clients]))
-    return state, stopped

@@ -19,8 +19,38 @@ from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from . import participation, seeds
-from .config import RunConfig
+from .config import ParticipationConfig, RunConfig
 from .seeds import Stream
+
+
+@dataclass(frozen=True)
+class Draws:
+    """What the config says about the server's next task, resolved once: the clients, how many
+    train at once, the run seed of the dispatch draw and the participation section a task's
+    speed comes from. Both clocks draw with it (fedlib.async_loop: virtual, fedlib.wallclock:
+    wall), so the same (seed, dispatch index) gives the same client on either."""
+
+    clients: int
+    slots: int  # concurrency
+    seed: int
+    participation: ParticipationConfig
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> Draws:
+        return cls(cfg.federation.num_clients, cfg.concurrency, cfg.seed, cfg.participation)
+
+    def client(self, dispatched: int, busy: set[int], fresh: set[int]) -> int | None:
+        """The client of the server's `dispatched`-th task, uniform among those neither training
+        nor already handed a task from the current version (`fresh`); None when there is none."""
+        free = [c for c in range(self.clients) if c not in busy and c not in fresh]
+        if not free:
+            return None
+        rng = seeds.rng(self.seed, Stream.DISPATCH, dispatched)
+        return free[int(rng.integers(len(free)))]
+
+    def speed(self, version: int, cid: int) -> float:
+        """The speed factor of a task from `version`: the client's fate in round version + 1."""
+        return participation.fate(self.participation, self.seed, version + 1, cid).speed
 
 
 @dataclass(frozen=True, order=True)
@@ -49,17 +79,15 @@ class Clock:
     inflight: list[Task] = field(default_factory=list)  # a heap
     fresh: set[int] = field(default_factory=set)  # clients handed a task from the current version
 
-    def fill(self, cfg: RunConfig, version: int, steps_of: Callable[[int], int]) -> list[Task]:
+    def fill(self, draws: Draws, version: int, steps_of: Callable[[int], int]) -> list[Task]:
         """Hand free slots new tasks from `version`; the tasks started."""
         out = []
         busy = {t.cid for t in self.inflight}
-        while len(self.inflight) < cfg.concurrency:
-            free = [c for c in range(cfg.federation.num_clients) if c not in busy and c not in self.fresh]
-            if not free:  # every idle client already trains from this version: wait for the next
+        while len(self.inflight) < draws.slots:
+            cid = draws.client(self.dispatched, busy, self.fresh)
+            if cid is None:  # every idle client already trains from this version: wait for the next
                 break
-            rng = seeds.rng(cfg.seed, Stream.DISPATCH, self.dispatched)
-            cid = free[int(rng.integers(len(free)))]
-            speed = participation.fate(cfg, version + 1, cid).speed
+            speed = draws.speed(version, cid)
             steps = steps_of(cid)
             task = Task(self.now + speed * steps, cid, self.dispatched, version, self.now, speed, steps)
             heapq.heappush(self.inflight, task)

@@ -43,13 +43,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import async_core, client, config, lifecycle, participation, privacy, provenance, seeds, stop
+from . import async_core, client, config, lifecycle, privacy, stop
 from .federated_round import Context
 from .metrics import ArrivalRow, ClientRow, RoundRow, Timer
 from .recorder import Recorder
 from .strategies import ServerState
+from .vclock import Draws
 from .wire import tasks
-from .wire.comm import Comm, LocalComm
+from .wire.comm import LocalComm
 from .wire.tasks import Done, Task, Train
 
 
@@ -95,13 +96,11 @@ class Dispatcher:
     dispatched: int = 0
     fresh: set[int] = field(default_factory=set)  # clients handed a task from the current version
 
-    def next(self, cfg: config.RunConfig, version: int, busy: set[int]) -> Task | None:
-        free = [c for c in range(cfg.federation.num_clients) if c not in busy and c not in self.fresh]
-        if not free:  # every idle client already trains from this version: wait for the next
+    def next(self, draws: Draws, version: int, busy: set[int]) -> Task | None:
+        cid = draws.client(self.dispatched, busy, self.fresh)
+        if cid is None:  # every idle client already trains from this version: wait for the next
             return None
-        rng = seeds.rng(cfg.seed, seeds.Stream.DISPATCH, self.dispatched)
-        cid = free[int(rng.integers(len(free)))]
-        task = Task(self.dispatched, cid, version, participation.fate(cfg, version + 1, cid).speed)
+        task = Task(self.dispatched, cid, version, draws.speed(version, cid))
         self.dispatched += 1
         self.fresh.add(cid)
         return task
@@ -134,7 +133,7 @@ def serve(ctx: Context, mech: privacy.Mechanism, link: Inline | tasks.Remote, st
     checkpointed)."""
     cfg, fed = ctx.cfg, ctx.cfg.federation
     saved = state.extra.get("wall", {})
-    disp = Dispatcher(int(saved.get("dispatched", 0)))
+    disp, draws = Dispatcher(int(saved.get("dispatched", 0))), Draws.of(cfg)
     origin = time.perf_counter() - float(saved.get("elapsed_s", 0.0))
     idle, inflight, starts = list(link.slots), dict[int, Task](), dict[int, float]()
     limit = min(cfg.concurrency, len(link.slots))
@@ -144,7 +143,7 @@ def serve(ctx: Context, mech: privacy.Mechanism, link: Inline | tasks.Remote, st
     def fill(version: int, weights: torch.Tensor) -> int:
         n = 0
         while idle and len(inflight) < limit:
-            task = disp.next(cfg, version, {t.cid for t in inflight.values()})
+            task = disp.next(draws, version, {t.cid for t in inflight.values()})
             if task is None:
                 break
             slot = idle.pop(0)
@@ -227,17 +226,10 @@ def _rows(ctx: Context, v: int, buffer: list[Arrived], t: dict[str, float], nbyt
     return row, clients
 
 
-def run(cfg: config.RunConfig, comm: Comm, resume: bool, progress: bool, started: str,
-        aside: Path | None) -> lifecycle.Result:
-    """The wall-clock loop behind fedlib.async_loop.run: rank 0 serves, the others work; every
+def run(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState) -> lifecycle.Result:
+    """The wall-clock loop over what the runner built: rank 0 serves, the others work; every
     rank returns the server's final state."""
-    ctx = Context.build(cfg, comm)
-    prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
-    state, saved = lifecycle.resumed(ctx) if resume else (ServerState(ctx.flat.get()), None)
-    mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
-    rec = Recorder.for_rank(comm.rank == 0, cfg, comm.size, None, aside, progress)
-    rec.start(ctx, state, prov, saved)
-    comm.barrier()
+    cfg, comm = ctx.cfg, ctx.comm
     train, numel = trainer(ctx, mech, cfg.participation.emulate_speed), ctx.flat.numel
     stopped, diverged, signame = None, False, None
     try:

@@ -68,19 +68,19 @@ def test_virtual_clock_orders_arrivals_and_hands_a_client_one_task_per_version(t
     cfg = config.load(None, {"federation.num_clients": 3, "federation.mode": "fedbuff",
                              "federation.concurrency": 2, "federation.buffer_size": 1})
     steps = {0: 3, 1: 1, 2: 2}
-    clock = vclock.Clock()
-    first = clock.fill(cfg, 0, steps.get)
+    clock, draws = vclock.Clock(), vclock.Draws.of(cfg)
+    first = clock.fill(draws, 0, steps.get)
     assert len(first) == 2 and len({t.cid for t in first}) == 2
     assert all(t.finish == steps[t.cid] and t.version == 0 for t in first)  # speed 1
     a = clock.pop()
     assert (a.finish, a.cid) == min((t.finish, t.cid) for t in first) and clock.now == a.finish
-    (b,) = clock.fill(cfg, 0, steps.get)  # only the client that has no task from version 0
+    (b,) = clock.fill(draws, 0, steps.get)  # only the client that has no task from version 0
     assert {b.cid} == {0, 1, 2} - {t.cid for t in first} and b.start == a.finish
-    assert clock.fill(cfg, 0, steps.get) == []  # the third slot... there is none: concurrency 2
+    assert clock.fill(draws, 0, steps.get) == []  # the third slot... there is none: concurrency 2
     clock.pop()
-    assert clock.fill(cfg, 0, steps.get) == []  # every idle client already trained from version 0
+    assert clock.fill(draws, 0, steps.get) == []  # every idle client already trained from version 0
     clock.new_version()
-    (c,) = clock.fill(cfg, 1, steps.get)
+    (c,) = clock.fill(draws, 1, steps.get)
     assert c.version == 1 and c.dispatch == 3 and c.staleness(2) == 0 and b.staleness(2) == 1
     again = vclock.Clock.from_dict(json.loads(json.dumps(clock.to_dict())))
     assert again == clock

@@ -40,6 +40,11 @@ def imports(module: str) -> set[str]:
 @pytest.mark.parametrize(("low", "high"), [
     ("fedlib.lifecycle", "fedlib.runner"),  # the steps both loops share: runner and async_loop
     ("fedlib.async_loop", "fedlib.runner"),
+    ("fedlib.sync_loop", "fedlib.runner"),  # the runner builds once and hands over to one loop
+    ("fedlib.async_loop", "fedlib.wallclock"),  # the runner picks the clock, not the virtual loop
+    ("fedlib.sync_loop", "fedlib.provenance"),  # the loops take what the runner built
+    ("fedlib.async_loop", "fedlib.provenance"),
+    ("fedlib.wallclock", "fedlib.provenance"),
     ("fedlib.wire.torch_comm", "fedlib.wire.comm"),  # both use wire.staging
     ("fedlib.privacy.client_level", "fedlib.privacy"),  # both use privacy.mechanism
     ("fedlib.privacy.dpsgd", "fedlib.privacy"),

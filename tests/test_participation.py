@@ -20,7 +20,7 @@ def test_fates_seeded_per_client_not_per_call(tiny_cfg):
     assert "mid" in drops and "" in drops
     assert len({f.speed for fs in fates for f in fs}) > 1
     # one client's fate does not depend on who else is sampled
-    assert participation.fate(cfg, 2, 5) == fates[1][5]
+    assert participation.fate(cfg.participation, cfg.seed, 2, 5) == fates[1][5]
 
 
 def test_fates_without_dropout_or_stragglers_draw_nothing(tiny_cfg, monkeypatch):

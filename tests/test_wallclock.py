@@ -40,14 +40,15 @@ def test_wall_dispatch_draws_the_virtual_clocks_clients():
     """The same (seed, dispatch index) draw among the same free clients: the virtual clock's
     first tasks and a busy version's refusal are the wall dispatcher's."""
     cfg = config.load(None, {**WALL, "federation.num_clients": 6, "seed": 3})
-    virtual = vclock.Clock().fill(cfg, 0, lambda c: 1)
+    draws = vclock.Draws.of(cfg)
+    virtual = vclock.Clock().fill(draws, 0, lambda c: 1)
     disp, busy = wallclock.Dispatcher(), set[int]()
     for t in virtual:
-        task = disp.next(cfg, 0, busy)
+        task = disp.next(draws, 0, busy)
         assert task is not None and (task.dispatch, task.cid, task.version) == (t.dispatch, t.cid, t.version)
         busy.add(task.cid)
-    assert disp.next(cfg, 0, busy) is not None  # two clients left for version 0...
-    assert disp.next(cfg, 0, busy) is not None and disp.next(cfg, 0, busy) is None  # ...then none
+    assert disp.next(draws, 0, busy) is not None  # two clients left for version 0...
+    assert disp.next(draws, 0, busy) is not None and disp.next(draws, 0, busy) is None  # ...then none
 
 
 def test_wall_fedbuff_with_a_full_buffer_is_synchronous_fedavg(tiny_cfg):

@@ -119,7 +119,8 @@ def project(cfg: config.RunConfig, step_s: float, steps: int, round_s: float, up
     """Both arms at `ranks` ranks with the config's speed law, `step_s` seconds per local step,
     `round_s` of server work per synchronous round and `update_s` per FedBuff update: (summary
     per arm, FedBuff's staleness per update)."""
-    f = np.array([[participation.fate(cfg, r + 1, c).speed for c in range(ranks)] for r in range(rounds)])
+    p, seed = cfg.participation, cfg.seed
+    f = np.array([[participation.fate(p, seed, r + 1, c).speed for c in range(ranks)] for r in range(rounds)])
     task = f * step_s * steps
     length = task.max(axis=1) + round_s + scaling.project(payload, ranks, ranks, "collective", net)
     sync = {"updates_per_s": float(ranks * rounds / length.sum()), "total_s": float(length.sum()),
@@ -129,7 +130,7 @@ def project(cfg: config.RunConfig, step_s: float, steps: int, round_s: float, up
     message = 2 * (payload / net.bandwidth + net.latency)  # the update in, the next weights out
 
     def duration(n: int, w: int) -> float:
-        return participation.fate(cfg, n + 1, w).speed * step_s * steps
+        return participation.fate(p, seed, n + 1, w).speed * step_s * steps
 
     wall, taus = simulate_wall(duration, ranks - 1, update_s + message, k, rounds * ranks)
     wall = {**wall, "staleness_mean": float(np.mean(taus)), "staleness_max": int(max(taus))}

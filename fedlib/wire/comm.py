@@ -251,10 +251,10 @@ def make_comm(kind: str = "auto", chunk_bytes: int = _DEFAULT_CHUNK, device: Any
     one-rank worlds would otherwise each run the whole job into the same folder."""
     if kind == "local" or (kind in ("auto", "torch") and not under_mpi()):
         return LocalComm()
-    if kind == "torch":
-        from .torch_comm import TorchComm  # here: torch.distributed loads only for this backend
-        comm: Comm = TorchComm(device=device, chunk_bytes=chunk_bytes, timeout_s=timeout_s)
+    if kind != "torch":
+        comm: Comm = MPIComm(chunk_bytes=chunk_bytes)
     else:
-        comm = MPIComm(chunk_bytes=chunk_bytes)
+        from .torch_comm import TorchComm  # here: torch.distributed loads only for this backend
+        comm = TorchComm(device=device, chunk_bytes=chunk_bytes, timeout_s=timeout_s)
     launcher.check_world(comm.size)
     return comm
