@@ -251,7 +251,7 @@ def _async(ratios, sync_acc=(0.80, 0.81, 0.82), acc=(0.80, 0.81, 0.82), virtual=
 
 
 TIME = "FedBuff K=2 reaches sync FedAvg's final accuracy in less virtual time"
-ACC = "final accuracy of FedBuff K=2 non-inferior to sync FedAvg"
+ACC = "accuracy of FedBuff K=2 at sync FedAvg's virtual time non-inferior to sync's"
 
 
 def test_async_time_ratio_is_a_superiority_claim_on_the_paired_ratio():

@@ -229,8 +229,14 @@ def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(tmp_path):
     a = m["08_async"]  # every arm ran every seed on the same client updates; sync is the reference
     assert set(a["final_accuracy_by_arm"]) == {"sync FedAvg", "FedBuff K=2", "FedAsync"} and a["seeds"] == 2
     assert a["time_ratio_by_arm"]["sync FedAvg"] == 1.0 and a["acc_diff_by_arm"]["sync FedAvg"] == 0.0
-    curves = pd.read_csv(out / "08_async_curves.csv")
-    assert set(curves.groupby(["arm", "seed"])["updates"].max()) == {12}  # 3 rounds x 4 clients each
+    curves = pd.read_csv(out / "08_async_curves.csv")  # sync: 3 rounds x 4 clients; async: 2x that budget
+    most = curves.groupby("arm")["updates"].max().to_dict()
+    assert most == {"sync FedAvg": 12, "FedBuff K=2": 24, "FedAsync": 24}
+    paired = pd.read_csv(out / "08_async_paired.csv")  # every arm scored at its seed's sync virtual time
+    assert (paired.groupby("seed")["virtual_budget_s"].nunique() == 1).all()
+    assert set(a["wall_ratio_by_arm"]) == {"FedBuff K=2 (wall)"}
+    wall = pd.read_csv(out / "08_async_wall_curves.csv")
+    assert set(wall["arm"]) == {"sync FedAvg", "FedBuff K=2 (wall)"} and (wall["wall_s"] > 0).all()
     assert set(m["99_summary"]["notebooks_recorded"]) == {p.stem for p in NOTEBOOKS} - {"99_summary"}
     assert (out / "claims.csv").is_file()
 

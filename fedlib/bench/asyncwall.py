@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .. import config, participation
-from ..lab import scaling, sweep
+from ..lab import scaling, sweep, virtual_time
 from . import common
 
 PROJECTED_RANKS, PROJECTED_K = 96, 10
@@ -62,9 +62,7 @@ def arms(runs: Path, quick: bool) -> dict[str, dict[str, Any]]:
 
 def sync_emulated(rounds: pd.DataFrame, clients: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
     """Synchronous rounds as if stragglers slept: (summary, idle fraction per rank)."""
-    busy = clients.pivot_table(index="round", columns="rank", values="sim_s", aggfunc="sum", fill_value=0.0)
-    server = rounds.set_index("round")[["pack_s", "comm_s", "aggregate_s"]].sum(axis=1).reindex(busy.index)
-    length = busy.max(axis=1) + server
+    length, busy = virtual_time.emulated_round_s(rounds, clients)
     idle = (length.to_numpy()[:, None] - busy.to_numpy()).sum(axis=0) / length.sum()
     total = float(length.sum())
     return ({"updates_per_s": float(rounds["aggregated"].sum() / total), "total_s": total,

@@ -29,7 +29,41 @@ def curve(run_dir: str | Path) -> pd.DataFrame:
         drop=True)
 
 
-def time_to(c: pd.DataFrame, target: float) -> float:
-    """Virtual time of the first evaluation at or above `target` accuracy (inf: never)."""
+def time_to(c: pd.DataFrame, target: float, clock: str = "virtual_s") -> float:
+    """Time (column `clock`: virtual_s, or wall_s of `wall_curve`) of the first evaluation at or
+    above `target` accuracy (inf: never)."""
     hit = c[c["accuracy"] >= target]
-    return float(hit["virtual_s"].iloc[0]) if len(hit) else float(np.inf)
+    return float(hit[clock].iloc[0]) if len(hit) else float(np.inf)
+
+
+def at(c: pd.DataFrame, budget: float) -> float:
+    """Accuracy of the last evaluation at or before virtual time `budget` (NaN: none yet): an
+    arm that may run longer is compared at the reference's time."""
+    within = c[c["virtual_s"] <= budget * (1 + 1e-9)]
+    return float(within["accuracy"].iloc[-1]) if len(within) else float("nan")
+
+
+def emulated_round_s(rounds: pd.DataFrame, clients: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Synchronous rounds as if stragglers slept (they cannot: `emulate_speed` is a wall-clock
+    key): a round lasts as long as its slowest rank's Σ compute × speed (`sim_s`) plus rank 0's
+    pack, comm and aggregate seconds. Returns (seconds per round, each rank's busy seconds per
+    round)."""
+    busy = clients.pivot_table(index="round", columns="rank", values="sim_s", aggfunc="sum", fill_value=0.0)
+    server = rounds.set_index("round")[["pack_s", "comm_s", "aggregate_s"]].sum(axis=1).reindex(busy.index)
+    return busy.max(axis=1) + server, busy
+
+
+def wall_curve(run_dir: str | Path) -> pd.DataFrame:
+    """(round, wall_s, accuracy, updates) of one run, evaluated rounds only: a wall-clock
+    asynchronous run as measured (its rounds.csv `virtual_s` holds elapsed seconds), a
+    synchronous run with its stragglers' emulated seconds (`emulated_round_s`)."""
+    run_dir = Path(run_dir)
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    if "virtual_s" in rounds and rounds["virtual_s"].notna().all():
+        rounds["wall_s"] = rounds["virtual_s"]
+    else:
+        length, _ = emulated_round_s(rounds, pd.read_csv(run_dir / "clients.csv"))
+        rounds["wall_s"] = rounds["round"].map(length).fillna(0.0).cumsum()
+    rounds["updates"] = rounds["aggregated"].cumsum()
+    kept = rounds.dropna(subset=["accuracy"])
+    return kept[["round", "wall_s", "accuracy", "updates"]].reset_index(drop=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
@@ -11,13 +12,21 @@ History = Sequence[tuple[float, float, int]]  # (noise multiplier, sample rate, 
 
 
 def epsilon(history: History, delta: float, accountant: str = "rdp") -> float:
+    """ε spent by `history` at `delta`. Memoized (a pure function of its numbers): the clients of a
+    run, and the seeds of a sweep on the same engines, mostly ask the same questions."""
     if not history:
         return 0.0
+    return _epsilon(tuple((float(s), float(q), int(n)) for s, q, n in history), float(delta), accountant)
+
+
+@lru_cache(maxsize=4096)
+def _epsilon(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
     acc = create_accountant(accountant)
-    acc.history = [tuple(h) for h in history]
+    acc.history = list(history)
     return float(acc.get_epsilon(delta=delta))
 
 
+@lru_cache(maxsize=1024)  # Opacus's search is deterministic: the same question, the same σ
 def noise_for(target_epsilon: float, delta: float, sample_rate: float, steps: int,
               accountant: str = "rdp") -> float:
     """The noise multiplier that spends `target_epsilon` in `steps` steps at `sample_rate`."""
