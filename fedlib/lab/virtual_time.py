@@ -24,9 +24,7 @@ def curve(run_dir: str | Path) -> pd.DataFrame:
         kept = clients[clients["outcome"] == "ok"]
         length = (kept["speed"] * kept["steps"]).groupby(kept["round"]).max()
         rounds["virtual_s"] = rounds["round"].map(length).fillna(0.0).cumsum()
-    rounds["updates"] = rounds["aggregated"].cumsum()
-    return rounds.dropna(subset=["accuracy"])[["round", "virtual_s", "accuracy", "updates"]].reset_index(
-        drop=True)
+    return _evaluated(rounds, "virtual_s")
 
 
 def time_to(c: pd.DataFrame, target: float, clock: str = "virtual_s") -> float:
@@ -64,6 +62,11 @@ def wall_curve(run_dir: str | Path) -> pd.DataFrame:
     else:
         length, _ = emulated_round_s(rounds, pd.read_csv(run_dir / "clients.csv"))
         rounds["wall_s"] = rounds["round"].map(length).fillna(0.0).cumsum()
+    return _evaluated(rounds, "wall_s")
+
+
+def _evaluated(rounds: pd.DataFrame, clock: str) -> pd.DataFrame:
+    """The evaluated rounds' (round, clock, accuracy, updates applied so far)."""
     rounds["updates"] = rounds["aggregated"].cumsum()
     kept = rounds.dropna(subset=["accuracy"])
-    return kept[["round", "wall_s", "accuracy", "updates"]].reset_index(drop=True)
+    return kept[["round", clock, "accuracy", "updates"]].reset_index(drop=True)
