@@ -138,8 +138,8 @@ def _steps_of(ctx: Context) -> Callable[[int], int]:
     return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
 
 
-def run(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState, signals: stop.Signals
-        ) -> lifecycle.Result:
+def run_virtual(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState,
+                signals: stop.Signals) -> lifecycle.Result:
     """The async counterpart of the runner's loop over what the runner built: same files, one row
     per server step; a stop signal (SIGTERM, SIGUSR1) checkpoints the last step with its server
     state, as a round does."""

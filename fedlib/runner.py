@@ -67,10 +67,10 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
             rec.start(ctx, state, prov, saved)
             comm.barrier()
             if cfg.federation.mode == "sync":
-                return sync_loop.run(ctx, mech, rec, state, signals)
+                return sync_loop.run_rounds(ctx, mech, rec, state, signals)
             if cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
-                return wallclock.run(ctx, mech, rec, state)
-            return async_loop.run(ctx, mech, rec, state, signals)  # fedbuff | fedasync: virtual clock
+                return wallclock.run_wall(ctx, mech, rec, state)
+            return async_loop.run_virtual(ctx, mech, rec, state, signals)  # fedbuff | fedasync: virtual clock
         finally:
             if claim.lock is not None:
                 claim.lock.release()

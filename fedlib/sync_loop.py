@@ -15,7 +15,7 @@ from .wire import exchange
 from .wire.codec import Codec
 
 
-def run(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState, signals: stop.Signals
+def run_rounds(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState, signals: stop.Signals
         ) -> Result:
     """Loop over rounds from `state` with what the runner built: the same code on every rank."""
     cfg, comm, fed = ctx.cfg, ctx.comm, ctx.cfg.federation

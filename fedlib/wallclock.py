@@ -226,7 +226,7 @@ def _rows(ctx: Context, v: int, buffer: list[Arrived], t: dict[str, float], nbyt
     return row, clients
 
 
-def run(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState) -> lifecycle.Result:
+def run_wall(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState) -> lifecycle.Result:
     """The wall-clock loop over what the runner built: rank 0 serves, the others work; every
     rank returns the server's final state."""
     cfg, comm = ctx.cfg, ctx.comm
