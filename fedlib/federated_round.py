@@ -137,7 +137,7 @@ def play(ctx: Context, mech: Mechanism, ex: Exchange, state: ServerState, rnd: i
             res = mech.train(ctx.model, ctx.shards[cid], ccfg,
                              seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
         sim_s = res.compute_s * f.speed
-        out = participation.outcome(f, sim_s, cfg.participation.deadline_s,
+        out = participation.outcome(f, participation.late(cfg.participation, f, sim_s, res.steps),
                                     participation.finite(ctx.flat.tensors))
         outcomes.append(ClientRow(rnd, res.client_id, comm.rank, res.num_samples, res.steps, res.loss,
                                   res.compute_s, f.speed, sim_s, out))

@@ -1,6 +1,7 @@
 """Who takes part in a round and what happens to them: client sampling, dropout (before or in
 the middle of local training), stragglers (a speed factor per client turning measured compute
-into simulated device time), a round deadline, and rejection of non-finite updates.
+into simulated device time), a round deadline (in simulated seconds or in virtual time), and
+rejection of non-finite updates.
 
 Every draw comes from a generator seeded by (run seed, round, client id) — never by the rank —
 so the same clients drop, straggle and arrive late whether 1 or 96 ranks host them.
@@ -90,18 +91,29 @@ def finite(tensors: list[torch.Tensor]) -> bool:
     return all(math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def outcome(f: Fate, sim_s: float, deadline_s: float | None, is_finite: bool) -> str:
+def late(p: ParticipationConfig, f: Fate, sim_s: float, steps: int) -> bool:
+    """Past the round's deadline: simulated seconds `sim_s` (measured compute x speed) against
+    `deadline_s`, or virtual time (speed x local steps, fedlib.vclock's unit) against
+    `deadline_steps` — the same clients on any machine, so a deadline arm stays deterministic."""
+    if p.deadline_steps is not None:
+        return f.speed * steps > p.deadline_steps
+    return p.deadline_s is not None and sim_s > p.deadline_s
+
+
+def outcome(f: Fate, is_late: bool, is_finite: bool) -> str:
     """'ok' (folded into the sum), 'dropped', 'late' or 'rejected' (NaN/Inf update)."""
     if f.drop:
         return "dropped"
-    if deadline_s is not None and sim_s > deadline_s:
+    if is_late:
         return "late"
     return "ok" if is_finite else "rejected"
 
 
 def simulated_times(sims: list[float], deadline_s: float | None, any_late: bool) -> tuple[float, float]:
     """(round time, mean wait) on simulated devices: the round lasts until its slowest kept
-    client (or the deadline when someone was late); each kept client idles the difference."""
+    client (or `deadline_s` when someone was late); each kept client idles the difference. A
+    deadline in virtual time (`deadline_steps`) has no seconds: the round ends with its slowest
+    kept client (fedlib.lab.virtual_time gives its virtual length)."""
     if not sims:
         return (deadline_s or 0.0) if any_late else 0.0, 0.0
     end = deadline_s if any_late and deadline_s is not None else max(sims)

@@ -165,6 +165,8 @@ def test_dpsgd_spending_survives_an_async_resume(tiny_cfg):
     ({"federation.mode": "fedbuff", "federation.concurrency": 9}, "federation.concurrency: is 9 but"),
     ({"federation.mode": "fedasync", "federation.buffer_size": 2}, "fedasync applies every update"),
     ({"federation.mode": "fedbuff", "participation.deadline_s": 3.0}, "synchronous-round notions"),
+    ({"federation.mode": "fedasync", "participation.deadline_steps": 3.0}, "synchronous-round notions"),
+    ({"participation.deadline_s": 3.0, "participation.deadline_steps": 3.0}, "give one deadline"),
     ({"federation.clock": "wall"}, "federation.clock"),
 ])
 def test_async_config_refusals(over, msg):
@@ -195,3 +197,21 @@ def test_virtual_time_of_a_sync_round_is_its_slowest_client(tiny_cfg):
     assert curve["updates"].tolist() == [6, 12]
     assert virtual_time.time_to(curve, 2.0) == math.inf
     assert virtual_time.time_to(curve, 0.0) == pytest.approx(slowest[0])
+
+
+def test_virtual_time_of_a_round_with_a_late_client_is_its_deadline(tmp_path):
+    """By hand: round 1 keeps speeds 1 and 2 at 3 steps (lasts 6); round 2 keeps 1.5 x 3 = 4.5,
+    its other client (4 x 3 = 12) is late for deadline_steps 5, so it lasts 5; round 3 loses
+    both (late, dropped): 5 again."""
+    from fedlib.lab import virtual_time
+
+    cfg = config.load(None, {"participation.deadline_steps": 5.0})
+    (tmp_path / "config.yaml").write_text("# a header comment, as provenance writes\n" + config.dump(cfg))
+    pd.DataFrame({"round": [1, 2, 3], "aggregated": [2, 1, 0], "accuracy": [0.5, 0.6, 0.6]}).to_csv(
+        tmp_path / "rounds.csv", index=False)
+    pd.DataFrame({"round": [1, 1, 2, 2, 3, 3], "speed": [1.0, 2.0, 1.5, 4.0, 9.0, 1.0], "steps": [3] * 6,
+                  "outcome": ["ok", "ok", "ok", "late", "late", "dropped"]}).to_csv(
+        tmp_path / "clients.csv", index=False)
+    curve = virtual_time.curve(tmp_path)
+    assert curve["virtual_s"].tolist() == pytest.approx([6.0, 11.0, 16.0])
+    assert curve["updates"].tolist() == [2, 3, 3]

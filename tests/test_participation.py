@@ -1,11 +1,13 @@
 """Dropout, stragglers, deadlines, non-finite updates and skipped rounds."""
 
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
 
-from fedlib import client, participation, runner
+from fedlib import client, config, participation, runner
 from tests.conftest import run_on_ranks
 
 DROPS = {"participation.dropout": 0.4, "participation.dropout_when": "mid",
@@ -74,6 +76,33 @@ def test_dropped_and_late_clients_not_aggregated(tiny_cfg):
     assert r["dropped"].sum() > 0
     mid = c[c["outcome"] == "dropped"]  # mid-training dropouts did part of their steps
     assert (mid["steps"] <= 3).all()
+
+
+def test_virtual_deadline_judges_speed_times_steps():
+    """Late when speed x local steps > deadline_steps, whatever the measured seconds; deadline_s
+    judges the measured seconds."""
+    steps_p = config.load(None, {"participation.deadline_steps": 9.0}).participation
+    seconds_p = config.load(None, {"participation.deadline_s": 9.0}).participation
+    f = participation.Fate(client=0, drop="", step_fraction=1.0, speed=2.5)
+    assert participation.late(steps_p, f, sim_s=1e6, steps=4)  # 10 > 9
+    assert not participation.late(steps_p, f, sim_s=1e6, steps=3)  # 7.5
+    assert not participation.late(steps_p, replace(f, speed=3.0), sim_s=0.0, steps=3)  # 9 is in time
+    assert participation.late(seconds_p, f, sim_s=9.5, steps=1)
+    assert not participation.late(seconds_p, f, sim_s=8.0, steps=99)
+    assert participation.outcome(f, True, True) == "late"
+    assert participation.outcome(f, False, False) == "rejected"
+
+
+def test_virtual_deadline_run_is_deterministic(tiny_cfg):
+    over = {**DROPS, "participation.dropout": 0.0, "participation.speed_sigma": 1.0,
+            "participation.deadline_steps": 4.0}
+    a = runner.run(tiny_cfg(name="a", **over), progress=False)
+    b = runner.run(tiny_cfg(name="b", **over), progress=False)
+    c = a.clients
+    assert ((c["outcome"] == "late") == (c["speed"] * c["steps"] > 4.0)).all()
+    assert 0 < (c["outcome"] == "late").sum() < len(c)
+    assert a.clients["outcome"].tolist() == b.clients["outcome"].tolist()
+    torch.testing.assert_close(a.state.weights, b.state.weights, rtol=0, atol=0)
 
 
 def _poison(monkeypatch, bad: set[int]):

@@ -44,8 +44,9 @@ def check_async(cfg: RunConfig) -> None:
              "use mode: sync, or privacy.mode: sample")
     _require(cfg.privacy.target_epsilon is None, "privacy.target_epsilon",
              f"plans sigma for synchronous rounds; with mode: {mode} give privacy.noise_multiplier")
-    _require(cfg.participation.dropout == 0 and cfg.participation.deadline_s is None, "participation.dropout",
-             f"dropout and deadline_s are synchronous-round notions; mode: {mode} models slowness "
+    p = cfg.participation
+    _require(p.dropout == 0 and p.deadline_s is None and p.deadline_steps is None, "participation.dropout",
+             f"dropout and deadlines are synchronous-round notions; mode: {mode} models slowness "
              "by the clock")
     _require(fed.aggregation == "collective" and fed.payload_dtype == "fp32" and not fed.error_feedback,
              "federation.aggregation", f"mode: {mode} gathers fp32 updates with the collective; leave "

@@ -230,6 +230,7 @@ class ParticipationConfig:
     speed_sigma: float = 0.5  # speed=lognormal: factor ~ lognormal(0, sigma)
     speed_max: float = 4.0  # speed=uniform: factor ~ U[1, speed_max]
     deadline_s: float | None = None  # simulated seconds; later clients are dropped. null = wait for all
+    deadline_steps: float | None = None  # the same in virtual time (speed x local steps): deterministic
     min_clients: int = 1  # fewer surviving updates than this: the round is skipped (weights kept)
     emulate_speed: bool = False  # clock=wall: a client of speed f sleeps (f-1) x its compute on its rank
 
@@ -239,6 +240,11 @@ class ParticipationConfig:
         _require(self.speed_max >= 1, "participation.speed_max", "must be >= 1")
         _require(self.deadline_s is None or self.deadline_s > 0, "participation.deadline_s",
                  "must be > 0 or null")
+        _require(self.deadline_steps is None or self.deadline_steps > 0, "participation.deadline_steps",
+                 "must be > 0 or null")
+        _require(self.deadline_s is None or self.deadline_steps is None, "participation.deadline_steps",
+                 "give one deadline: deadline_s (measured seconds x speed) or deadline_steps "
+                 "(speed x local steps)")
         _require(self.min_clients >= 1, "participation.min_clients", "must be >= 1")
 
 

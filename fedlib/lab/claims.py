@@ -170,9 +170,10 @@ SYNC_ARM = "sync FedAvg"  # 08_async's reference arm
 
 
 def async_claims(df: pd.DataFrame) -> list[dict]:
-    """08_async: per asynchronous arm, (1) it reaches the sync run's final accuracy in less virtual
-    time (superiority of the paired time ratio: the CI lies below 1) and (2) its final accuracy is
-    non-inferior to sync's. `df`: 08_async.csv's runs with 08_async_paired.csv's per-seed columns."""
+    """08_async: per arm other than sync FedAvg (asynchronous, or sync with a deadline), (1) it
+    reaches the sync run's final accuracy in less virtual time (superiority of the paired time
+    ratio: the CI lies below 1) and (2) its final accuracy is non-inferior to sync's. `df`:
+    08_async.csv's runs with 08_async_paired.csv's per-seed columns."""
     ref = df[df["arm"] == SYNC_ARM]
     out = []
     for arm in [a for a in dict.fromkeys(df["arm"]) if a != SYNC_ARM]:

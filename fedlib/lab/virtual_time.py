@@ -2,8 +2,9 @@
 the same simulated time (local steps of a speed-1 client; see fedlib.vclock).
 
 An async run records `virtual_s` per server step. A synchronous round lasts until its slowest
-client: max over its clients of speed × steps, from clients.csv — the same speed draws
-(round, client) an async task from version round − 1 gets.
+kept client: max over its clients of speed × steps, from clients.csv — the same speed draws
+(round, client) an async task from version round − 1 gets — or until its deadline
+(`participation.deadline_steps`, from the run's config.yaml) when a client was late.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import config
+
 
 def curve(run_dir: str | Path) -> pd.DataFrame:
     """(round, virtual_s, accuracy, updates) of one run, evaluated rounds only; `updates` counts
@@ -21,8 +24,11 @@ def curve(run_dir: str | Path) -> pd.DataFrame:
     rounds = pd.read_csv(run_dir / "rounds.csv")
     if "virtual_s" not in rounds or rounds["virtual_s"].isna().all():
         clients = pd.read_csv(run_dir / "clients.csv")
-        kept = clients[clients["outcome"] == "ok"]
-        length = (kept["speed"] * kept["steps"]).groupby(kept["round"]).max()
+        until = (clients["speed"] * clients["steps"]).where(clients["outcome"] == "ok")
+        deadline = config.load(run_dir / "config.yaml").participation.deadline_steps
+        if deadline is not None:  # a round with a late client lasts until its deadline
+            until = until.mask(clients["outcome"] == "late", deadline)
+        length = until.groupby(clients["round"]).max()
         rounds["virtual_s"] = rounds["round"].map(length).fillna(0.0).cumsum()
     return _evaluated(rounds, "virtual_s")
 
@@ -34,11 +40,16 @@ def time_to(c: pd.DataFrame, target: float, clock: str = "virtual_s") -> float:
     return float(hit[clock].iloc[0]) if len(hit) else float(np.inf)
 
 
+def within(c: pd.DataFrame, budget: float) -> pd.DataFrame:
+    """The evaluations at or before virtual time `budget` (a relative 1e-9 for rounding)."""
+    return c[c["virtual_s"] <= budget * (1 + 1e-9)]
+
+
 def at(c: pd.DataFrame, budget: float) -> float:
     """Accuracy of the last evaluation at or before virtual time `budget` (NaN: none yet): an
     arm that may run longer is compared at the reference's time."""
-    within = c[c["virtual_s"] <= budget * (1 + 1e-9)]
-    return float(within["accuracy"].iloc[-1]) if len(within) else float("nan")
+    done = within(c, budget)
+    return float(done["accuracy"].iloc[-1]) if len(done) else float("nan")
 
 
 def emulated_round_s(rounds: pd.DataFrame, clients: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
