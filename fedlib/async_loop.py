@@ -139,40 +139,37 @@ def _steps_of(ctx: Context) -> Callable[[int], int]:
 
 
 def run_virtual(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState,
-                signals: stop.Signals) -> lifecycle.Result:
-    """The async counterpart of the runner's loop over what the runner built: same files, one row
-    per server step; a stop signal (SIGTERM, SIGUSR1) checkpoints the last step with its server
-    state, as a round does."""
+                signals: stop.Signals) -> lifecycle.Ending:
+    """The async counterpart of the synchronous rounds over what the runner built: same files,
+    one row per server step; a stop signal (SIGTERM, SIGUSR1) checkpoints the last step with its
+    server state, as a round does. The runner closes the record and writes the summary."""
     cfg, comm, fed = ctx.cfg, ctx.comm, ctx.cfg.federation
     srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
     stopped, diverged = None, False
-    try:
-        while state.round < fed.rounds:
-            if signame := signals.agreed(comm):  # every rank stops after the same server step
-                rec.checkpoint_now(with_server(ctx, mech, srv, state, Timer()))  # on every rank
-                raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
-            timer, sent0, before = Timer(), comm.bytes_sent, state
-            out = step(ctx, mech, srv, state, timer)
-            state, v = out.state, out.state.round
-            ev, stopped = lifecycle.score(ctx, state, v, timer, f"at server step {v}")
-            if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
-                stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
-                state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
-            elif lifecycle.due(fed, v):
-                state = with_server(ctx, mech, srv, state, timer)
-            if diverged or lifecycle.due(fed, v):
-                with timer("checkpoint"):
-                    rec.write_checkpoint(state)
-            reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
-            rec.write_round(partial(_rows, ctx, mech, out, state, reports, ev))
-            if stopped is not None:  # diverged
-                rec.note(stopped)
-                break
-    finally:
-        rec.close()
+    while state.round < fed.rounds:
+        if signame := signals.agreed(comm):  # every rank stops after the same server step
+            rec.checkpoint_now(with_server(ctx, mech, srv, state, Timer()))  # on every rank
+            raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
+        timer, sent0, before = Timer(), comm.bytes_sent, state
+        out = step(ctx, mech, srv, state, timer)
+        state, v = out.state, out.state.round
+        ev, stopped = lifecycle.score(ctx, state, v, timer, f"at server step {v}")
+        if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
+            stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
+            state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
+        elif lifecycle.due(fed, v):
+            state = with_server(ctx, mech, srv, state, timer)
+        if diverged or lifecycle.due(fed, v):
+            with timer("checkpoint"):
+                rec.write_checkpoint(state)
+        reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
+        rec.write_round(partial(_rows, ctx, mech, out, state, reports, ev))
+        if stopped is not None:  # diverged
+            rec.note(stopped)
+            break
     if not diverged:
         rec.export(state.weights, ctx.data.label_names)
-    return lifecycle.finish(rec, ctx, state, stopped, diverged)
+    return lifecycle.Ending(state, stopped, diverged)
 
 
 def with_server(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer

@@ -81,12 +81,13 @@ def save(run_dir: Path, state: ServerState, config: dict[str, Any]) -> Path:
     return commit(run_dir)
 
 
-def load(run_dir: Path) -> tuple[ServerState, dict[str, Any]]:
+def load(run_dir: Path, device: torch.device | str = "cpu") -> tuple[ServerState, dict[str, Any]]:
+    """The checkpoint's state, its tensors on `device` (whatever device saved them), and its config."""
     path = run_dir / FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
     try:
-        blob = torch.load(path, weights_only=True, map_location="cpu")  # GPU runs resume anywhere
+        blob = torch.load(path, weights_only=True, map_location=device)  # GPU runs resume anywhere
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
             ValueError, AttributeError, ImportError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,5 +1,6 @@
-"""Which device this rank computes on, and the precision it computes in: the one module that
-interprets the `device` and `client.precision` keys. Everything else receives a `torch.device`.
+"""Which device this rank computes on, the precision it computes in and its CPU threads: the
+one module that interprets the `device`, `client.precision` and `threads` keys. Everything else
+receives a `torch.device`.
 
 `auto` binds each rank to one accelerator of its node — local rank modulo the visible devices,
 so 8 ranks on a 4-GPU node share each GPU by two — and falls back to the CPU, with a warning
@@ -150,6 +151,16 @@ def resolve(name: str = "auto", local_rank: int | None = None) -> torch.device:
     return _current(torch.device(kind, i))
 
 
+def set_threads(threads: int | None, ranks: int) -> None:
+    """torch's threads on this rank: `threads`, else the launcher's word (OMP_NUM_THREADS,
+    SLURM_CPUS_PER_TASK, cores / ranks per node under Open MPI, Slurm, PALS or Hydra); warns
+    when this node's ranks x threads exceed its CPUs."""
+    threads = threads if threads is not None else launcher.threads_per_rank(ranks)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    launcher.warn_oversubscription(torch.get_num_threads(), ranks)
+
+
 def _current(dev: torch.device) -> torch.device:
     getattr(torch, dev.type).set_device(dev.index)
     return dev
@@ -173,18 +184,6 @@ def seed_dropout(device: torch.device, seed: int) -> None:
         mod.default_generators[index].manual_seed(seed)
     elif device.type != "cpu":
         torch.manual_seed(seed)
-
-
-def to(obj: Any, device: torch.device) -> Any:
-    """`obj` (tensors in dicts / lists / tuples) with every tensor moved to `device`; a
-    checkpoint loads on the CPU and is moved here."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: to(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to(v, device) for v in obj)
-    return obj
 
 
 def synchronize(device: torch.device) -> None:

@@ -67,11 +67,17 @@ class Context:
 
     @classmethod
     def build(cls, cfg: config.RunConfig, comm: Comm) -> Context:
+        """The context of `cfg` on this process, on the device its `device` key names."""
+        return cls.build_on(cfg, comm, devices.resolve(cfg.device))
+
+    @classmethod
+    def build_on(cls, cfg: config.RunConfig, comm: Comm, dev: torch.device) -> Context:
+        """The context of `cfg` on this process, on `dev` (the `device` key, resolved once by the
+        runner)."""
         spec = models.locate(cfg.model.name)
         tok = models.load_tokenizer(cfg.model, spec)
         vocab = models.preset_vocab(cfg.model, spec)
         td = data.load(cfg.data, tok, vocab_size=vocab, comm=comm)
-        dev = devices.resolve(cfg.device)
         model = models.build(cfg.model, num_labels=td.num_labels, seed=cfg.seed, spec=spec).to(dev)
         if cfg.model.cache_features:  # clients train the part above the cached frozen prefix
             model, td = cache.attach(model, td, cfg.model, comm)

@@ -1,29 +1,39 @@
 """What the loops do around a version of the model — the synchronous rounds (fedlib.sync_loop)
 and the asynchronous server steps (fedlib.async_loop, fedlib.wallclock): resume from the
 checkpoint (fedlib.runner, once for every loop), score a version and tell whether it diverged,
-the checkpoint cadence, finish with the summary. A module of its own so that the loops share it
-without importing each other.
+the checkpoint cadence, and how a loop ends (`Ending`), which the runner turns into the summary
+(`finish`, once for every loop). A module of its own so that the loops share it without
+importing each other.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import checkpoint, config, participation
-from . import device as devices
 from .federated_round import Context
 from .metrics import Timer
 from .recorder import Recorder, Result
 from .resume import check as check_resume
 from .strategies import ServerState
 
-__all__ = ["Result", "Scores", "due", "finish", "resumed", "score"]
+__all__ = ["Ending", "Result", "Scores", "due", "finish", "resumed", "score"]
 
 
 Scores = tuple[float | None, float | None, float | None]
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a loop ended, the same on every rank: the state it kept, why it stopped early (None:
+    every round ran) and whether it diverged."""
+
+    state: ServerState
+    stopped: str | None = None
+    diverged: bool = False
 
 
 def score(ctx: Context, state: ServerState, v: int, timer: Timer, where: str) -> tuple[Scores, str | None]:
@@ -45,16 +55,15 @@ def due(fed: config.FederationConfig, v: int) -> bool:
 
 
 def resumed(ctx: Context) -> tuple[ServerState, dict[str, Any]]:
-    """The checkpoint's state on this run's device (saved from any device, loaded on the CPU),
-    and its config, refused when this run's configuration would make a different run."""
-    state, saved = checkpoint.load(ctx.cfg.run_dir)
+    """The checkpoint's state on this run's device (saved from any device), and its config,
+    refused when this run's configuration would make a different run."""
+    state, saved = checkpoint.load(ctx.cfg.run_dir, ctx.device)
     check_resume(saved, ctx.cfg, ctx.cfg.run_dir)
-    return replace(state, weights=state.weights.to(ctx.device),
-                   opt_state=devices.to(state.opt_state, ctx.device)), saved
+    return state, saved
 
 
-def finish(rec: Recorder, ctx: Context, state: ServerState, stopped: str | None, diverged: bool) -> Result:
+def finish(rec: Recorder, ctx: Context, end: Ending) -> Result:
     """The run's tables and summary; a diverged run reports the state it kept (perhaps never
     scored, e.g. round 0), so that state is scored here (on every rank: it is collective)."""
-    kept = ctx.evaluate(state.weights) if diverged and ctx.cfg.federation.eval_every else None
-    return rec.summary(ctx, state, stopped, diverged, kept)
+    kept = ctx.evaluate(end.state.weights) if end.diverged and ctx.cfg.federation.eval_every else None
+    return rec.summary(ctx, end.state, end.stopped, end.diverged, kept)

@@ -12,26 +12,16 @@ import torch
 
 from . import async_loop, config, privacy, provenance, residuals, rundir, stop, sync_loop, wallclock
 from . import device as devices
-from . import launch as launcher
 from .federated_round import Context
-from .lifecycle import Scores, due, finish, resumed, score
+from .lifecycle import Ending, Scores, due, finish, resumed, score
 from .recorder import Recorder, Result
 from .resume import RESUMABLE
 from .strategies import ServerState
 from .wire.comm import Comm, make_comm
 
 # Context, make_comm and the loops' shared steps (fedlib.lifecycle) stay importable from here
-__all__ = ["RESUMABLE", "Context", "Result", "Scores", "comm_for", "due", "finish", "make_comm", "resumed",
-           "run", "score"]
-
-
-def _set_threads(cfg: config.RunConfig, comm: Comm) -> None:
-    """`threads`, else the launcher's word (OMP_NUM_THREADS, SLURM_CPUS_PER_TASK, cores / ranks
-    per node under Open MPI, Slurm, PALS or Hydra)."""
-    threads = cfg.threads if cfg.threads is not None else launcher.threads_per_rank(comm.size)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    launcher.warn_oversubscription(torch.get_num_threads(), comm.size)
+__all__ = ["RESUMABLE", "Context", "Ending", "Result", "Scores", "comm_for", "due", "finish", "make_comm",
+           "resumed", "run", "score"]
 
 
 def comm_for(cfg: config.RunConfig) -> Comm:
@@ -50,14 +40,15 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
     holds a checkpoint and starts fresh otherwise. SIGTERM / SIGUSR1 stop the run after the
     round in progress, with that round checkpointed: `stop.Preempted` is raised."""
     comm = comm or comm_for(cfg)
-    _set_threads(cfg, comm)
+    dev = devices.resolve(cfg.device)  # this rank's device, for the model and the loops
+    devices.set_threads(cfg.threads, comm.size)
     started = provenance.utc_now()
     if not resume and not overwrite and cfg.federation.resume == "auto":
         resume = "auto"
     with stop.Signals() as signals:  # from the start: a signal during setup stops at round 0
         claim = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)
         try:  # built once, the same for every loop and on every rank; the loop builds nothing again
-            ctx = Context.build(cfg, comm)
+            ctx = Context.build_on(cfg, comm, dev)
             prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
             state, saved = resumed(ctx) if claim.resume else (ServerState(ctx.flat.get()), None)
             mech = privacy.make(cfg, ctx.shards, ctx.model, comm)
@@ -66,11 +57,16 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
                                     progress)
             rec.start(ctx, state, prov, saved)
             comm.barrier()
-            if cfg.federation.mode == "sync":
-                return sync_loop.run_rounds(ctx, mech, rec, state, signals)
-            if cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
-                return wallclock.run_wall(ctx, mech, rec, state)
-            return async_loop.run_virtual(ctx, mech, rec, state, signals)  # fedbuff | fedasync: virtual clock
+            try:
+                if cfg.federation.mode == "sync":
+                    end = sync_loop.run_rounds(ctx, mech, rec, state, signals)
+                elif cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
+                    end = wallclock.run_wall(ctx, mech, rec, state)
+                else:  # fedbuff | fedasync: virtual clock
+                    end = async_loop.run_virtual(ctx, mech, rec, state, signals)
+            finally:
+                rec.close()
+            return finish(rec, ctx, end)
         finally:
             if claim.lock is not None:
                 claim.lock.release()

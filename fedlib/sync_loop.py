@@ -9,15 +9,16 @@ from __future__ import annotations
 from . import federated_round, lifecycle, privacy, stop
 from .federated_round import Context
 from .metrics import Timer
-from .recorder import Recorder, Result
+from .recorder import Recorder
 from .strategies import ServerState
 from .wire import exchange
 from .wire.codec import Codec
 
 
 def run_rounds(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState, signals: stop.Signals
-        ) -> Result:
-    """Loop over rounds from `state` with what the runner built: the same code on every rank."""
+               ) -> lifecycle.Ending:
+    """Loop over rounds from `state` with what the runner built: the same code on every rank.
+    The runner closes the record and writes the summary."""
     cfg, comm, fed = ctx.cfg, ctx.comm, ctx.cfg.federation
     ex = exchange.make(comm, ctx.flat.numel, fed.aggregation, Codec(fed.payload_dtype, rec.store),
                        fed.overlap, device=ctx.device)
@@ -37,10 +38,9 @@ def run_rounds(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: Serv
                 break
     finally:
         ex.close()
-        rec.close()
     if not diverged:
         rec.export(state.weights, ctx.data.label_names, ctx.spec)
-    return lifecycle.finish(rec, ctx, state, stopped, diverged)
+    return lifecycle.Ending(state, stopped, diverged)
 
 
 def _round(ctx: Context, mech: privacy.Mechanism, ex: exchange.Exchange, rec: Recorder, state: ServerState

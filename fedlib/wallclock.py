@@ -226,22 +226,19 @@ def _rows(ctx: Context, v: int, buffer: list[Arrived], t: dict[str, float], nbyt
     return row, clients
 
 
-def run_wall(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState) -> lifecycle.Result:
+def run_wall(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState) -> lifecycle.Ending:
     """The wall-clock loop over what the runner built: rank 0 serves, the others work; every
-    rank returns the server's final state."""
+    rank ends with the server's final state. The runner closes the record and writes the summary."""
     cfg, comm = ctx.cfg, ctx.comm
     train, numel = trainer(ctx, mech, cfg.participation.emulate_speed), ctx.flat.numel
     stopped, diverged, signame = None, False, None
-    try:
-        with stop.Signals() as signals:  # no collective per step: workers report theirs with updates
-            if comm.rank == 0:
-                one = comm.size == 1  # the server trains too
-                link = Inline(cfg.concurrency, train) if one else tasks.Remote(comm, numel, ctx.device)
-                state, stopped, diverged, signame = serve(ctx, mech, link, state, rec, signals)
-            else:
-                tasks.work(comm, numel, ctx.device, train, partial(signal_code, signals))
-    finally:
-        rec.close()
+    with stop.Signals() as signals:  # no collective per step: workers report theirs with updates
+        if comm.rank == 0:
+            one = comm.size == 1  # the server trains too
+            link = Inline(cfg.concurrency, train) if one else tasks.Remote(comm, numel, ctx.device)
+            state, stopped, diverged, signame = serve(ctx, mech, link, state, rec, signals)
+        else:
+            tasks.work(comm, numel, ctx.device, train, partial(signal_code, signals))
     rnd, stopped, diverged, signame = comm.bcast_obj((state.round, stopped, diverged, signame))
     if signame is not None:  # every rank stops cleanly, the checkpoint holds step `rnd`
         raise stop.Preempted(cfg.name, signame, cfg.run_dir, rnd)
@@ -249,7 +246,7 @@ def run_wall(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: Server
     comm.broadcast(weights)
     if comm.rank != 0:
         state = ServerState(weights, rnd)
-    return lifecycle.finish(rec, ctx, state, stopped, diverged)
+    return lifecycle.Ending(state, stopped, diverged)
 
 
 def replay(cfg: config.RunConfig, arrivals: Path | pd.DataFrame | None = None) -> ServerState:

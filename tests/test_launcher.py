@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedlib import config, data, device, runner
+from fedlib import config, data, device
 from fedlib import launch as launcher
 from tests.launch_envs import LAUNCH_PREFIXES, PERLMUTTER, POLARIS, SITES, Site
 
@@ -85,7 +85,7 @@ def test_runner_threads_use_slurm_local_size(monkeypatch):
 
     before = torch.get_num_threads()
     try:
-        runner._set_threads(config.RunConfig(), Comm())
+        device.set_threads(config.RunConfig().threads, Comm().size)
         assert torch.get_num_threads() == 8
     finally:
         torch.set_num_threads(before)
@@ -199,7 +199,7 @@ def test_run_start_warns_when_oversubscribed(monkeypatch, capsys):
 
     before = torch.get_num_threads()
     try:
-        runner._set_threads(config.RunConfig(), Comm())
+        device.set_threads(config.RunConfig().threads, Comm().size)
     finally:
         torch.set_num_threads(before)
     err = capsys.readouterr().err

@@ -115,12 +115,13 @@ class SampleLevel(Mechanism):
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
               penalty: Any = None) -> client.ClientResult:
         t0 = time.perf_counter()
-        dev = client.device_of(model)
-        device.seed_dropout(dev, seeds.seed(seed, Stream.DROPOUT))  # dropout masks
-        gen = seeds.generator(seed, Stream.BATCHES)  # Poisson sampling on the host: same rows on any device
-        noise = device.generator(dev, secrets.randbits(64) if self.p.secure_noise  # drawn on dev
-                                 else seeds.seed(seed, Stream.SAMPLE_NOISE))
         sigma, q = self.sigma_q(cid)
+        gen = seeds.generator(seed, Stream.BATCHES)  # Poisson sampling on the host: same rows on any device
+        dropout_seed = seeds.seed(seed, Stream.DROPOUT)
+        noise_seed = secrets.randbits(64) if self.p.secure_noise else seeds.seed(seed, Stream.SAMPLE_NOISE)
+        dev = client.device_of(model)
+        device.seed_dropout(dev, dropout_seed)  # dropout masks
+        noise = device.generator(dev, noise_seed)  # drawn on dev
         params = [p for p in model.parameters() if p.requires_grad]
         opt = DPOptimizer(client.make_optimizer(params, replace(cfg, max_grad_norm=None)),
                           noise_multiplier=sigma, max_grad_norm=self.p.max_grad_norm,

@@ -36,10 +36,11 @@ class Star:
         self.comm, self.numel = comm, numel
         self.codec = codec or Codec()
         self.device = torch.device("cpu") if device is None else torch.device(device)
+        staged = [self._message_buffer() for _ in range(2 if overlap else 1)]
+        self._inbox = self._message_buffer() if overlap else staged[0]
         self.acc = Aggregate.zeros(numel, self.device)
         self.pipe = Pipeline(overlap, self.device)
-        self._stage = Ring([self._message_buffer() for _ in range(2 if overlap else 1)])
-        self._inbox = self._message_buffer() if overlap else self._stage.buffers[0]
+        self._stage = Ring(staged)
 
     def _message_buffer(self) -> torch.Tensor:
         if self.codec.lossless:
