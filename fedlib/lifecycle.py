@@ -1,9 +1,8 @@
 """What the loops do around a version of the model — the synchronous rounds (fedlib.sync_loop)
 and the asynchronous server steps (fedlib.async_loop, fedlib.wallclock): resume from the
 checkpoint (fedlib.runner, once for every loop), score a version and tell whether it diverged,
-the checkpoint cadence, and how a loop ends (`Ending`), which the runner turns into the summary
-(`finish`, once for every loop). A module of its own so that the loops share it without
-importing each other.
+the checkpoint cadence, and how a loop ends (`Ending`, which the runner turns into the run's
+summary). A module of its own so that the loops share it without importing each other.
 """
 
 from __future__ import annotations
@@ -16,11 +15,10 @@ import numpy as np
 from . import checkpoint, config, participation
 from .federated_round import Context
 from .metrics import Timer
-from .recorder import Recorder, Result
 from .resume import check as check_resume
 from .strategies import ServerState
 
-__all__ = ["Ending", "Result", "Scores", "due", "finish", "resumed", "score"]
+__all__ = ["Ending", "Scores", "due", "resumed", "score"]
 
 
 Scores = tuple[float | None, float | None, float | None]
@@ -60,10 +58,3 @@ def resumed(ctx: Context) -> tuple[ServerState, dict[str, Any]]:
     state, saved = checkpoint.load(ctx.cfg.run_dir, ctx.device)
     check_resume(saved, ctx.cfg, ctx.cfg.run_dir)
     return state, saved
-
-
-def finish(rec: Recorder, ctx: Context, end: Ending) -> Result:
-    """The run's tables and summary; a diverged run reports the state it kept (perhaps never
-    scored, e.g. round 0), so that state is scored here (on every rank: it is collective)."""
-    kept = ctx.evaluate(end.state.weights) if end.diverged and ctx.cfg.federation.eval_every else None
-    return rec.summary(ctx, end.state, end.stopped, end.diverged, kept)

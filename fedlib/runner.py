@@ -1,9 +1,10 @@
-"""A run: claim its folder, build the round context, resume (or refuse what a resume cannot
-keep), make the privacy mechanism and open the record — once, whatever the mode — then hand
-what was built to the mode's loop: synchronous rounds (fedlib.sync_loop), the virtual clock
-(fedlib.async_loop) or the wall clock (fedlib.wallclock), which share the steps of
-fedlib.lifecycle. Every rank runs this same code; what the run writes goes through its recorder
-(fedlib.recorder), which writes on rank 0 only.
+"""A run: claim its folder, resolve its device, build the round context, resume (or refuse what
+a resume cannot keep), make the privacy mechanism and open the record — once, whatever the
+mode — then hand what was built to the mode's loop: synchronous rounds (fedlib.sync_loop), the
+virtual clock (fedlib.async_loop) or the wall clock (fedlib.wallclock), which share the steps of
+fedlib.lifecycle; when the loop ends, close the record and write its summary. Every rank runs
+this same code; what the run writes goes through its recorder (fedlib.recorder), which writes
+on rank 0 only.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import torch
 from . import async_loop, config, privacy, provenance, residuals, rundir, stop, sync_loop, wallclock
 from . import device as devices
 from .federated_round import Context
-from .lifecycle import Ending, Scores, due, finish, resumed, score
+from .lifecycle import Ending, Scores, due, resumed, score
 from .recorder import Recorder, Result
 from .resume import RESUMABLE
 from .strategies import ServerState
 from .wire.comm import Comm, make_comm
 
 # Context, make_comm and the loops' shared steps (fedlib.lifecycle) stay importable from here
-__all__ = ["RESUMABLE", "Context", "Ending", "Result", "Scores", "comm_for", "due", "finish", "make_comm",
-           "resumed", "run", "score"]
+__all__ = ["RESUMABLE", "Context", "Ending", "Result", "Scores", "comm_for", "due", "make_comm", "resumed",
+           "run", "score"]
 
 
 def comm_for(cfg: config.RunConfig) -> Comm:
@@ -66,7 +67,10 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
                     end = async_loop.run_virtual(ctx, mech, rec, state, signals)
             finally:
                 rec.close()
-            return finish(rec, ctx, end)
+            # a diverged run reports the state it kept (perhaps never scored, e.g. round 0): scored
+            # here, on every rank (it is collective)
+            kept = ctx.evaluate(end.state.weights) if end.diverged and cfg.federation.eval_every else None
+            return rec.summary(ctx, end.state, end.stopped, end.diverged, kept)
         finally:
             if claim.lock is not None:
                 claim.lock.release()

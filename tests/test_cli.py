@@ -200,7 +200,8 @@ def test_resume_after_a_failed_overwrite_says_where_the_checkpoint_is(tmp_path, 
     assert _main(capsys, "run", cfg, "--quiet")[0] == 0
     run_dir = tmp_path / "ow"
     with monkeypatch.context() as m:
-        m.setattr(runner.Context, "build", classmethod(lambda *a: (_ for _ in ()).throw(ValueError("boom"))))
+        m.setattr(runner.Context, "build_on",
+                  classmethod(lambda *a: (_ for _ in ()).throw(ValueError("boom"))))
         assert _main(capsys, "run", cfg, "--overwrite", "--quiet")[0] == 2
     (first,) = run_dir.glob(rundir.PREVIOUS + "*")
     code, err = _main(capsys, "run", cfg, "--resume", "--quiet")

@@ -64,7 +64,7 @@ def test_overwrite_that_fails_before_round_one_keeps_the_old_files_aside(tiny_cf
     cfg = tiny_cfg(name="owf", **{"federation.rounds": 1})
     runner.run(cfg, progress=False)
     old = _files(cfg.run_dir)
-    monkeypatch.setattr(runner.Context, "build",
+    monkeypatch.setattr(runner.Context, "build_on",
                         classmethod(lambda *a: (_ for _ in ()).throw(OSError("boom"))))
     with pytest.raises(OSError, match="boom"):
         runner.run(cfg, progress=False, overwrite=True)
