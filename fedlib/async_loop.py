@@ -107,10 +107,11 @@ class Step:
     start_s: float  # simulated time of the previous version
 
 
-def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer) -> Step:
-    """Run arrivals until the server makes its next version; every rank returns the same."""
-    cfg = ctx.cfg
-    draws, steps_of = Draws.of(cfg), _steps_of(ctx)
+def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, draws: Draws,
+         timer: Timer) -> Step:
+    """Run arrivals until the server makes its next version, handing tasks out with `draws` (the
+    config's, resolved once per run); every rank returns the same."""
+    steps_of = _steps_of(ctx)
     start, dispatched = srv.clock.now, 0
     while True:
         for t in srv.clock.fill(draws, state.round, steps_of):
@@ -120,7 +121,7 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
             train_pending(ctx, mech, srv, timer)
         task = srv.clock.pop()
         srv.buffer.append((task, srv.results.pop(task.dispatch)))
-        if len(srv.buffer) >= cfg.buffer_size:
+        if len(srv.buffer) >= ctx.cfg.buffer_size:
             break
     applied, srv.buffer = srv.buffer, []
     version = state.round + 1
@@ -145,13 +146,13 @@ def run_virtual(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: Ser
     server state, as a round does. The runner closes the record and writes the summary."""
     cfg, comm, fed = ctx.cfg, ctx.comm, ctx.cfg.federation
     srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
-    stopped, diverged = None, False
+    draws, stopped, diverged = Draws.of(cfg), None, False
     while state.round < fed.rounds:
         if signame := signals.agreed(comm):  # every rank stops after the same server step
             rec.checkpoint_now(with_server(ctx, mech, srv, state, Timer()))  # on every rank
             raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
         timer, sent0, before = Timer(), comm.bytes_sent, state
-        out = step(ctx, mech, srv, state, timer)
+        out = step(ctx, mech, srv, state, draws, timer)
         state, v = out.state, out.state.round
         ev, stopped = lifecycle.score(ctx, state, v, timer, f"at server step {v}")
         if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
