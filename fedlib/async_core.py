@@ -1,13 +1,14 @@
 """What both asynchronous clocks share (fedlib.async_loop: virtual, fedlib.wallclock: wall):
-how one task trains — from its version's weights with the seed (version + 1, client), the
-payload Δ = client − base for FedBuff or the client's weights for FedAsync — and how the server
-applies the updates of one step, in arrival order, with the staleness each had."""
+how one task trains — as a round trains a client (`Context.train`), from its version's weights
+for round version + 1, so with the seed (version + 1, client) — and what it sends, Δ = client −
+base for FedBuff or the client's weights for FedAsync; and how the server applies the updates of
+one step, in arrival order, with the staleness each had."""
 
 from __future__ import annotations
 
 import torch
 
-from . import client, privacy, seeds
+from . import client, privacy
 from .federated_round import Context
 from .metrics import Timer
 from .strategies import ServerState, fedasync, fedbuff
@@ -16,19 +17,12 @@ from .strategies import ServerState, fedasync, fedbuff
 def train_task(ctx: Context, mech: privacy.Mechanism, cid: int, version: int, base: torch.Tensor,
                out: torch.Tensor, timer: Timer) -> client.ClientResult:
     """Train client `cid` from `base` (server version `version`); its payload goes into `out`."""
-    cfg, flat = ctx.cfg, ctx.flat
-    flat.set(base)
-    mu = cfg.client.mu
-    penalty = client.prox_term(flat.params, flat.views(base), mu) if mu > 0 else None
-    with timer("compute"):
-        res = mech.train(ctx.model, ctx.shards[cid], cfg.client,
-                         seeds.seed(cfg.seed, seeds.Stream.CLIENT, version + 1, cid), cid, penalty)
+    res, _ = ctx.train(mech, cid, version + 1, base, timer)  # the server diverges on a non-finite one
     with timer("pack"):
-        mech.bound(flat, base)
-        if cfg.federation.mode == "fedbuff":
-            flat.delta_into(out, base)
+        if ctx.cfg.federation.mode == "fedbuff":
+            ctx.flat.delta_into(out, base)
         else:
-            out.copy_(flat.get())
+            out.copy_(ctx.flat.get())
     return res
 
 

@@ -107,6 +107,28 @@ class Context:
             self.costs.observe(sum(c.steps for c in rep.clients), len(rep.clients),
                                t["compute"] + t["pack"] + t["other"])
 
+    def train(self, mech: Mechanism, cid: int, rnd: int, base: torch.Tensor, timer: Timer,
+              fate: participation.Fate | None = None) -> tuple[client.ClientResult, bool]:
+        """Client `cid`'s update for round `rnd` — the one way every loop trains a client (an
+        asynchronous task from version v trains for v + 1): from `base`, with FedProx's pull
+        toward it, its training seed (run seed, `rnd`, `cid`) and, under a round's `fate`, only
+        the steps a mid-round dropout completes. Its new weights stay in the model, bounded by
+        `mech`; returns what it came to and whether the update, before the bound, is finite
+        (a round rejects one that is not)."""
+        cfg, flat = self.cfg, self.flat
+        flat.set(base)
+        mu = cfg.client.mu
+        penalty = client.prox_term(flat.params, flat.views(base), mu) if mu > 0 else None
+        full = client.num_steps(len(self.shards[cid]), cfg.client)
+        steps = full if fate is None else participation.steps_done(fate, full)
+        ccfg = cfg.client if steps == full else replace(cfg.client, local_steps=steps)  # same steps
+        with timer("compute"):
+            res = mech.train(self.model, self.shards[cid], ccfg,
+                             seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
+        is_finite = participation.finite(flat.tensors)
+        mech.bound(flat, base)
+        return res, is_finite
+
     def evaluate(self, weights: torch.Tensor) -> tuple[float, float, float]:
         """(loss, accuracy, macro-F1) on the eval split, each rank scoring every size-th row."""
         self.flat.set(weights)
@@ -130,25 +152,15 @@ def play(ctx: Context, mech: Mechanism, ex: Exchange, state: ServerState, rnd: i
     fate = {f.client: f for f in fates}
     ex.begin(plan)
     global_w = state.weights
-    penalty = (client.prox_term(ctx.flat.params, ctx.flat.views(global_w), cfg.client.mu)
-               if cfg.client.mu > 0 else None)
     outcomes = []
     for cid in plan[comm.rank]:
-        ctx.flat.set(global_w)
         f = fate[cid]
-        full = client.num_steps(len(ctx.shards[cid]), cfg.client)
-        steps = participation.steps_done(f, full)
-        ccfg = cfg.client if steps == full else replace(cfg.client, local_steps=steps)  # same steps
-        with timer("compute"):
-            res = mech.train(ctx.model, ctx.shards[cid], ccfg,
-                             seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
+        res, is_finite = ctx.train(mech, cid, rnd, global_w, timer, f)
         sim_s = res.compute_s * f.speed
-        out = participation.outcome(f, participation.late(cfg.participation, f, sim_s, res.steps),
-                                    participation.finite(ctx.flat.tensors))
+        out = participation.outcome(f, participation.late(cfg.participation, f, sim_s, res.steps), is_finite)
         outcomes.append(ClientRow(rnd, res.client_id, comm.rank, res.num_samples, res.steps, res.loss,
                                   res.compute_s, f.speed, sim_s, out))
         if out == "ok":
-            mech.bound(ctx.flat, global_w)
             ex.submit(Update(cid, rnd, ctx.flat, global_w, mech.weight(res.num_samples)), timer)
         else:
             ex.submit(None, timer)
