@@ -143,11 +143,11 @@ class Context:
         return float(buf[-1] / max(cm.sum(), 1)), acc, f1
 
 
-def play(ctx: Context, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int, timer: Timer
-         ) -> RoundOutcome:
-    """Round `rnd` from `state`: every rank returns the same new state."""
+def play(ctx: Context, mech: Mechanism, ex: Exchange, state: ServerState, rnd: int,
+         fates: list[participation.Fate], timer: Timer) -> RoundOutcome:
+    """Round `rnd` from `state`, its sampled clients' `fates` drawn by the caller
+    (`participation.fates`): every rank returns the same new state."""
     cfg, comm = ctx.cfg, ctx.comm
-    fates = participation.fates(cfg, rnd)
     plan = ctx.place([f.client for f in fates if f.drop != "before"])
     fate = {f.client: f for f in fates}
     ex.begin(plan)

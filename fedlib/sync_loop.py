@@ -1,12 +1,13 @@
-"""The synchronous loop (federation.mode: sync): round after round, play it
-(`fedlib.federated_round.play`), score it, stop on divergence, budget or a stop signal, write
+"""The synchronous loop (federation.mode: sync): round after round, draw its clients' fates
+(`fedlib.participation.fates`, once: the privacy budget's check and the round share them), play
+it (`fedlib.federated_round.play`), score it, stop on divergence, budget or a stop signal, write
 its rows and the checkpoint that covers them, export. It takes what the runner built (context,
 mechanism, recorder, state) and builds nothing itself but the round's exchange.
 """
 
 from __future__ import annotations
 
-from . import federated_round, lifecycle, privacy, stop
+from . import federated_round, lifecycle, participation, privacy, stop
 from .federated_round import Context
 from .metrics import Timer
 from .recorder import Recorder
@@ -28,11 +29,12 @@ def run_rounds(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: Serv
             if signame := signals.agreed(comm):  # every rank stops after the same round
                 rec.checkpoint_now(state)
                 raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
-            if stopped := mech.admit(state, state.round + 1):
+            fates = participation.fates(cfg, state.round + 1)  # drawn once: the budget and the round use them
+            if stopped := mech.admit(state, state.round + 1, fates):
                 rec.save(state)
                 rec.note(stopped)
                 break
-            state, stopped = _round(ctx, mech, ex, rec, state)
+            state, stopped = _round(ctx, mech, ex, rec, state, fates)
             if diverged := stopped is not None:
                 rec.note(stopped)
                 break
@@ -43,14 +45,15 @@ def run_rounds(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: Serv
     return lifecycle.Ending(state, stopped, diverged)
 
 
-def _round(ctx: Context, mech: privacy.Mechanism, ex: exchange.Exchange, rec: Recorder, state: ServerState
-           ) -> tuple[ServerState, str | None]:
-    """One round on every rank: play it, score it, keep the last finite state if it diverged,
-    checkpoint it when due, record it. Returns the new state and why the run stops (None)."""
+def _round(ctx: Context, mech: privacy.Mechanism, ex: exchange.Exchange, rec: Recorder, state: ServerState,
+           fates: list[participation.Fate]) -> tuple[ServerState, str | None]:
+    """One round on every rank, its clients' `fates` drawn: play it, score it, keep the last
+    finite state if it diverged, checkpoint it when due, record it. Returns the new state and
+    why the run stops (None)."""
     comm, fed = ctx.comm, ctx.cfg.federation
     rnd, before, timer = state.round + 1, state, Timer()
     sent0, copy0 = comm.bytes_sent, comm.copy_s
-    out = federated_round.play(ctx, mech, ex, state, rnd, timer)
+    out = federated_round.play(ctx, mech, ex, state, rnd, fates, timer)
     state = out.state
     ev, stopped = lifecycle.score(ctx, state, rnd, timer, f"in round {rnd}")
     if diverged := stopped is not None:

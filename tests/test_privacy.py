@@ -174,7 +174,8 @@ def test_unchanged_resume_keeps_sigma_and_equals_uninterrupted(tiny_cfg, monkeyp
     full = runner.run(tiny_cfg(name="full", **over), progress=False)
     part = tiny_cfg(name="part", **over)
     with monkeypatch.context() as m:  # interrupt the same 4-round run after round 2
-        m.setattr(client_level.ClientLevel, "admit", lambda self, st, rnd: "stop" if rnd == 3 else None)
+        m.setattr(client_level.ClientLevel, "admit",
+                  lambda self, st, rnd, fates: "stop" if rnd == 3 else None)
         runner.run(part, progress=False)
     resumed = runner.run(part, resume=True, progress=False)
     assert resumed.state.extra["client_dp"] == full.state.extra["client_dp"]

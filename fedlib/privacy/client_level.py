@@ -31,6 +31,7 @@ from . import accounting
 from .mechanism import Mechanism
 
 if TYPE_CHECKING:
+    from ..participation import Fate
     from ..strategies import ServerState
     from ..wire.comm import Comm
     from ..wire.flat import FlatParams
@@ -92,7 +93,7 @@ class ClientLevel(Mechanism):
     def epsilon(self, history: accounting.History) -> float:
         return accounting.epsilon(history, self.p.delta, self.p.accountant)
 
-    def admit(self, state: ServerState, rnd: int) -> str | None:
+    def admit(self, state: ServerState, rnd: int, fates: list[Fate]) -> str | None:
         budget = self.p.epsilon_budget
         if budget is not None and (
                 eps := self.epsilon([*self.history(state), (self.sigma, self.q, 1)])) > budget:

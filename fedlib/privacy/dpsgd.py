@@ -90,15 +90,16 @@ class SampleLevel(Mechanism):
             raise ConfigError(f"privacy.target_epsilon={p.target_epsilon}: client {cid} cannot train "
                               f"{left} more steps within the budget: {e}") from None
 
-    def admit(self, state: ServerState, rnd: int) -> str | None:
+    def admit(self, state: ServerState, rnd: int, fates: list[participation.Fate]) -> str | None:
         """privacy.epsilon_budget: stop before a round would take any client it trains past the
-        budget. The round's clients and their steps are fixed before anyone trains (seeded by
-        round and client), so this checks exactly the spending the round would add."""
+        budget. The round's clients and their steps are fixed by its `fates`, drawn before anyone
+        trains (seeded by round and client), so this checks exactly the spending the round would
+        add."""
         budget = self.p.epsilon_budget
         if budget is None:
             return None
         hist, memo = state.extra.get(self.key, {}), {}
-        for f in participation.fates(self.cfg, rnd):
+        for f in fates:
             if f.drop == "before":
                 continue
             sigma, q = self.sigma_q(f.client)

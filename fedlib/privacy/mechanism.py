@@ -16,6 +16,7 @@ from ..config import ClientConfig
 
 if TYPE_CHECKING:
     from ..data import TextSplit
+    from ..participation import Fate
     from ..strategies import ServerState
     from ..wire.aggregate import Aggregate
     from ..wire.comm import Comm
@@ -32,8 +33,9 @@ class Mechanism:
         """Fix what the remaining rounds use given what `state` already spent (ConfigError if
         that cannot be done); called once before the first round, fresh or resumed."""
 
-    def admit(self, state: ServerState, rnd: int) -> str | None:
-        """Why round `rnd` must not run (budget), or None."""
+    def admit(self, state: ServerState, rnd: int, fates: list[Fate]) -> str | None:
+        """Why round `rnd`, with its clients' `fates` (drawn once by the loop), must not run
+        (budget), or None."""
         return None
 
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
