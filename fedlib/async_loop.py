@@ -53,6 +53,14 @@ class Server:
     buffer: list[tuple[Task, Trained]] = field(default_factory=list)
     bases: dict[int, torch.Tensor] = field(default_factory=dict)  # version -> weights
 
+    def hand_out(self, draws: Draws, state: ServerState, steps_of: Callable[[int], int]) -> int:
+        """Fill the clock's free slots with tasks from `state`'s version, keeping its weights as
+        their base; how many were handed out."""
+        handed = self.clock.fill(draws, state.round, steps_of)
+        for t in handed:
+            self.bases.setdefault(t.version, state.weights)
+        return len(handed)
+
     def to_dict(self) -> dict[str, Any]:
         """Checkpointable (call after `train_pending`: then no base weights are needed)."""
         res = {n: [r.payload, r.loss, r.compute_s, r.rank] for n, r in self.results.items()}
@@ -114,9 +122,7 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
     steps_of = _steps_of(ctx)
     start, dispatched = srv.clock.now, 0
     while True:
-        for t in srv.clock.fill(draws, state.round, steps_of):
-            srv.bases.setdefault(t.version, state.weights)
-            dispatched += 1
+        dispatched += srv.hand_out(draws, state, steps_of)
         if srv.clock.inflight[0].dispatch not in srv.results:  # the next arrival has not trained
             train_pending(ctx, mech, srv, timer)
         task = srv.clock.pop()
@@ -129,9 +135,7 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
         updates = [(t.cid, t.staleness(version), r.payload) for t, r in applied]
         state = async_core.apply(ctx, mech, state, updates)
     srv.clock.new_version()
-    for t in srv.clock.fill(draws, state.round, steps_of):  # freed slots start from the new version
-        srv.bases.setdefault(t.version, state.weights)
-        dispatched += 1
+    dispatched += srv.hand_out(draws, state, steps_of)  # freed slots start from the new version
     return Step(mech.record(state, ctx.comm), applied, dispatched, start)
 
 
