@@ -1,9 +1,10 @@
-"""One federated round, the body every rank runs: draw the round's clients and their fates,
-place them on ranks, train this rank's share, hand the updates to the exchange and step the
-server state. Which clients a rank trains, and every random draw, is decided by (run seed,
+"""One federated round, the body every rank runs: place the round's clients (drawn with their
+fates by the loop) on ranks, train this rank's share, hand the updates to the exchange and step
+the server state. Which clients a rank trains, and every random draw, is decided by (run seed,
 round, client id), never by the rank — so 1, 2 or 96 ranks give the same model.
 
-`Context` is what every round needs, built once per process. Outcomes are typed values (a
+`Context` is what every round needs, built once per process; `Context.train` is how every loop,
+synchronous or asynchronous, trains one client. Outcomes are typed values (a
 `ClientRow` per client, `RankReport`, `RoundOutcome`); the runner only builds, resumes, loops,
 evaluates, logs and checkpoints.
 """
