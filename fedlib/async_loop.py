@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import async_core, client, lifecycle, privacy, stop
+from . import async_core, lifecycle, privacy, stop
 from .federated_round import Context
 from .metrics import ClientRow, RoundRow, Timer
 from .recorder import Recorder
@@ -119,10 +119,9 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
          timer: Timer) -> Step:
     """Run arrivals until the server makes its next version, handing tasks out with `draws` (the
     config's, resolved once per run); every rank returns the same."""
-    steps_of = _steps_of(ctx)
     start, dispatched = srv.clock.now, 0
     while True:
-        dispatched += srv.hand_out(draws, state, steps_of)
+        dispatched += srv.hand_out(draws, state, ctx.steps)
         if srv.clock.inflight[0].dispatch not in srv.results:  # the next arrival has not trained
             train_pending(ctx, mech, srv, timer)
         task = srv.clock.pop()
@@ -135,12 +134,8 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
         updates = [(t.cid, t.staleness(version), r.payload) for t, r in applied]
         state = async_core.apply(ctx, mech, state, updates)
     srv.clock.new_version()
-    dispatched += srv.hand_out(draws, state, steps_of)  # freed slots start from the new version
+    dispatched += srv.hand_out(draws, state, ctx.steps)  # freed slots start from the new version
     return Step(mech.record(state, ctx.comm), applied, dispatched, start)
-
-
-def _steps_of(ctx: Context) -> Callable[[int], int]:
-    return lambda cid: client.num_steps(len(ctx.shards[cid]), ctx.cfg.client)
 
 
 def run_virtual(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState,

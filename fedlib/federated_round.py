@@ -87,10 +87,14 @@ class Context:
         shards = [td.train.subset(torch.as_tensor(p)) for p in parts]
         return cls(cfg, comm, model, FlatParams(model, bind=True), td, shards, parts, spec, device=dev)
 
+    def steps(self, cid: int) -> int:
+        """Client `cid`'s full local steps (client.local_steps, or its epochs over its shard)."""
+        return client.num_steps(len(self.shards[cid]), self.cfg.client)
+
     def place(self, clients: list[int]) -> list[list[int]]:
         """Client -> rank plan for this round (federation.placement)."""
         if self.balances:
-            steps = [client.num_steps(len(self.shards[c]), self.cfg.client) for c in clients]
+            steps = [self.steps(c) for c in clients]
             extra = self.comm.bcast_obj(self.costs.per_client_steps())  # rank 0's fit: one plan everywhere
             return placement.balanced(clients, [s + extra for s in steps], self.comm.size)
         return placement.round_robin(clients, self.comm.size)
@@ -120,7 +124,7 @@ class Context:
         flat.set(base)
         mu = cfg.client.mu
         penalty = client.prox_term(flat.params, flat.views(base), mu) if mu > 0 else None
-        full = client.num_steps(len(self.shards[cid]), cfg.client)
+        full = self.steps(cid)
         steps = full if fate is None else participation.steps_done(fate, full)
         ccfg = cfg.client if steps == full else replace(cfg.client, local_steps=steps)  # same steps
         with timer("compute"):

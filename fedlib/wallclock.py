@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import async_core, client, config, lifecycle, privacy, stop
+from . import async_core, config, lifecycle, privacy, stop
 from .federated_round import Context
 from .metrics import ArrivalRow, ClientRow, RoundRow, Timer
 from .recorder import Recorder
@@ -205,7 +205,7 @@ def _rows(ctx: Context, v: int, buffer: list[Arrived], t: dict[str, float], nbyt
     cfg = ctx.cfg
     taus = [v - 1 - a.done.task.version for a in buffer]
     n = [len(ctx.shards[a.done.task.cid]) for a in buffer]
-    steps = [client.num_steps(k, cfg.client) for k in n]
+    steps = [ctx.steps(a.done.task.cid) for a in buffer]
     clients = [ClientRow(v, a.done.task.cid, a.done.rank, k, s, a.done.loss, a.done.compute_s,
                          a.done.task.speed, a.end_s - a.start_s, "ok", tau, a.done.idle_s)
                for a, k, s, tau in zip(buffer, n, steps, taus, strict=True)]
