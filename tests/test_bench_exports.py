@@ -31,3 +31,21 @@ def test_in_process_benchmark_configs_do_not_export(tmp_path):
 
     assert not overhead._cfg(tmp_path, True, 1).federation.export
     assert not accuracy.fed_config(tmp_path, False).federation.export
+
+
+def test_the_bare_loop_moves_each_batch_to_the_models_device(tmp_path, monkeypatch):
+    """Workload W's bare loop fed host batches to the model: on the first GPU (2026-12-04) it
+    failed with "index is on cpu, different from other tensors on cuda:0". Here (no GPU) the
+    loop must hand every batch to client.on with the context's device, as client.train does."""
+    from fedlib import client, config, runner
+    from fedlib.bench.gpucheck import ROOT, TINY
+    from fedlib.wire.comm import LocalComm
+
+    cfg = config.load(ROOT / "params/quickstart.yaml",
+                      {**TINY, "name": "w", "output_dir": str(tmp_path), "device": "cpu"})
+    ctx = runner.Context.build(cfg, LocalComm())
+    moved, real = [], client.on
+    monkeypatch.setattr(client, "on", lambda batch, dev: moved.append(dev) or real(batch, dev))
+    overhead.bare_round(ctx, cfg, 1)
+    steps = sum(ctx.steps(c) for c in range(cfg.federation.num_clients))
+    assert moved == [ctx.device] * steps

@@ -47,7 +47,7 @@ def bare_round(ctx: runner.Context, cfg: config.RunConfig, rnd: int) -> float:
         model.train()
         for idx in client.batches(len(shard), cfg.client.batch_size,
                                   client.num_steps(len(shard), cfg.client), gen):
-            loss = model(**shard.batch(idx)).loss
+            loss = model(**client.on(shard.batch(idx), ctx.device)).loss  # as client.train does
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.client.max_grad_norm or float("inf"))
