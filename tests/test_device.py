@@ -236,3 +236,29 @@ def test_env_sh_puts_miopen_caches_on_node_local_storage(tmp_path):
     out = subprocess.run(["bash", "-c", script], env=env, cwd=tmp_path, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == [str(tmp_path / "mine")] * 2  # a user's own setting wins
+
+
+def test_a_torch_comm_on_xpu_loads_oneccl_before_its_group(xpu, monkeypatch):
+    """Aurora with torch < 2.8 (no native xccl): the group's backend is ccl, which exists only
+    once oneccl_bindings_for_pytorch is imported (after IPEX). prepare_backend did that, but
+    nothing called it: init_process_group("ccl") would have met an unknown backend."""
+    from fedlib.wire import torch_comm
+
+    fake, root = xpu
+    seen = []
+    monkeypatch.setattr(torch_comm.dist, "is_backend_available", lambda name: False)
+    monkeypatch.setattr(torch_comm.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch_comm.dist, "init_process_group",
+                        lambda backend, **kw: seen.append((backend, list(fake.calls))))
+    monkeypatch.setattr(torch_comm.atexit, "register", lambda fn: None)
+    monkeypatch.setattr(torch_comm, "_world", lambda: (0, 1, None))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    with pytest.raises(RuntimeError, match="^torch.distributed backend ccl needs oneccl_bindings"):
+        torch_comm.TorchComm(device=torch.device("xpu", 0))
+    assert seen == []  # refused in one line, before any group
+    device._IMPORTED.clear()
+    fake_package(root, "intel_extension_for_pytorch", "torch.xpu.calls.append('import ipex')")
+    fake_package(root, "oneccl_bindings_for_pytorch", "torch.xpu.calls.append('import oneccl')")
+    comm = torch_comm.TorchComm(device=torch.device("xpu", 0))
+    assert comm.backend == "ccl" and seen == [("ccl", ["import ipex", "import oneccl"])]

@@ -17,7 +17,7 @@ def test_every_entry_runs_once_per_seed(tiny_cfg, tmp_path, monkeypatch):
     runs = sweep.run_grid(base, grid, seeds=[0, 7], progress=False, desc="demo")
     assert runs[["axis", "seed"]].values.tolist() == [["a", 0], ["a", 7], ["b", 0], ["b", 7]]
     assert runs["name"].is_unique and runs["name"].str.contains("seed7").sum() == 2
-    assert set(runs["trainable"]) == {"full"}
+    assert set(runs["trainable"]) == {"full"} and runs["diverged_round"].isna().all()
     for run_dir, seed in zip(runs["run_dir"], runs["seed"], strict=True):
         assert yaml.safe_load((tmp_path / run_dir / "config.yaml").read_text())["seed"] == seed
     # same data, model and clients, another seed: another partition and training order

@@ -11,6 +11,7 @@ from opacus.accountants import RDPAccountant
 from fedlib import checkpoint, config, runner, seeds
 from fedlib import federated_round as rounds
 from fedlib.config import ConfigError
+from fedlib.lab import sweep
 from fedlib.privacy.dpsgd import SampleLevel
 from fedlib.seeds import Stream
 from fedlib.strategies import server_step
@@ -68,6 +69,7 @@ def test_a_diverged_summary_reports_the_kept_state(tiny_cfg, monkeypatch):
     assert s["diverged_round"]["accuracy"] == pytest.approx(row["accuracy"])
     assert row["accuracy"] != pytest.approx(acc)  # today's summary reported this one
     assert torch.equal(res.state.weights, w0)
+    assert sweep.summarize(cfg, res, {})["diverged_round"] == 1  # a sweep's row keeps it too
 
 
 def test_dpsgd_empty_poisson_batch_is_a_noise_only_step(tiny_cfg):

@@ -42,11 +42,13 @@ def local_run(cfg: config.RunConfig) -> runner.Result:
 
 def summarize(cfg: config.RunConfig, res: runner.Result, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Settings + summary + per-round means (round 1, the warm-up, left out when there are more),
-    the run's folder and its provenance (flattened as `prov_<key>`)."""
+    the run's folder, the round a diverged run broke in (else None) and its provenance
+    (flattened as `prov_<key>`)."""
     r = res.rounds.iloc[1:] if len(res.rounds) > 1 else res.rounds
     c = res.clients
     row: dict[str, Any] = {**settings, **{k: v for k, v in res.summary.items() if not isinstance(v, dict)}}
     row["run_dir"] = str(cfg.run_dir)
+    row["diverged_round"] = res.summary.get("diverged_round", {}).get("round")  # the round it broke in
     row.update({f"prov_{k}": ",".join(map(str, v)) if isinstance(v, list) else v
                 for k, v in res.summary.get("provenance", {}).items()})
     row.update({f"{p}_s": float(r[f"{p}_s"].mean()) for p in PHASES})
