@@ -2,6 +2,7 @@
 `python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
 `python -m fedlib record [--profile quick] [--check]`,
 `python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`,
+`python -m fedlib replay RUN_DIR` (a wall-clock run, from its arrivals.csv),
 `python -m fedlib doctor [params/x.yaml]` (also under a launcher).
 """
 
@@ -96,6 +97,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """Redo a wall-clock run from the folder it wrote (config.yaml, arrivals.csv) and hold the
+    model against its checkpoint: 0 when they agree within 1e-6, 1 when not."""
+    from pathlib import Path
+
+    from . import checkpoint, wallclock
+
+    run_dir = Path(args.run_dir)
+    cfg = config.load(run_dir / "config.yaml")
+    fed = cfg.federation
+    if fed.mode == "sync" or fed.clock != "wall":
+        raise config.ConfigError(f"{run_dir}: a {fed.mode} run on the {fed.clock} clock has no arrivals "
+                                 "log; its config reproduces it (run it again): replay is for "
+                                 "federation.clock: wall")
+    log = run_dir / "arrivals.csv"
+    if not log.is_file():
+        raise FileNotFoundError(f"{log}: missing; a wall-clock run writes it as updates arrive")
+    state = wallclock.replay(cfg, log)
+    print(f"{run_dir}: replayed {state.round} server steps from {log.name}")
+    if not (run_dir / checkpoint.FILE).is_file():
+        print("no checkpoint.pt to hold the model against (federation.checkpoint_every: 0)")
+        return 0
+    saved, _ = checkpoint.load(run_dir)
+    if saved.round != state.round:
+        print(f"the checkpoint keeps step {saved.round}, the log ends at step {state.round}")
+        return 1
+    gap = float((saved.weights - state.weights).abs().max())
+    print(f"max |w_replay - w_checkpoint| = {gap:.3g} ({'the same model' if gap <= 1e-6 else 'DIFFERENT'})")
+    return 0 if gap <= 1e-6 else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -162,6 +194,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("out", help="new folder for the model (from_pretrained loads it)")
     e.add_argument("--adapter", action="store_true", help="LoRA runs: the adapter alone (peft), not merged")
     e.set_defaults(fn=_export)
+    rp = sub.add_parser("replay", help="redo a wall-clock run from its arrivals.csv, "
+                        "then compare with its checkpoint")
+    rp.add_argument("run_dir", help="the run's folder (outputs/<name>)")
+    rp.set_defaults(fn=_replay)
     b = sub.add_parser("bench", help="system benchmarks writing CSV to outputs/bench/")
     b.add_argument("which", nargs="*", default=[], help="benchmarks to run (default: all)")
     b.add_argument("--out", default="outputs/bench", help="output folder")

@@ -3,13 +3,14 @@ turn, a real two-rank run with emulated stragglers, replay from arrivals.csv, re
 divergence. The strategy math is the virtual clock's, tested by hand in tests/test_async.py."""
 
 import os
+import shutil
 import signal
 
 import pandas as pd
 import pytest
 import torch
 
-from fedlib import checkpoint, config, runner, stop, vclock, wallclock
+from fedlib import checkpoint, cli, config, runner, stop, vclock, wallclock
 from fedlib.strategies import fedbuff
 from tests.conftest import run_on_ranks, tiny_overrides
 
@@ -96,6 +97,23 @@ def test_one_process_serves_trains_in_turn_resumes_and_replays(tiny_cfg):
     resumed_from = saved.extra["wall"]["dispatched"]  # tasks in flight at the stop are not in the log
     assert log["dispatch"].min() == 0 and log[log["round"] > 2]["dispatch"].min() >= resumed_from
     torch.testing.assert_close(wallclock.replay(full).weights, res.state.weights, rtol=0, atol=1e-6)
+
+
+def test_replay_from_the_command_line_reads_only_the_run_folder(tiny_cfg, tmp_path, capsys):
+    """`python -m fedlib replay RUN_DIR`: the folder moved elsewhere, its config.yaml and
+    arrivals.csv redo the model, held against its checkpoint; a sync run is refused in one line."""
+    cfg = tiny_cfg(name="w", **{**WALL, "federation.rounds": 2})
+    runner.run(cfg, progress=False)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(cfg.run_dir, moved)
+    shutil.rmtree(cfg.run_dir)
+    assert cli.main(["replay", str(moved)]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 2 server steps from arrivals.csv" in out and "(the same model)" in out
+    sync = tiny_cfg(name="s", **{"federation.rounds": 1})
+    runner.run(sync, progress=False)
+    assert cli.main(["replay", str(sync.run_dir)]) == 2
+    assert "a sync run on the virtual clock has no arrivals log" in capsys.readouterr().err
 
 
 def test_sigterm_stops_after_the_step_and_resume_auto_finishes(tiny_cfg, monkeypatch):
