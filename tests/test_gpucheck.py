@@ -34,19 +34,19 @@ def test_every_check_runs_on_the_cpu_at_toy_size(tmp_path):
     (csv_path,) = tmp_path.glob("gpucheck-*/gpucheck.csv")
     rows = {r["check"]: r for r in csv.DictReader(csv_path.open())}
     assert list(rows) == [  # the slow GPU tests last: they must not cost the other rows
-        "quickstart run to run", "quickstart vs cpu", "autocast bf16", "autocast fp16",
-        "mpi 2 ranks, 1 device", "workload W round / bare loop (2 clients)",
+        "quickstart run to run", "quickstart vs cpu (sgd, no dropout)", "autocast bf16", "autocast fp16",
+        "mpi 2 ranks, 1 device (sgd, no dropout)", "workload W round / bare loop (2 clients)",
         "allreduce mpi (mpi) GB/s", "allreduce torch (gloo) GB/s", "allreduce torch / mpi", "gpu tests"]
     assert rows["gpu tests"]["value"].startswith("1 passed")
     # on one device type the runs repeat bitwise, and 2 MPI ranks equal 1 process
     assert float(rows["quickstart run to run"]["value"]) == 0.0
-    assert float(rows["mpi 2 ranks, 1 device"]["value"]) <= 1e-5
+    assert float(rows["mpi 2 ranks, 1 device (sgd, no dropout)"]["value"]) <= 1e-5
     assert 0 < float(rows["autocast bf16"]["value"]) < 1e-2  # bf16 changes the weights, a little
     assert float(rows["workload W round / bare loop (2 clients)"]["value"]) > 0
     assert all(r["ok"] == "True" for r in rows.values())  # exit 0 says so
     assert "gpucheck: " in proc.stdout and "checks failed" in proc.stdout
     assert "gpucheck: ok   quickstart run to run: 0.0" in proc.stdout  # a line per check as it ends
-    assert "0 of 165827 values over 0.002" in rows["quickstart vs cpu"]["detail"]  # where they differ
+    assert "0 of 165827 values over 0.002" in rows["quickstart vs cpu (sgd, no dropout)"]["detail"]
 
 
 def test_spread_names_the_parameters_over_the_tolerance(tmp_path, monkeypatch):
@@ -58,6 +58,6 @@ def test_spread_names_the_parameters_over_the_tolerance(tmp_path, monkeypatch):
     flat = types.SimpleNamespace(names=["a", "b", "c"], params=ps)
     monkeypatch.setattr(runner.Context, "build", lambda cfg, comm: types.SimpleNamespace(flat=flat))
     c = gpucheck.Check("cpu", True, tmp_path)
-    c.weights = torch.tensor([2.0, 0, 0, 0, 0, 0])
+    w = torch.tensor([2.0, 0, 0, 0, 0, 0])
     d = torch.tensor([0, 5e-3, 3e-3, 0, 4e-3, 0])
-    assert gpucheck.spread(c, d, 2e-3) == "|dw| / |w| = 3.54e-03; 3 of 6 values over 0.002: b 2, a 1"
+    assert gpucheck.spread(c, d, w, 2e-3) == "|dw| / |w| = 3.54e-03; 3 of 6 values over 0.002: b 2, a 1"
