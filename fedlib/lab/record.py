@@ -22,7 +22,7 @@ import pandas as pd
 from ..metrics import write_text
 from ..store import REPO_ROOT
 from . import claims
-from .reproduce import NOTEBOOKS, available
+from .books import NOTEBOOKS, available
 
 PAGE = "index.html"
 INJECTED = "injected-parameters"  # papermill's tag on the cell it adds after `parameters`

@@ -27,27 +27,12 @@ from .. import provenance
 from ..metrics import write_json
 from ..store import REPO_ROOT
 from . import disk
+from .books import NOTEBOOKS, PARAMS, available, parameters
 from .sweep import PROGRESS_ENV, TOY_ENV
-
-NOTEBOOKS = REPO_ROOT / "notebooks"
-PARAMS = REPO_ROOT / "params"
-SUMMARY = "99_summary"
 
 
 class NotebookFailed(RuntimeError):
     pass
-
-
-def available(notebooks: Path = NOTEBOOKS) -> list[str]:
-    names = sorted(p.stem for p in notebooks.glob("[0-9][0-9]_*.ipynb"))
-    return [n for n in names if n != SUMMARY] + ([SUMMARY] if SUMMARY in names else [])
-
-
-def parameters(profile: str, name: str, params: Path = PARAMS) -> dict:
-    path = params / profile / f"{name}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no parameters for notebook {name} in profile {profile!r}")
-    return yaml.safe_load(path.read_text()) or {}
 
 
 def execute(src: Path, dest: Path, params: dict) -> None:

@@ -19,8 +19,8 @@ import nbformat
 import yaml
 
 from ..store import REPO_ROOT
+from .books import NOTEBOOKS, PARAMS, available
 from .record import INJECTED
-from .reproduce import NOTEBOOKS, PARAMS, available
 
 RUN_KEYS = ("profile", "out_dir")  # parameters reproduce sets per invocation, not from params/
 
