@@ -35,9 +35,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BERT_BASE = 110_000_000  # floats: bert-base's parameters
-TINY = {"model.name": "bert-base-uncased",
-        "model.overrides": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2,
-                            "intermediate_size": 64, "vocab_size": 4096},
+TINY_SIZES = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
+              "vocab_size": 4096}
+TINY = {"model.name": "bert-base-uncased", "model.overrides": TINY_SIZES,
         "data.max_length": 32, "data.max_train_samples": 64, "data.max_eval_samples": 32,
         "federation.num_clients": 2, "federation.rounds": 2, "client.local_steps": 2, "threads": 1}
 # Device vs CPU and 2 ranks vs 1 compare kernels' sums, so their runs leave out what else differs
@@ -86,7 +86,7 @@ class Check:
 
     def exact_overrides(self, **extra: Any) -> dict[str, Any]:
         """`EXACT`, and the model's dropout off (on top of TINY's sizes with --tiny)."""
-        model = {**(TINY["model.overrides"] if self.tiny else {}), **NO_DROPOUT}  # type: ignore[dict-item]
+        model = {**(TINY_SIZES if self.tiny else {}), **NO_DROPOUT}
         return {**EXACT, "model.overrides": model, **extra}
 
     def quickstart(self, **extra: Any) -> Any:
@@ -123,14 +123,17 @@ def spread(c: Check, d: Any, w: Any, tol: float) -> str:
     from .. import config, runner
     from ..wire.comm import LocalComm
 
+    n_over = int((d.abs() > tol).sum())
+    text = (f"|dw| / |w| = {d.norm().item() / max(w.norm().item(), 1e-30):.2e}; "
+            f"{n_over} of {d.numel()} values over {tol:g}")
+    if not n_over:
+        return text  # nothing to place: no model built for the names
     cfg = config.load(ROOT / "params/quickstart.yaml", c.overrides(device="cpu"))
     flat = runner.Context.build(cfg, LocalComm()).flat
     over = [(int((part.abs() > tol).sum()), name)
             for name, part in zip(flat.names, d.split([p.numel() for p in flat.params]), strict=True)]
     worst = sorted((o for o in over if o[0]), reverse=True)[:3]
-    return (f"|dw| / |w| = {d.norm().item() / max(w.norm().item(), 1e-30):.2e}; "
-            f"{sum(n for n, _ in over)} of {d.numel()} values over {tol:g}"
-            + (": " + ", ".join(f"{name} {n}" for n, name in worst) if worst else ""))
+    return text + ": " + ", ".join(f"{name} {n}" for n, name in worst)
 
 
 def autocast(c: Check) -> list[Row]:
