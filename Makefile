@@ -38,7 +38,7 @@ $(VENV)/.installed-wheel: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mpi-wheel]'
 	touch $@
 
-# torch, numpy and MPI come from the site. fedlib.siteinstall pins the site's torch and numpy,
+# torch, numpy and MPI come from the site. fedlib.hpc.siteinstall pins the site's torch and numpy,
 # relaxes the pins that depend on them, and dry-runs pip first: an install that would replace
 # torch, numpy, triton or nvidia-* stops there with one line naming the conflict.
 $(VENV)/.installed-site: pyproject.toml constraints.txt
@@ -48,7 +48,7 @@ $(VENV)/.installed-site: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	touch $(VENV)/.site
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m fedlib.siteinstall plan --python $(PY) --out $(VENV)/constraints-site.txt
+	$(PY) -m fedlib.hpc.siteinstall plan --python $(PY) --out $(VENV)/constraints-site.txt
 	MPICC="$(MPICC)" $(PY) -m pip install -q --no-cache-dir --no-binary=mpi4py --force-reinstall --no-deps \
 	  "$$(grep -i '^mpi4py==' constraints.txt || echo 'mpi4py>=4')"
 	$(PY) -m pip install -q -c $(VENV)/constraints-site.txt -e '.[dev]'
@@ -60,7 +60,7 @@ install-plan:
 	@[[ "$(MODE)" == site ]] || { echo "DRY_RUN=1 plans a site install: make install SITE=1 DRY_RUN=1" >&2; exit 2; }
 	@py=$$(if [[ -x $(PY) ]]; then echo $(PY); else echo $(PYTHON); fi); \
 	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	  $$py -m fedlib.siteinstall plan --python $$py --out "$$tmp/constraints-site.txt"
+	  $$py -m fedlib.hpc.siteinstall plan --python $$py --out "$$tmp/constraints-site.txt"
 
 $(VENV): $(STAMP)
 
@@ -110,7 +110,7 @@ doctor: $(VENV)
 	$(PY) -m fedlib doctor
 
 docs: $(VENV)
-	$(PY) -m fedlib.docs
+	$(PY) -m fedlib.config.docs
 
 strip: $(VENV)
 	$(VENV)/bin/nbstripout notebooks/*.ipynb

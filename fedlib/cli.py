@@ -14,8 +14,9 @@ import json
 import os
 import sys
 
-from . import config, stop
-from . import launch as launcher
+from . import config
+from .engine import stop
+from .hpc import launcher
 
 
 def _resume_arg(args: argparse.Namespace) -> bool | str:
@@ -31,7 +32,7 @@ def _resume_arg(args: argparse.Namespace) -> bool | str:
 
 def _interrupted(cfg: config.RunConfig) -> str:
     """The one line after Ctrl-C: where the run can continue from."""
-    from . import checkpoint
+    from .record import checkpoint
 
     kept = checkpoint.saved_round(cfg.run_dir)
     if kept is None:
@@ -41,8 +42,8 @@ def _interrupted(cfg: config.RunConfig) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .checkpoint import WriteError
-    from .rundir import RunDirError
+    from .record.checkpoint import WriteError
+    from .record.rundir import RunDirError
     from .runner import comm_for, run
 
     resume = _resume_arg(args)
@@ -84,14 +85,14 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _keys(_: argparse.Namespace) -> int:
-    from .docs import table
+    from .config.docs import table
 
     print(table(), end="")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from .record.export import export_run
 
     print(export_run(args.run_dir, args.out, adapter=args.adapter))
     return 0
@@ -102,7 +103,8 @@ def _replay(args: argparse.Namespace) -> int:
     model against its checkpoint: 0 when they agree within 1e-6, 1 when not."""
     from pathlib import Path
 
-    from . import checkpoint, wallclock
+    from .engine import wall
+    from .record import checkpoint
 
     run_dir = Path(args.run_dir)
     cfg = config.load(run_dir / "config.yaml")
@@ -114,7 +116,7 @@ def _replay(args: argparse.Namespace) -> int:
     log = run_dir / "arrivals.csv"
     if not log.is_file():
         raise FileNotFoundError(f"{log}: missing; a wall-clock run writes it as updates arrive")
-    state = wallclock.replay(cfg, log)
+    state = wall.replay(cfg, log)
     print(f"{run_dir}: replayed {state.round} server steps from {log.name}")
     if not (run_dir / checkpoint.FILE).is_file():
         print("no checkpoint.pt to hold the model against (federation.checkpoint_every: 0)")
@@ -149,8 +151,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .lab import record, stale
-    from .store import REPO_ROOT
+    from .hpc.store import REPO_ROOT
+    from .lab import page, stale
 
     out = Path(args.out_root or REPO_ROOT / "outputs") / args.profile
     if args.check:
@@ -162,9 +164,9 @@ def _record(args: argparse.Namespace) -> int:
     if not (out / "provenance.json").is_file():
         raise FileNotFoundError(f"{out}: no record to render "
                                 f"(run `python -m fedlib reproduce --profile {args.profile}`)")
-    print(record.build(out))
+    print(page.build(out))
     if args.profile == "quick" and args.out_root is None:
-        changed = record.update_readme(out)
+        changed = page.update_readme(out)
         print(f"README.md claims block {'updated' if changed else 'unchanged'}")
     return 0
 
@@ -220,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done, 2 bad input, 3 world-size mismatch, 4 diverged, 74 a write the file
     system refused (disk full, quota), 75 preempted (checkpointed; --resume auto continues),
     130 Ctrl-C; 1 anything else (a bug: the traceback is shown)."""
-    from .checkpoint import WriteError
-    from .rundir import RunDirError
+    from .record.checkpoint import WriteError
+    from .record.rundir import RunDirError
 
     args = parser().parse_args(argv)
     try:

@@ -1,34 +1,8 @@
-"""What a partition looks like: per-client sizes, label histograms and distances to the
-global label distribution, as one DataFrame (its heatmap: fedlib.lab.figures)."""
+"""The old name of the partition heatmap, for notebooks/03 alone: the committed lab record ran it
+before the package was regrouped, and its code must match the source notebook's (`fedlib record
+--check`). The function lives in `fedlib.lab.figures`; this forward goes when the record is next
+made, with 03 importing from there."""
 
-from __future__ import annotations
+from .lab.figures import plot_label_heatmap
 
-from typing import Any
-
-import numpy as np
-import pandas as pd
-
-
-def report(parts: list[np.ndarray], labels: np.ndarray, num_labels: int) -> pd.DataFrame:
-    """One row per client: n, label_<c> counts, tv (total variation) and emd (earth mover's,
-    labels on a line 0..C-1) distance of its label distribution to the global one."""
-    labels = np.asarray(labels)
-    glob = np.bincount(labels, minlength=num_labels) / len(labels)
-    rows = []
-    for cid, idx in enumerate(parts):
-        counts = np.bincount(labels[idx], minlength=num_labels)
-        p = counts / max(counts.sum(), 1)
-        rows.append({"client": cid, "n": int(counts.sum()),
-                     **{f"label_{c}": int(v) for c, v in enumerate(counts)},
-                     "tv": 0.5 * float(np.abs(p - glob).sum()),
-                     "emd": float(np.abs(np.cumsum(p - glob)).sum())})
-    return pd.DataFrame(rows)
-
-
-def __getattr__(name: str) -> Any:
-    """`plot_label_heatmap` lives in fedlib.lab.figures; notebooks/03 still imports it from here."""
-    if name == "plot_label_heatmap":
-        from .lab.figures import plot_label_heatmap
-
-        return plot_label_heatmap
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["plot_label_heatmap"]

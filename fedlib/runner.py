@@ -1,9 +1,9 @@
 """A run: claim its folder, resolve its device, build the round context, resume (or refuse what
 a resume cannot keep), make the privacy mechanism and open the record — once, whatever the
-mode — then hand what was built to the mode's loop: synchronous rounds (fedlib.sync_loop), the
-virtual clock (fedlib.async_loop) or the wall clock (fedlib.wallclock), which share the steps of
-fedlib.lifecycle; when the loop ends, close the record and write its summary. Every rank runs
-this same code; what the run writes goes through its recorder (fedlib.recorder), which writes
+mode — then hand what was built to the mode's loop: synchronous rounds (fedlib.engine.sync), the
+virtual clock (fedlib.engine.virtual) or the wall clock (fedlib.engine.wall), which share the steps of
+fedlib.engine.lifecycle; when the loop ends, close the record and write its summary. Every rank runs
+this same code; what the run writes goes through its recorder (fedlib.record.recorder), which writes
 on rank 0 only.
 """
 
@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import torch
 
-from . import async_loop, config, privacy, provenance, residuals, rundir, stop, sync_loop, wallclock
-from . import device as devices
-from .federated_round import Context
-from .lifecycle import Ending, Scores, due, resumed, score
-from .recorder import Recorder, Result
-from .resume import RESUMABLE
+from . import config, privacy
+from .engine import stop, sync, virtual, wall
+from .engine.context import Context
+from .engine.lifecycle import Ending, Scores, due, resumed, score
+from .hpc import devices
+from .record import provenance, residuals, rundir
+from .record.recorder import Recorder, Result
+from .record.resume import RESUMABLE
 from .strategies import ServerState
 from .wire.comm import Comm, make_comm
 
-# Context, make_comm and the loops' shared steps (fedlib.lifecycle) stay importable from here
+# Context, make_comm and the loops' shared steps (fedlib.engine.lifecycle) stay importable from here
 __all__ = ["RESUMABLE", "Context", "Ending", "Result", "Scores", "comm_for", "due", "make_comm", "resumed",
            "run", "score"]
 
@@ -60,11 +62,11 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
             comm.barrier()
             try:
                 if cfg.federation.mode == "sync":
-                    end = sync_loop.run_rounds(ctx, mech, rec, state, signals)
+                    end = sync.run_rounds(ctx, mech, rec, state, signals)
                 elif cfg.federation.clock == "wall":  # real asynchrony over MPI (it handles its own signals)
-                    end = wallclock.run_wall(ctx, mech, rec, state)
+                    end = wall.run_wall(ctx, mech, rec, state)
                 else:  # fedbuff | fedasync: virtual clock
-                    end = async_loop.run_virtual(ctx, mech, rec, state, signals)
+                    end = virtual.run_virtual(ctx, mech, rec, state, signals)
             finally:
                 rec.close()
             # a diverged run reports the state it kept (perhaps never scored, e.g. round 0): scored

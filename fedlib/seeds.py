@@ -23,7 +23,7 @@ Streams and their ids:
   - ``SAMPLE_NOISE``: DP-SGD's per-step Gaussian noise;
 - ``CLIENT_NOISE`` (round): client-level DP's Gaussian noise on the round's sum;
 - ``DISPATCH`` (dispatch): which client an asynchronous server hands its n-th task
-  (fedlib.async_loop; the task trains with ``CLIENT`` (version + 1, client), like a round).
+  (fedlib.engine.virtual; the task trains with ``CLIENT`` (version + 1, client), like a round).
 
 With ``privacy.secure_noise`` the noise streams take OS entropy instead of the run seed
 (`secure_entropy`), so they cannot be replayed from the config.

@@ -126,7 +126,7 @@ def test_bad_checkpoint_or_rounds_csv_on_resume_names_the_file(tmp_path, capsys)
 def test_divergence_exits_non_zero(tmp_path, capsys, monkeypatch):
     from dataclasses import replace
 
-    from fedlib import federated_round as rounds
+    from fedlib.engine import rounds
     from fedlib.strategies import server_step
 
     monkeypatch.setattr(rounds, "server_step", lambda s, d, c: replace(server_step(s, d, c),
@@ -161,7 +161,7 @@ def test_a_resume_that_runs_nothing_keeps_config_and_start_time(tmp_path, capsys
 
 
 def test_a_moved_folder_resumes_and_a_refusal_lists_every_resumable_key(tmp_path, capsys):
-    from fedlib.resume import RESUMABLE
+    from fedlib.record.resume import RESUMABLE
 
     cfg = _tiny_yaml(tmp_path, name="mv", **{"federation.export": False})
     assert _main(capsys, "run", cfg, "--quiet")[0] == 0
@@ -194,7 +194,8 @@ def test_resume_auto_starts_fresh_or_continues(tmp_path, capsys):
 
 
 def test_resume_after_a_failed_overwrite_says_where_the_checkpoint_is(tmp_path, capsys, monkeypatch):
-    from fedlib import rundir, runner
+    from fedlib import runner
+    from fedlib.record import rundir
 
     cfg = _tiny_yaml(tmp_path, name="ow", **{"federation.export": False})
     assert _main(capsys, "run", cfg, "--quiet")[0] == 0

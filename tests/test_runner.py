@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fedlib import client, config, participation, runner
-from fedlib.metrics import PHASES
+from fedlib import config, runner
+from fedlib.record.metrics import PHASES
+from fedlib.sim import client, participation
 
 
 def _w(cfg):

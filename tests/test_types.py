@@ -5,7 +5,7 @@ passes, and it still sees what it is there for — a call to a method `RunConfig
 import subprocess
 import sys
 
-from fedlib.data import REPO_ROOT
+from fedlib.learn.data import REPO_ROOT
 
 CANARY = '''
 from fedlib import config

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import client, config, runner
+from .. import config, runner
 from ..lab import sweep
+from ..sim import client
 from ..wire.comm import LocalComm
 
 

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import config, participation
+from .. import config
 from ..lab import scaling, sweep, virtual_time
+from ..sim import participation
 from . import common
 
 PROJECTED_RANKS, PROJECTED_K = 96, 10

@@ -31,7 +31,7 @@ def _worker(sizes: list[int], reps: int, device: str) -> None:
     """Under mpiexec -n 2: time allreduce per backend and size; rank 0 prints JSON rows."""
     import torch
 
-    from ..device import resolve
+    from ..hpc.devices import resolve
     from ..wire.comm import MPIComm, synchronize
     from ..wire.torch_comm import TorchComm
 

@@ -11,7 +11,7 @@ one H200: the checks 1-5 take one, the GPU tests the rest).
    against a bare torch loop on the same GPU, as a ratio (minimum of each, as `timeit`);
 5. allreduce at bert-base size (110M floats): NCCL (one rank per GPU: needs 2 GPUs) and MPI
    staged through pinned host memory, 2 ranks, in GB/s;
-6. the GPU tests (tests/test_gpu.py, the simulated GPU paths of the wire): last, since they
+6. the GPU tests (tests/hpc/test_gpu.py, the simulated GPU paths of the wire): last, since they
    launch a dozen 2-rank jobs and a slow one must not cost the rows above.
 
 A line per check as it ends; then one table on stdout and the same rows in
@@ -49,7 +49,7 @@ EXACT = {"client.optimizer": "sgd", "client.lr": 0.05}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 MPI_ROW = "mpi 2 ranks, 1 device (sgd, no dropout)"
 GPU_TESTS_S = 480  # 12 launches of 2 ranks: over 240 s on an H200 with cold caches (2026-12-04)
-RUN_TO_RUN, TO_CPU, MPI_TO_ONE = 1e-5, 2e-3, 1e-5  # tests/test_gpu.py's tolerances
+RUN_TO_RUN, TO_CPU, MPI_TO_ONE = 1e-5, 2e-3, 1e-5  # tests/hpc/test_gpu.py's tolerances
 Row = dict[str, Any]
 
 
@@ -147,7 +147,7 @@ def autocast(c: Check) -> list[Row]:
 
 
 def mpi_shared(c: Check) -> list[Row]:
-    from .. import checkpoint
+    from ..record import checkpoint
     from .common import overrides_args
 
     over = c.overrides(**c.exact_overrides())
@@ -165,7 +165,7 @@ def mpi_shared(c: Check) -> list[Row]:
 def workload_w(c: Check) -> list[Row]:
     """A fedlib round vs the same local steps in a bare loop, same process and device."""
     from .. import config, runner
-    from ..device import resolve, synchronize
+    from ..hpc.devices import resolve, synchronize
     from ..wire.comm import LocalComm
     from .overhead import bare_round
 
@@ -201,7 +201,7 @@ def _allreduce_worker(backends: list[str], device: str, floats: int, reps: int) 
     """Under mpiexec: median seconds of an allreduce per backend; rank 0 prints JSON lines."""
     import torch
 
-    from ..device import resolve
+    from ..hpc.devices import resolve
     from ..wire.comm import MPIComm, synchronize
     from ..wire.torch_comm import TorchComm
 
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", help="cuda (default), or cpu with --tiny: the code paths")
     ap.add_argument("--tiny", action="store_true", help="toy sizes (a 2-layer BERT, 1M-float allreduce)")
     ap.add_argument("--out", default="outputs/gpucheck", help="folder for gpucheck-<UTC time>/gpucheck.csv")
-    ap.add_argument("--tests", nargs="*", default=["tests/test_gpu.py", "tests/test_comm_gpu.py"],
+    ap.add_argument("--tests", nargs="*", default=["tests/hpc/test_gpu.py", "tests/wire/test_comm_gpu.py"],
                     help="pytest targets of check 1 (none: skip it)")
     args = ap.parse_args(argv)
     import torch

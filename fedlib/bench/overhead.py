@@ -18,8 +18,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import client, config, participation, runner, seeds
+from .. import config, runner, seeds
 from ..lab import sweep
+from ..sim import client, participation
 from ..wire.comm import LocalComm
 
 

@@ -30,7 +30,7 @@ def check_client_dp(cfg: RunConfig) -> None:
 
 
 def check_async(cfg: RunConfig) -> None:
-    """What an asynchronous mode (fedlib.async_loop) cannot honour, refused with the reason."""
+    """What an asynchronous mode (fedlib.engine.virtual) cannot honour, refused with the reason."""
     fed, mode = cfg.federation, cfg.federation.mode
     _require(cfg.concurrency <= fed.num_clients, "federation.concurrency",
              f"is {cfg.concurrency} but there are only {fed.num_clients} clients")
@@ -54,7 +54,7 @@ def check_async(cfg: RunConfig) -> None:
 
 
 def check_wall(cfg: RunConfig) -> None:
-    """The wall clock (fedlib.wallclock) is real asynchrony between an asynchronous server and
+    """The wall clock (fedlib.engine.wall) is real asynchrony between an asynchronous server and
     its worker ranks: it needs an async mode, talks over MPI point to point, and has no
     collective in its loop to gather DP-SGD's spending. `emulate_speed` sleeps on that clock
     only (the virtual clock already counts the speed factor). How many ranks run is a run-time

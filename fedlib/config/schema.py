@@ -222,7 +222,7 @@ class PartitionConfig:
 
 @dataclass(frozen=True)
 class ParticipationConfig:
-    """Dropout and stragglers among the clients sampled in a round (see fedlib.participation)."""
+    """Dropout and stragglers among the clients sampled in a round (see fedlib.sim.participation)."""
 
     dropout: float = 0.0  # probability a sampled client drops out (its update is lost)
     dropout_when: Literal["before", "mid"] = "before"  # before training, or after part of its steps

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from ..store import REPO_ROOT
+from ..hpc.store import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 PARAMS = REPO_ROOT / "params"

@@ -21,7 +21,7 @@ from .. import config
 
 FLOAT = 4  # bytes per stored weight
 MOMENTS = {"fedavg": 0, "fedprox": 0, "fedavgm": 1, "fedadam": 2, "fedyogi": 2, "fedadagrad": 2}
-# Measured on this repository's runs (a tiny BERT and MiniLM; tests/test_lab_disk.py checks them):
+# Measured on this repository's runs (a tiny BERT and MiniLM; tests/lab/test_disk.py checks them):
 ROUND_ROW, CLIENT_ROW, PARTITION_ROW = 450, 80, 60  # bytes per CSV row
 FIXED = 4_000  # config.yaml, summary.json with provenance, CSV headers
 TOKENIZER = 750_000  # tokenizer.json + configs of an exported model folder (MiniLM: 713 kB)
@@ -30,7 +30,7 @@ TOKENIZER = 750_000  # tokenizer.json + configs of an exported model folder (Min
 def run_bytes(cfg: config.RunConfig, params: int, trainable: int | None = None) -> int:
     """Bytes `cfg`'s run folder holds when it ends (see the module docstring). `params`: the
     model's parameter count; `trainable`: what travels and is checkpointed (default: all)."""
-    from ..models import locate
+    from ..learn.models import locate
 
     fed = cfg.federation
     trainable = params if trainable is None else trainable
@@ -76,7 +76,7 @@ def param_count(name: str, overrides: dict | None = None) -> int:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from ..models import PRESETS, locate, preset_config
+    from ..learn.models import PRESETS, locate, preset_config
 
     base = name.rsplit("/", 1)[-1]
     spec = locate(base if base in PRESETS and not Path(name).is_dir() else name)

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..metrics import PHASES
-from ..store import REPO_ROOT
+from ..hpc.store import REPO_ROOT
+from ..record.metrics import PHASES
 from . import stats
 
 SHOWN = ("compute", "pack", "comm", "wait", "aggregate", "eval", "checkpoint", "other")
@@ -147,7 +147,7 @@ def run_dirs(runs: pd.DataFrame, root: str | Path) -> list[Path]:
 
 def plot_label_heatmap(rep: pd.DataFrame, label_names: list[str] | None = None, ax: Any = None) -> Any:
     """Clients × labels heatmap of sample counts (seaborn) from a partition report
-    (fedlib.partition_report.report, partition.csv); returns the axes."""
+    (fedlib.sim.partition_report.report, partition.csv); returns the axes."""
     import seaborn as sns
 
     cols = [c for c in rep.columns if c.startswith("label_")]

@@ -23,9 +23,9 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from .. import provenance
-from ..metrics import write_json
-from ..store import REPO_ROOT
+from ..hpc.store import REPO_ROOT
+from ..record import provenance
+from ..record.metrics import write_json
 from . import disk
 from .books import NOTEBOOKS, PARAMS, available, parameters
 from .sweep import PROGRESS_ENV, TOY_ENV
@@ -91,7 +91,7 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
                                                  "disk_bytes": wrote})
     print(f"reproduce ({profile}): wrote {disk.human(wrote)} into {out} "
           f"({len(rows)} notebooks, {sum(r['seconds'] for r in rows) / 60:.1f} min)", flush=True)
-    from .record import build  # the one-page record of everything `out` now holds
+    from .page import build  # the one-page record of everything `out` now holds
 
     build(out, notebooks)
     return pd.DataFrame(rows)
@@ -103,7 +103,7 @@ OUT = "<out>"  # in a profile's values: the absolute output folder (tiny checkpo
 
 def prepare(profile: str, params: Path, out: Path) -> dict:
     """A toy profile: build its tiny local checkpoints (`tiny_checkpoints`: families, laid out as
-    the study's models ship; tests/tiny_checkpoints.py, so from a repository checkout) into
+    the study's models ship: fedlib.learn.tiny) into
     `<out>/models/<family>` once, and return its `overrides` for every sweep (`sweep.TOY_ENV`)."""
     path = params / profile / TOY
     if not path.is_file():
@@ -111,9 +111,7 @@ def prepare(profile: str, params: Path, out: Path) -> dict:
     spec = yaml.safe_load(path.read_text()) or {}
     families = spec.get("tiny_checkpoints", [])
     if families:
-        import importlib
-
-        tc = importlib.import_module("tests.tiny_checkpoints")  # the repository's test helpers
+        from ..learn import tiny as tc
         models = out / "models"
         vocab = {"bert": lambda: tc.wordpiece_vocab(models / "_wordpiece"),
                  "albert": lambda: tc.sentencepiece_model(models / "_sentencepiece")}

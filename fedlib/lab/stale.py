@@ -18,9 +18,9 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from ..store import REPO_ROOT
+from ..hpc.store import REPO_ROOT
 from .books import NOTEBOOKS, PARAMS, available
-from .record import INJECTED
+from .page import INJECTED
 
 RUN_KEYS = ("profile", "out_dir")  # parameters reproduce sets per invocation, not from params/
 

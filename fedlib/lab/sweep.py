@@ -16,9 +16,10 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .. import config, data, runner
-from ..metrics import PHASES
-from ..store import atomic_write
+from .. import config, runner
+from ..hpc.store import atomic_write
+from ..learn import data
+from ..record.metrics import PHASES
 
 RunFn = Callable[[config.RunConfig], runner.Result]
 
@@ -138,7 +139,7 @@ def check_export(export: Export, entries: int) -> None:
 
 def wants_export(export: Export, entry: int, cfg: config.RunConfig) -> bool:
     """Whether this run exports. A random-init preset never does: its weights only time things."""
-    from ..models import locate
+    from ..learn.models import locate
 
     if locate(cfg.model.name).kind == "preset":
         return False
@@ -149,7 +150,7 @@ def wants_export(export: Export, entry: int, cfg: config.RunConfig) -> bool:
 
 def exported(cfg: config.RunConfig) -> str | None:
     """The run's exported model folder, or None (not asked, or the run could not export)."""
-    from ..export import FOLDER
+    from ..record.export import FOLDER
 
     folder = cfg.run_dir / FOLDER
     return str(folder) if cfg.federation.export and folder.is_dir() else None

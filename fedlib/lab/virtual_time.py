@@ -1,5 +1,5 @@
 """Learning curves on the virtual clock, so that synchronous and asynchronous runs compare in
-the same simulated time (local steps of a speed-1 client; see fedlib.vclock).
+the same simulated time (local steps of a speed-1 client; see fedlib.sim.vclock).
 
 An async run records `virtual_s` per server step. A synchronous round lasts until its slowest
 kept client: max over its clients of speed × steps, from clients.csv — the same speed draws

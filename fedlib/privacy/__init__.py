@@ -5,7 +5,7 @@ the mode; `none` leaves everything as it is.
 
 - ``sample``: DP-SGD on every client with Opacus (fedlib.privacy.dpsgd);
 - ``client``: DP-FedAvg, clip each update, Gaussian noise on the sum (fedlib.privacy.client_level);
-  clients are Poisson-sampled (fedlib.participation.sample_clients), as its accountant assumes.
+  clients are Poisson-sampled (fedlib.sim.participation.sample_clients), as its accountant assumes.
 
 ε always comes from an Opacus accountant over the history of what each round actually used,
 kept in ``ServerState.extra`` (so it is checkpointed and composes across resumes).
@@ -25,7 +25,7 @@ from ..config import RunConfig
 from .mechanism import Mechanism
 
 if TYPE_CHECKING:
-    from ..data import TextSplit
+    from ..learn.data import TextSplit
     from ..wire.comm import Comm
 
 __all__ = ["Mechanism", "make"]

@@ -1,7 +1,7 @@
 """Client-level DP-FedAvg (McMahan et al. 2018).
 
 - Sampling: each client joins a round independently with probability q = m / num_clients
-  (Poisson sampling, fedlib.participation.sample_clients), the sampling Opacus' RDP/PRV
+  (Poisson sampling, fedlib.sim.participation.sample_clients), the sampling Opacus' RDP/PRV
   accountants assume; the number of clients varies per round.
 - Each client's update is clipped to L2 norm C and weighted 1; the sum over the round gets
   Gaussian noise N(0, (σC)²) once, after the cross-rank reduce, from a generator seeded by
@@ -31,7 +31,7 @@ from . import accounting
 from .mechanism import Mechanism
 
 if TYPE_CHECKING:
-    from ..participation import Fate
+    from ..sim.participation import Fate
     from ..strategies import ServerState
     from ..wire.comm import Comm
     from ..wire.flat import FlatParams

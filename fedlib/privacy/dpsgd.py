@@ -29,9 +29,11 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
-from .. import client, device, participation, seeds
+from .. import seeds
 from ..config import ClientConfig, ConfigError, RunConfig
+from ..hpc import devices
 from ..seeds import Stream
+from ..sim import client, participation
 from . import accounting
 from .mechanism import Mechanism
 
@@ -39,7 +41,7 @@ from .mechanism import Mechanism
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
 
 if TYPE_CHECKING:
-    from ..data import TextSplit
+    from ..learn.data import TextSplit
     from ..strategies import ServerState
     from ..wire.comm import Comm
 
@@ -121,8 +123,8 @@ class SampleLevel(Mechanism):
         dropout_seed = seeds.seed(seed, Stream.DROPOUT)
         noise_seed = secrets.randbits(64) if self.p.secure_noise else seeds.seed(seed, Stream.SAMPLE_NOISE)
         dev = client.device_of(model)
-        device.seed_dropout(dev, dropout_seed)  # dropout masks
-        noise = device.generator(dev, noise_seed)  # drawn on dev
+        devices.seed_dropout(dev, dropout_seed)  # dropout masks
+        noise = devices.generator(dev, noise_seed)  # drawn on dev
         params = [p for p in model.parameters() if p.requires_grad]
         opt = DPOptimizer(client.make_optimizer(params, replace(cfg, max_grad_norm=None)),
                           noise_multiplier=sigma, max_grad_norm=self.p.max_grad_norm,

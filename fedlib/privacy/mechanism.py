@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .. import client
 from ..config import ClientConfig
+from ..sim import client
 
 if TYPE_CHECKING:
-    from ..data import TextSplit
-    from ..participation import Fate
+    from ..learn.data import TextSplit
+    from ..sim.participation import Fate
     from ..strategies import ServerState
     from ..wire.aggregate import Aggregate
     from ..wire.comm import Comm

@@ -6,10 +6,9 @@ import torch
 
 from ..config import StrategyConfig
 from . import adaptive, fedavg, fedavgm
-from .fedavg import weighted_average
 from .state import ServerState
 
-__all__ = ["ServerState", "server_step", "weighted_average"]
+__all__ = ["ServerState", "server_step"]
 
 
 def server_step(state: ServerState, delta: torch.Tensor, cfg: StrategyConfig) -> ServerState:

@@ -1,7 +1,7 @@
 """Reduced-precision payloads: a client's update is rounded to bf16/fp16 for the wire and
 summed in fp32 on arrival. With error feedback each client keeps what rounding lost and adds
 it to its next update, so over rounds the decoded updates sum to the true ones (up to the last
-residual). The residuals are server state, kept by `fedlib.residuals.ResidualStore`.
+residual). The residuals are server state, kept by `fedlib.record.residuals.ResidualStore`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from ..residuals import ResidualStore  # the server-state side: beside the checkpoint
+    from ..record.residuals import ResidualStore  # the server-state side: beside the checkpoint
     from .aggregate import Update
 
 PAYLOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

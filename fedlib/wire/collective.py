@@ -8,7 +8,7 @@ the partial sums stay fp32 on the wire.
 as Σ w_k·x_k with the shared −(Σ w_k)·g settled every `SETTLE_EVERY` clients: one pass over the
 trainable vector per client instead of two. Settling in small groups keeps the running sum near
 the size of a few clients' weights: its rounding error is ~4× that of subtracting g per client,
-still far below the fp32 rounding of one client's own weights (tests/test_flat.py). A round-long
+still far below the fp32 rounding of one client's own weights (tests/wire/test_flat.py). A round-long
 running sum would be ~500× worse. It cut the per-client overhead of `bench scale` (top 2 layers,
 1,000 clients, back-to-back runs) from 0.11 to 0.085 of compute on 1 rank and from 0.155 to 0.10
 on 2.

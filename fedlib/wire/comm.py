@@ -1,8 +1,8 @@
 """The one communication interface the algorithms see: rank, size and a few collectives on
 flat torch tensors, wherever they live. `LocalComm` is one process; `MPIComm` wraps mpi4py;
 `TorchComm` (fedlib.wire.torch_comm) wraps torch.distributed. The learning core never imports
-mpi4py or torch.distributed; besides these two backends only the diagnostics (fedlib.doctor,
-fedlib.provenance) ask them what they see.
+mpi4py or torch.distributed; besides these two backends only the diagnostics (fedlib.doctor.report,
+fedlib.record.provenance) ask them what they see.
 
 Every call counts the bytes it hands to the network (summed over ranks by the caller), so the
 per-round instrumentation does not depend on which implementation runs; and the seconds spent
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # importing this module stays light: no torch until a buffer arrives
     import torch
 
-from .. import launch as launcher
+from ..hpc import launcher
 from .staging import _DEFAULT_CHUNK, Staging, chunks, synchronize
 
 __all__ = ["LAUNCH_ENV", "Comm", "LocalComm", "MPIComm", "Staging", "chunks", "make_comm", "synchronize"]

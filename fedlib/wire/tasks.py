@@ -1,5 +1,5 @@
 """Tasks and updates between the asynchronous server (rank 0) and its worker ranks, point to
-point (federation.clock: wall; fedlib.wallclock).
+point (federation.clock: wall; fedlib.engine.wall).
 
 A task is a small header — dispatch index, client, version, speed factor — followed by that
 version's weights only when the worker does not hold them yet. An update is a header — loss,
@@ -48,7 +48,7 @@ class Done:
     sleep_s: float  # participation.emulate_speed
     idle_s: float  # the worker's wait for this task
     bytes_sent: int  # by the worker, for this update
-    signal: int = 0  # 1 + the index in fedlib.stop.SIGNALS of a signal the worker received, else 0
+    signal: int = 0  # 1 + the index in fedlib.engine.stop.SIGNALS of a signal the worker received, else 0
 
 
 # (task, base weights) -> (payload, loss, compute seconds, slept seconds)

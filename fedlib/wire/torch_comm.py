@@ -35,9 +35,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional  # noqa: F401  (before the group exists: see TorchComm.close)
 
-from .. import device as devices
-from .. import launch as launcher
 from ..config.errors import ConfigError
+from ..hpc import launcher, vendor
 from .staging import _DEFAULT_CHUNK, Staging, chunks
 
 _SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's IPv4 address
@@ -134,7 +133,7 @@ class TorchComm:
         self.device = torch.device("cpu") if device is None else torch.device(device)
         self.rank, self.size, self._mpi = _world()
         self.backend = _backend(self.device)
-        devices.prepare_backend(self.backend)  # ccl exists once oneCCL's bindings are imported
+        vendor.prepare_backend(self.backend)  # ccl exists once oneCCL's bindings are imported
         extra: dict[str, Any] = {}
         if self.backend == "nccl":
             check_gpu_ranks(self.backend, launcher.local_size(self.size), torch.cuda.device_count())

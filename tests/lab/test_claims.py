@@ -1,0 +1,275 @@
+"""fedlib.lab.claims on synthetic tables with verdicts and intervals computed by hand: symmetric
+non-inferiority on the CI of the (paired) difference, stratified pooling, the power note, the
+columns that say what produced a row; the communication claims (`comm_claims`) as equivalence
+tests."""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import t as student
+
+from fedlib.lab import claims, comm_claims
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _runs(groups, **const):
+    """One row per (settings, accuracy) value, seeds 0..k-1 within each group."""
+    rows = []
+    for settings, accs in groups:
+        rows += [{**const, **settings, "seed": i, "accuracy": a} for i, a in enumerate(accs)]
+    return pd.DataFrame(rows)
+
+
+BASE = {"majority_rate": 0.57, "rounds": 5, "trainable": "full", "model": "minilm"}
+T2 = 4.302653  # t(0.975, 2)
+
+
+def _drop(ref, test, **const):
+    df = _runs([({"participation.dropout": 0.0}, ref), ({"participation.dropout": 0.2}, test)],
+               clients=8, **BASE, **const)
+    return claims.dropout_claims(df)[0]  # p=0.2 (p=0.5: not run)
+
+
+def test_dropout_holds_and_fails_on_the_paired_difference():
+    df = _runs([({"participation.dropout": 0.0}, [0.80, 0.81, 0.82]),
+                ({"participation.dropout": 0.2}, [0.80, 0.805, 0.81]),   # drop 0.005
+                ({"participation.dropout": 0.5}, [0.60, 0.61, 0.62])],   # drop 0.2, every seed
+               clients=8, **BASE)
+    t = claims.table({"dropout": df}).set_index("claim")
+    assert t.loc["accuracy non-inferior under dropout p=0.2 vs none", "verdict"] == claims.HOLDS
+    row = t.loc["accuracy non-inferior under dropout p=0.5 vs none"]
+    assert row["verdict"] == claims.FAILS and row["tolerance"] == "Δ accuracy ≥ −0.03"
+    # paired: the three differences are all -0.2 (sd 0): a zero-width interval at -0.2
+    assert row["effect"] == pytest.approx(-0.2) and row["ci_high"] == pytest.approx(-0.2)
+    assert "paired over seeds" in row["measure"] and row["n"] == 3
+    assert row["budget"] == "8 clients, 5 rounds, full, 3 seeds" and row["seeds_x_strata"] == "3 × 1"
+
+
+def test_a_wide_ci_entirely_beyond_the_margin_does_not_hold():
+    """Drop 0.11, CI [-0.185, -0.036]: all below -0.03, so it does not hold (the intervals of
+    the two arms overlap, which said "not resolved" before)."""
+    row = _drop([0.80, 0.85, 0.90], [0.72, 0.74, 0.76])  # differences -0.08, -0.11, -0.14 (sd 0.03)
+    half = T2 * 0.03 / math.sqrt(3)
+    assert row["effect"] == pytest.approx(-0.11) and row["ci_high"] == pytest.approx(-0.11 + half)
+    assert row["verdict"] == claims.FAILS and "sd of one seed's difference 0.03" in row["note"]
+
+
+def test_a_ci_across_the_margin_is_not_resolved_and_says_how_many_seeds_would_resolve_it():
+    """Drop 0.032 whose arms' intervals separate: the CI of the difference [-0.054, -0.010]
+    straddles -0.03, so it is not resolved (it "did not hold" before)."""
+    row = _drop([0.705, 0.706, 0.707], [0.664, 0.674, 0.684])  # differences -0.041, -0.032, -0.023
+    half = T2 * 0.009 / math.sqrt(3)
+    assert row["effect"] == pytest.approx(-0.032) and row["ci_low"] == pytest.approx(-0.032 - half)
+    assert row["verdict"] == claims.OPEN
+
+    def se_ok(n):  # 80 % power for a true effect 0.002 from the margin at sd 0.009
+        return (student.ppf(0.975, n - 1) + student.ppf(0.8, n - 1)) * 0.009 / math.sqrt(n) <= 0.002
+    n = next(n for n in range(2, 1000) if se_ok(n))
+    assert n > 100 and f"~{n} seeds per stratum would resolve it" in row["note"], row["note"]
+
+
+def test_arms_without_shared_seeds_fall_back_to_welch():
+    df = _runs([({"participation.dropout": 0.0}, [1.0, 2.0, 3.0])], clients=8, **BASE)
+    test = _runs([({"participation.dropout": 0.2}, [4.0, 5.0, 6.0])], clients=8, **BASE)
+    test = test.assign(seed=[7, 8, 9])
+    row = claims.dropout_claims(pd.concat([df, test]).assign(majority_rate=0.0))[0]
+    assert "Welch" in row["measure"] and row["effect"] == 3.0
+    assert row["ci_high"] - row["effect"] == pytest.approx(2.776445 * math.sqrt(2 / 3), abs=1e-5)
+
+
+def test_strata_are_combined_not_pooled_as_seeds():
+    """Two algorithms × 3 seeds: per-stratum paired differences (-0.01, -0.02, -0.03) and
+    (0, 0.02, 0.01): effect -0.005, pooled s 0.01 on 4 dof, half = t(0.975, 4) · 0.01·√(2/3)/2."""
+    df = pd.concat([
+        _runs([({"participation.dropout": 0.0}, [0.80, 0.81, 0.82]),
+               ({"participation.dropout": 0.2}, [0.79] * 3)], algorithm="fedavg", clients=8, **BASE),
+        _runs([({"participation.dropout": 0.0}, [0.70] * 3),
+               ({"participation.dropout": 0.2}, [0.70, 0.72, 0.71])],
+              algorithm="fedprox", clients=8, **BASE)])
+    row = claims.dropout_claims(df)[0]
+    assert row["n"] == 6 and row["seeds_x_strata"] == "3 × 2" and "mean of 2 strata" in row["measure"]
+    assert row["effect"] == pytest.approx(-0.005)
+    assert row["ci_high"] - row["effect"] == pytest.approx(2.776445 * 0.01 * math.sqrt(2 / 3) / 2, abs=1e-6)
+
+
+def test_one_seed_or_a_reference_that_does_not_learn_is_not_resolved():
+    one = _runs([({"participation.dropout": 0.0}, [0.8]), ({"participation.dropout": 0.5}, [0.5])],
+                clients=8, **BASE)
+    assert {r["verdict"] for r in claims.dropout_claims(one)} == {claims.OPEN}
+    stuck = _runs([({"clients": 2}, [0.57, 0.57, 0.57]), ({"clients": 16}, [0.57, 0.57, 0.57])], **BASE)
+    (row,) = claims.clients_claims(stuck)
+    assert row["verdict"] == claims.OPEN and "does not learn" in row["note"]
+    assert row["claim"] == "accuracy non-inferior at 16 vs 2 clients (minilm)"
+
+
+def test_privacy_rows_name_epsilon_delta_and_what_produced_them():
+    head = {**BASE, "trainable": "head", "cached_features": True, "data": "mag", "eval_examples": 200,
+            "eval_split_size": 5000, "prov_git_commit": "0123456789abcdef", "prov_git_dirty": False}
+    df = pd.concat([
+        _runs([({}, [0.80, 0.81, 0.82])], **head, clients=8),
+        _runs([({"privacy.mode": "client", "privacy.target_epsilon": 8.0, "delta": 1e-5},
+                [0.80, 0.81, 0.815])], **head, clients=8),
+        _runs([({}, [0.60, 0.60, 0.61])], **BASE, clients=8),  # another trainable part: not the reference
+    ])
+    t = claims.table({"privacy": df}, profile="quick").set_index("claim")
+    row = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05) vs non-private"]
+    assert row["verdict"] == claims.HOLDS
+    assert (row["profile"], row["model"], row["data"], row["trainable"], row["cached_features"]) == (
+        "quick", "minilm", "mag", "head", "True")
+    assert (row["clients"], row["rounds"], row["eval_examples"], row["delta"], row["git_commit"]) == (
+        "8", "5", "200 of 5000", "1e-05", "0123456789")
+    assert "not run" in t.loc["accuracy non-inferior under DP-SGD (ε=2, δ=?) vs non-private", "note"]
+    assert set(claims.COLUMNS) <= set(claims.show(t.reset_index()).columns) | {"effect", "ci_low", "ci_high"}
+
+
+def test_missing_notebooks_leave_their_claims_unresolved():
+    t = claims.table({})
+    assert len(t) == len(claims.CHECKS) and set(t["verdict"]) == {claims.OPEN}
+
+
+def test_budget_lists_client_counts_in_numeric_order():
+    df = _runs([({"clients": c}, [0.8]) for c in (12, 2, 6)], **BASE)
+    assert claims.budget(df) == "2/6/12 clients, 5 rounds, full, 1 seed"
+
+
+def test_no_overlap_or_separation_rule_in_code_or_prose():
+    texts = {p: p.read_text() for p in [ROOT / "fedlib/lab/claims.py", ROOT / "fedlib/lab/stats.py",
+                                        ROOT / "fedlib/lab/comm_claims.py", ROOT / "README.md"]}
+    for nb in ("02_accuracy_vs_clients", "03_heterogeneity", "05_privacy"):
+        import nbformat
+        cells = nbformat.read(ROOT / "notebooks" / f"{nb}.ipynb", as_version=4).cells
+        texts[nb] = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    for name, text in texts.items():
+        hits = re.findall(r"[^\n]*intervals? (?:overlap|separat)[^\n]*|[^\n]*stats\.differs[^\n]*", text)
+        assert not hits, f"{name}: {hits}"
+
+
+# ---- communication: points per (clients, seed), as 01 writes them --------------------------------
+
+def _comm(curve, aggregation="p2p", clients=(2, 6, 12), seeds=(0, 1), noise=0.002, model="big", gb=0.4):
+    rows = []
+    for s in seeds:
+        for i, n in enumerate(clients):
+            y = curve(n) + noise * (-1) ** (s + i)
+            rows.append({"model": model, "aggregation": aggregation, "clients": n, "seed": s, "rounds": 4,
+                         "payload_bytes": gb * 1e9, "comm_s": y, "comm_wait_s": y + 0.05,
+                         "trainable": "full"})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("curve,verdict,word", [
+    (lambda n: 0.01 + 0.05 * n, claims.HOLDS, "a line"),
+    (lambda n: 0.01 * n**2, claims.FAILS, "a curve"),         # R² 0.99: a line by the old rule
+    (lambda n: 0.5 * math.sqrt(n), claims.FAILS, "a curve"),
+    (lambda n: 0.30 + 0.001 * n, claims.FAILS, "flat"),
+])
+def test_linear_in_clients_tests_the_quadratic_term(curve, verdict, word):
+    row = comm_claims.linear("p2p", _comm(curve))
+    assert row["verdict"] == verdict and word in row["note"], (row["effect"], row["ci_low"], row["ci_high"])
+    assert row["seeds_x_strata"] == "2 × 1" and row["n"] == 6
+
+
+def test_collective_independent_of_clients_is_an_equivalence_claim():
+    flat = _comm(lambda n: 0.3, "collective", noise=0.01)
+    grows = _comm(lambda n: 0.1 + 0.05 * n, "collective")
+    both = pd.concat([flat, _comm(lambda n: 0.05 * n)], ignore_index=True)
+    t = {r["claim"]: r for r in comm_claims.comm_claims(both)}
+    row = t["collective comm time independent of clients (big)"]
+    # slope 0 ± its CI over a span of 10 clients, as a fraction of the mean 0.3: inside ±0.2
+    assert row["verdict"] == claims.HOLDS and abs(row["effect"]) < 1e-9 and row["ci_high"] < 0.2
+    assert t["p2p star comm time linear in clients (big)"]["verdict"] == claims.HOLDS
+    assert comm_claims.flat("c", grows)["verdict"] == claims.FAILS
+
+
+def test_proportional_to_model_size_needs_the_log_log_slope_near_one():
+    def sizes(power, noise=0.01):  # 3 models x 3 seeds at 12 clients; seed s scales by 1 + noise·(s − 1)
+        return pd.concat([_comm(lambda n, gb=gb: gb**power, clients=(12,), seeds=(s,), noise=0, model=m,
+                                gb=gb)
+                          .assign(comm_s=lambda d, s=s: d["comm_s"] * (1 + noise * (s - 1)))
+                          for m, gb in (("s", 0.05), ("m", 0.2), ("b", 0.4)) for s in (0, 1, 2)],
+                         ignore_index=True)
+    assert comm_claims.proportional("x", sizes(1.0))["verdict"] == claims.HOLDS
+    half = comm_claims.proportional("x", sizes(0.5))  # positive slope, R² 1: "holds" by the old rule
+    assert half["verdict"] == claims.FAILS and half["effect"] == pytest.approx(0.5, abs=0.02)
+    assert comm_claims.proportional("x", sizes(1.0, noise=0.5))["verdict"] == claims.OPEN
+
+
+def test_sync_share_states_the_workload_and_its_compute_to_comm_ratio():
+    rows = [{"strategy": s, "clients": 16, "seed": i, "pack_s": 0.1, "comm_s": c, "wait_s": 0.1,
+             "aggregate_s": 0.0, "round_s": 1.0, "compute_s": 0.2, "local_steps": 1, "batch_size": 2,
+             "max_length": 16, "rounds": 3, "trainable": "full"}
+            for s, cs in (("collective (baseline)", (0.1, 0.12, 0.11)), ("p2p star", (0.6, 0.62, 0.61)))
+            for i, c in enumerate(cs)]
+    s = {r["claim"]: r for r in claims.comm_claims.sync_claims(pd.DataFrame(rows))}
+    col = s["comm + sync dominate the round at this workload (collective (baseline))"]
+    assert col["verdict"] == claims.FAILS
+    assert "workload 1 local steps × batch 2 × 16 tokens, compute/comm 1.82" in col["budget"]  # 0.2 / 0.11
+    assert s["comm + sync dominate the round at this workload (p2p star)"]["verdict"] == claims.HOLDS
+
+
+def test_tolerance_table_gives_every_margin_a_reason():
+    t = claims.TOLERANCES
+    assert {"accuracy", "flat", "curvature", "size", "sync"} <= set(t)
+    assert all(len(v.reason) > 40 for v in t.values())
+    assert (t["size"].lo, t["size"].hi) == (0.8, 1.25) and np.isclose(1 / 0.8, 1.25)
+
+
+def test_readme_states_every_tolerance_with_its_reason():
+    readme = (ROOT / "README.md").read_text()
+    for t in claims.TOLERANCES.values():
+        assert t.text in readme and t.reason in readme
+
+
+def test_privacy_claims_split_by_trainable_part_never_pooled():
+    """Head and full fine-tuning at the same ε are two claims, each against its own reference."""
+    dp = {"privacy.mode": "client", "privacy.target_epsilon": 8.0, "delta": 1e-5}
+    df = pd.concat([
+        _runs([({}, [0.80, 0.81, 0.82])], **{**BASE, "trainable": "head"}, clients=8),
+        _runs([(dp, [0.80, 0.81, 0.815])], **{**BASE, "trainable": "head"}, clients=8),
+        _runs([({}, [0.90, 0.91, 0.92])], **BASE, clients=8),
+        _runs([(dp, [0.70, 0.71, 0.72])], **BASE, clients=8),
+    ])
+    t = claims.table({"privacy": df}).set_index("claim")
+    head = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05, head) vs non-private"]
+    full = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05, full) vs non-private"]
+    assert head["verdict"] == claims.HOLDS and head["effect"] == pytest.approx(-0.005 / 3)
+    assert full["verdict"] == claims.FAILS and full["effect"] == pytest.approx(-0.2) and full["n"] == 3
+
+
+def _async(ratios, sync_acc=(0.80, 0.81, 0.82), acc=(0.80, 0.81, 0.82), virtual=(100.0, 100.0, 100.0)):
+    """08_async's runs merged with its per-seed columns: a sync arm (ratio 1) and one FedBuff arm."""
+    rows = [{**BASE, "clients": 32, "arm": "sync FedAvg", "seed": s, "accuracy": a, "time_ratio": 1.0,
+             "virtual_s": 200.0} for s, a in enumerate(sync_acc)]
+    rows += [{**BASE, "clients": 32, "arm": "FedBuff K=2", "seed": s, "accuracy": a, "time_ratio": r,
+              "virtual_s": v} for s, (a, r, v) in enumerate(zip(acc, ratios, virtual, strict=True))]
+    return claims.table({"async": pd.DataFrame(rows)}).set_index("claim")
+
+
+TIME = "FedBuff K=2 reaches sync FedAvg's final accuracy in less virtual time"
+ACC = "accuracy of FedBuff K=2 at sync FedAvg's virtual time non-inferior to sync's"
+
+
+def test_async_time_ratio_is_a_superiority_claim_on_the_paired_ratio():
+    t = _async([0.4, 0.5, 0.6])  # mean 0.5, sd 0.1: CI 0.5 ± 4.303·0.1/√3 = [0.2516, 0.7484]
+    row = t.loc[TIME]
+    assert row["verdict"] == claims.HOLDS and row["effect"] == pytest.approx(0.5)
+    assert row["ci_high"] == pytest.approx(0.5 + T2 * 0.1 / math.sqrt(3))
+    assert row["tolerance"] == "time ratio < 1" and row["n"] == 3
+    assert t.loc[ACC, "verdict"] == claims.HOLDS and t.loc[ACC, "effect"] == pytest.approx(0.0)
+    assert _async([1.2, 1.3, 1.4]).loc[TIME, "verdict"] == claims.FAILS
+    assert _async([0.5, 1.0, 1.5]).loc[TIME, "verdict"] == claims.OPEN  # CI straddles 1
+
+
+def test_a_seed_that_never_reaches_the_target_counts_at_its_lower_bound_and_cannot_hold():
+    # seed 2 never reached sync's accuracy: its ratio is at least 100/200 = 0.5 (its run / sync's run)
+    row = _async([0.4, 0.5, float("inf")]).loc[TIME]
+    assert row["effect"] == pytest.approx((0.4 + 0.5 + 0.5) / 3)
+    assert row["verdict"] == claims.OPEN and "1 of 3 seeds never reached it" in row["note"]
+    # lower bounds already at or above 1: slower whatever the true ratio
+    slow = _async([1.5, 1.6, float("inf")], virtual=(300.0, 320.0, 340.0)).loc[TIME]
+    assert slow["effect"] == pytest.approx((1.5 + 1.6 + 1.7) / 3) and slow["verdict"] == claims.FAILS
