@@ -6,15 +6,29 @@ Accuracy claims are one-sided non-inferiority tests of "test arm − reference a
 trainable part, clients and rounds) against the margin −0.03:
 - holds: the CI of the effect lies entirely at or above −0.03;
 - does not hold: the CI lies entirely below −0.03;
-- not resolved at this budget: the CI straddles −0.03 (the note says how many seeds per stratum
-  would resolve it at the observed effect and spread, 80 % power), one seed, or a reference that
-  does not learn (its CI reaches the majority-class rate: a model that predicts one class is
-  trivially "stable").
+- not resolved at this budget: the CI straddles −0.03, one seed, or a reference that does not
+  learn (its CI reaches the majority-class rate: a model that predicts one class is trivially
+  "stable").
 The effect is the paired difference over seeds where both arms ran the same seeds (seed s gives
 the same initial weights and partition in both), else Welch's; the measure column says which.
 Runs are grouped into strata by (model, algorithm, partition) — the claim's own axis excluded —
 and the strata are combined (`stats.stratified`: mean of the per-stratum effects, pooled-variance
-interval), so n = seeds × strata. Communication and sync claims: `comm_claims`.
+interval), so n = seeds × strata. The CIs cover seed-to-seed variation only: the test set is
+fixed, so its sampling error is not in them. Each note states the row's design sensitivity, the
+minimum detectable effect at the seeds it ran (`power.mde`), never a seed count worked back from
+the effect it happened to observe. Time claims (08): `time_claims`; communication and sync
+claims: `comm_claims`.
+
+claims.csv's columns (`COLUMNS`), besides the effect and its interval:
+- claim: the claim, ending with what trained (`trainable.text`: "linear probe on frozen features
+  (2,695 params)", "top-1 encoder layer + head (1.8M params)");
+- verdict: the row's own verdict; holm: the accuracy family's Holm-adjusted verdict (`family`),
+  blank outside that family; p_holds / p_fails: the row's one-sided p-values against the margin
+  (H0 "effect ≤ margin" / "≥ margin"), p_holm: Holm's adjusted p in the direction of its effect;
+- basis: `measured`, or `projected (model, parameters)` (`verdict.projected`) for a row computed
+  by a fitted model; a projected row is its own claim and never stands in for a measured one;
+- shares_reference: `ref N: k rows` on the rows whose reference arm is the same runs;
+- what produced the row: `verdict.PRODUCED` (profile, model, data, trainable, ...).
 """
 
 from __future__ import annotations
@@ -24,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import comm_claims, stats
-from .verdict import FAILS, HOLDS, OPEN, PRODUCED, TOLERANCES, budget, produced, row
+from . import comm_claims, family, power, stats, time_claims, trainable, virtual_time
+from .verdict import FAILS, HOLDS, MEASURED, NO_LEARNING, OPEN, PRODUCED, TOLERANCES, budget, produced, row
 
-__all__ = ["FAILS", "HOLDS", "OPEN", "TOLERANCES", "budget", "table", "show", "load", "non_inferior"]
+__all__ = ["FAILS", "HOLDS", "MEASURED", "NO_LEARNING", "OPEN", "TOLERANCES", "budget", "table", "show",
+           "load", "non_inferior", "row"]
 
 TOLERANCE = -TOLERANCES["accuracy"].lo  # accuracy points a non-inferiority claim allows to lose
 STRATA = ("model", "algorithm", "partition.kind")
@@ -37,21 +52,25 @@ ALPHAS, DROPOUTS, EPSILONS = (1.0, 0.3, 0.1), (0.2, 0.5), (8.0, 2.0)
 SOURCES = {"clients": "02_accuracy_vs_clients.csv", "heterogeneity": "03_heterogeneity.csv",
            "dropout": "04_dropout.csv", "privacy": "05_privacy.csv", "comm": "01_comm_scaling_runs.csv",
            "system": "06_system_strategies.csv", "async": "08_async.csv"}
-COLUMNS = ["claim", "effect", "ci_low", "ci_high", "n", "measure", "tolerance", "budget", "verdict", "note",
-           "profile", *PRODUCED]
+CURVES = "08_async_curves.csv"  # every arm's accuracy against virtual time, per seed
+COLUMNS = ["claim", "effect", "ci_low", "ci_high", "n", "measure", "tolerance", "budget", "verdict", "holm",
+           "p_holds", "p_fails", "p_holm", "basis", "shares_reference", "note", "profile", *PRODUCED]
 
 
 def load(out: str | Path) -> dict[str, pd.DataFrame]:
     """The per-run tables of the notebooks that ran (a missing one: its claims are not resolved);
-    08_async's runs get their per-seed time ratios and their accuracy at sync's virtual time (the
-    equal-time budget every arm is scored at) from 08_async_paired.csv."""
+    08_async's runs get their accuracy at sync's virtual time (the equal-time budget every arm is
+    scored at) and, when 08 fixed one in advance, the `target` from 08_async_paired.csv; its
+    curves (`CURVES`, for the time rows) come as the table `async_curves`."""
     out = Path(out)
     tables = {k: pd.read_csv(out / f) for k, f in SOURCES.items() if (out / f).is_file()}
+    if (out / CURVES).is_file():
+        tables["async_curves"] = pd.read_csv(out / CURVES)
     paired = out / "08_async_paired.csv"
     if "async" in tables and paired.is_file():
         per_seed = pd.read_csv(paired)
-        keep = [c for c in ("arm", "seed", "time_ratio", "virtual_s", "accuracy_at_budget") if c in per_seed]
-        merged = tables["async"].drop(columns=["time_ratio", "virtual_s"], errors="ignore").merge(
+        keep = [c for c in ("arm", "seed", "accuracy_at_budget", "target") if c in per_seed]
+        merged = tables["async"].drop(columns=["target"], errors="ignore").merge(
             per_seed[keep], on=["arm", "seed"], how="left")
         if "accuracy_at_budget" in merged:  # an async arm may run past sync's time: score it at that time
             merged = merged.assign(accuracy=merged.pop("accuracy_at_budget"))
@@ -80,39 +99,42 @@ def effect(ref: pd.DataFrame, test: pd.DataFrame, strata: tuple[str, ...] = STRA
 
 
 def non_inferior(claim: str, ref: pd.DataFrame, test: pd.DataFrame, strata: tuple[str, ...] = STRATA,
-           tol: float = TOLERANCE) -> dict:
-    """Non-inferiority of `test`'s accuracy against `ref`'s (the rules above)."""
+                 tol: float = TOLERANCE) -> dict:
+    """Non-inferiority of `test`'s accuracy against `ref`'s (the rules above); the claim text gets
+    what trained appended."""
     both = pd.concat([ref, test])
     tol_txt = f"Δ accuracy ≥ −{tol:g}"
     if not len(ref) or not len(test):
         return row(claim, "Δ accuracy vs reference", None, tol_txt, budget(both) if len(both) else "", OPEN,
                    "not run in this profile", produced(both) if len(both) else {})
+    claim = f"{claim} — {trainable.text(both)}"
     e, lone = effect(ref, test, strata)
     seeds = both["seed"].nunique() if "seed" in both else 1
     how = "paired over seeds" if e.method == "paired" else "Welch (seeds differ)"
-    measure = (f"Δ accuracy vs reference, {how}"
-               + (f", mean of {e.strata} strata" if e.strata > 1 else ""))
+    measure = (f"Δ accuracy vs reference, {how}" + (f", mean of {e.strata} strata" if e.strata > 1 else "")
+               + "; CI over seeds only (test set fixed)")
     prov = produced(both, seeds, e.strata)
     bud = budget(both)
     iv = e.iv
     left = f"; {lone} strata with one arm only left out" if lone else ""
+    tests = {"p_holds": stats.p_above(e, -tol), "p_fails": stats.p_below(e, -tol),
+             family.REF_KEY: family.fingerprint(ref)}
     if not iv.resolved:
-        return row(claim, measure, iv, tol_txt, bud, OPEN, "one seed: no interval" + left, prov)
+        return {**row(claim, measure, iv, tol_txt, bud, OPEN, "one seed: no interval" + left, prov), **tests}
     r = stats.interval(ref["accuracy"])
     majority = float(both["majority_rate"].max()) if "majority_rate" in both else float("nan")
     if not r.lo > majority:
-        return row(claim, measure, iv, tol_txt, bud, OPEN, f"reference does not learn (CI {r.lo:.3f}.."
-                   f"{r.hi:.3f} reaches majority rate {majority:.3f})" + left, prov)
-    sd = f"sd of one seed's difference {e.unit_sd:.3g}"
+        return {**row(claim, measure, iv, tol_txt, bud, OPEN, f"reference does not learn (CI {r.lo:.3f}.."
+                      f"{r.hi:.3f} reaches majority rate {majority:.3f})" + left, prov), **tests}
+    design = (f"sd of one seed's difference {e.unit_sd:.3g}; "
+              + power.mde_text(seeds, e.unit_sd, e.dof, e.strata))
     if iv.lo >= -tol:
-        return row(claim, measure, iv, tol_txt, bud, HOLDS, f"non-inferior: CI ≥ −{tol:g}; {sd}" + left, prov)
-    if iv.hi < -tol:
-        return row(claim, measure, iv, tol_txt, bud, FAILS, f"inferior: whole CI below −{tol:g}; {sd}" + left,
-                   prov)
-    n = stats.seeds_needed(iv.mean + tol, e.unit_sd, e.strata)
-    power = (f"~{n} seeds per stratum would resolve it (80 % power at the observed effect and spread)"
-             if n else "the effect sits at the margin: no number of seeds resolves it")
-    return row(claim, measure, iv, tol_txt, bud, OPEN, f"CI straddles −{tol:g}; {sd}; {power}" + left, prov)
+        verdict, why = HOLDS, f"non-inferior: CI ≥ −{tol:g}"
+    elif iv.hi < -tol:
+        verdict, why = FAILS, f"inferior: whole CI below −{tol:g}"
+    else:
+        verdict, why = OPEN, f"CI straddles −{tol:g}"
+    return {**row(claim, measure, iv, tol_txt, bud, verdict, f"{why}; {design}" + left, prov), **tests}
 
 
 def _is(df: pd.DataFrame, col: str, value: float) -> pd.Series:
@@ -160,8 +182,7 @@ def privacy_claims(df: pd.DataFrame) -> list[dict]:
                 ref = df[(mode == "none") & same] if part is not None else df.iloc[:0]
                 deltas = sorted(set(test["delta"].dropna())) if "delta" in test and len(test) else []
                 delta = "/".join(f"{d:g}" for d in deltas) or "?"
-                what = f", {part}" if len(parts) > 1 else ""
-                claim = f"accuracy non-inferior under {label} (ε={e:g}, δ={delta}{what}) vs non-private"
+                claim = f"accuracy non-inferior under {label} (ε={e:g}, δ={delta}) vs non-private"
                 out.append(non_inferior(claim, ref, test))
     return out
 
@@ -169,49 +190,39 @@ def privacy_claims(df: pd.DataFrame) -> list[dict]:
 SYNC_ARM = "sync FedAvg"  # 08_async's reference arm
 
 
-def async_claims(df: pd.DataFrame) -> list[dict]:
+def async_claims(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> list[dict]:
     """08_async: per arm other than sync FedAvg (asynchronous, or sync with a deadline), (1) it
-    reaches the sync run's final accuracy in less virtual time (superiority of the paired time
-    ratio: the CI lies below 1) and (2) its final accuracy is non-inferior to sync's. `df`:
-    08_async.csv's runs with 08_async_paired.csv's per-seed columns."""
+    reaches the target accuracy in less virtual time than sync (`time_claims`, from `curves`:
+    08_async_curves.csv) and (2) its accuracy at sync's virtual time is non-inferior to sync's.
+    `df`: 08_async.csv's runs with 08_async_paired.csv's per-seed columns. The target: a `target`
+    column (fixed in advance, `virtual_time.pilot_target`) when 08 wrote one, else each seed's
+    sync final accuracy (what 08 did before the target was fixed in advance)."""
     ref = df[df["arm"] == SYNC_ARM]
+    fixed = df["target"].dropna().unique() if "target" in df else []
+    if len(fixed) > 1:
+        raise ValueError(f"08_async_paired.csv: one target for every arm and seed, got {sorted(fixed)}")
+    goal = float(fixed[0]) if len(fixed) else None
+    how = (f"{goal:.4g}, fixed in advance" if goal is not None
+           else "each seed's sync final accuracy, chosen after the run")
+    times = left = None
+    if curves is not None and len(curves):
+        times = virtual_time.paired_times(curves, SYNC_ARM, goal)
+        left = virtual_time.learning_left(curves[curves["arm"] == SYNC_ARM])
     out = []
     for arm in [a for a in dict.fromkeys(df["arm"]) if a != SYNC_ARM]:
         test = df[df["arm"] == arm]
-        out.append(faster(f"{arm} reaches sync FedAvg's final accuracy in less virtual time", ref, test))
+        what = trainable.text(pd.concat([ref, test]))
+        reach = f"the fixed target {goal:.4g}" if goal is not None else "sync FedAvg's final accuracy"
+        claim = f"{arm} reaches {reach} in less virtual time — {what}"
+        if times is None or left is None:
+            out.append(row(claim, time_claims.MEASURE, None, TOLERANCES["time"].text, budget(test), OPEN,
+                           f"{CURVES} missing: no times to the target", produced(test)))
+        else:
+            mine = times[times["arm"] == arm]
+            out.append(time_claims.faster(claim, mine, left, pd.concat([ref, test]), how))
         out.append(non_inferior(f"accuracy of {arm} at sync FedAvg's virtual time non-inferior to sync's",
                                 ref, test, strata=("model",)))
     return out
-
-
-def faster(claim: str, ref: pd.DataFrame, test: pd.DataFrame) -> dict:
-    """Superiority of `test`'s time to the reference's final accuracy: the per-seed ratio of virtual
-    times (08_async's `time_ratio`), t-interval over seeds. A seed whose run never reached the
-    target has only a lower bound (its whole run over sync's whole run): such a claim can fail but
-    never hold."""
-    tol = TOLERANCES["time"]
-    both = pd.concat([ref, test])
-    measure = "virtual time to sync's final accuracy / sync's, per seed (paired)"
-    if not len(ref) or not len(test):
-        return row(claim, measure, None, tol.text, "", OPEN, "not run in this profile")
-    sync_s = ref.set_index("seed")["virtual_s"]
-    t = test.sort_values("seed")
-    ratio = t["time_ratio"].astype(float)
-    censored = ~np.isfinite(ratio)
-    bound = t["virtual_s"].astype(float) / t["seed"].map(sync_s).astype(float)
-    iv = stats.interval(ratio.where(~censored, bound))
-    prov, bud = produced(both), budget(both)
-    cens = f"; {int(censored.sum())} of {len(t)} seeds never reached it (counted at a lower bound)" * bool(
-        censored.any())
-    if not iv.resolved:
-        return row(claim, measure, iv, tol.text, bud, OPEN, "one seed: no interval" + cens, prov)
-    if iv.hi < tol.hi and not censored.any():
-        return row(claim, measure, iv, tol.text, bud, HOLDS, f"faster: whole CI below {tol.hi:g}", prov)
-    if iv.lo >= tol.hi:
-        return row(claim, measure, iv, tol.text, bud, FAILS, f"not faster: whole CI at or above {tol.hi:g}"
-                   + cens, prov)
-    why = "a seed's ratio is only a lower bound" if iv.hi < tol.hi else f"CI straddles {tol.hi:g}"
-    return row(claim, measure, iv, tol.text, bud, OPEN, why + cens, prov)
 
 
 CHECKS = {"clients": clients_claims, "heterogeneity": heterogeneity_claims, "dropout": dropout_claims,
@@ -219,16 +230,31 @@ CHECKS = {"clients": clients_claims, "heterogeneity": heterogeneity_claims, "dro
           "async": async_claims}
 
 
-def table(tables: dict[str, pd.DataFrame], profile: str = "") -> pd.DataFrame:
-    """The claims table from the notebooks' per-run tables (`load`); one row per claim."""
+def _check(key: str, tables: dict[str, pd.DataFrame]) -> list[dict]:
+    if key == "async":
+        return async_claims(tables["async"], tables.get("async_curves"))
+    return CHECKS[key](tables[key])
+
+
+def table(tables: dict[str, pd.DataFrame], profile: str = "",
+          extra: list[dict] | None = None) -> pd.DataFrame:
+    """The claims table from the notebooks' per-run tables (`load`); one row per claim. `extra`:
+    rows made elsewhere with `verdict.row` (e.g. projected rows, `basis=projected(...)`): a
+    projected row may not repeat a measured row's claim text (it never stands in for one)."""
     rows = []
-    for key, check in CHECKS.items():
+    for key in CHECKS:
         if key in tables and len(tables[key]):
-            rows += check(tables[key])
+            rows += _check(key, tables)
         else:
             note = f"{SOURCES[key]} missing: notebook not run"
             rows.append(row(f"{key} claims", "", None, "", "", OPEN, note))
-    return pd.DataFrame(rows, columns=COLUMNS).assign(profile=profile)
+    rows += extra or []
+    measured = {r["claim"] for r in rows if r.get("basis", MEASURED) == MEASURED}
+    for r in rows:
+        if r.get("basis", MEASURED) != MEASURED and r["claim"] in measured:
+            raise ValueError(f"claims: projected row {r['claim']!r} repeats a measured row's claim; "
+                             "say in its claim text that it is a projection")
+    return pd.DataFrame(family.adjust(rows), columns=COLUMNS).assign(profile=profile)
 
 
 def show(claims_table: pd.DataFrame) -> pd.DataFrame:
@@ -238,7 +264,8 @@ def show(claims_table: pd.DataFrame) -> pd.DataFrame:
             return "—"
         ci = "no CI" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]"
         return f"{r['effect']:+.3g} {ci}"
-    out = claims_table.assign(**{"effect (95% CI)": claims_table.apply(fmt, axis=1)}).fillna(
-        {c: "" for c in ("budget", "note", "measure", "tolerance", *PRODUCED)})
-    return out[["claim", "measure", "effect (95% CI)", "n", "tolerance", "verdict", "note", "budget",
-                "profile", *PRODUCED]]
+    cols = ("budget", "note", "measure", "tolerance", "holm", "basis", "shares_reference", *PRODUCED)
+    out = claims_table.assign(**{"effect (95% CI)": claims_table.apply(fmt, axis=1)})
+    out = out.astype({c: object for c in cols if c in out}).fillna({c: "" for c in cols})
+    return out[["claim", "measure", "effect (95% CI)", "n", "tolerance", "verdict", "holm", "basis",
+                "shares_reference", "note", "budget", "profile", *PRODUCED]]

@@ -1,5 +1,6 @@
-"""Means and 95 % confidence intervals over seeds, differences (paired, Welch, stratified) and
-regression coefficients with theirs, and how many seeds would resolve an open verdict.
+"""Means and 95 % confidence intervals over seeds, differences (paired, Welch, stratified), ratios
+on the log scale, one-sided p-values against a margin, and regression coefficients with theirs.
+How many seeds a design needs, and the effect it can detect: `power`.
 
 Intervals are Student-t intervals (mean ± t(0.975, n−1)·sd/√n), not seaborn's bootstrap: with
 the 3-5 seeds a laptop affords, a bootstrap interval is too narrow (it cannot be wider than the
@@ -136,6 +137,8 @@ class Effect:
     method: str  # "paired" (same seeds in both arms) or "Welch"
     strata: int
     unit_sd: float
+    se: float = float("nan")  # standard error of iv.mean
+    dof: float = float("nan")  # degrees of freedom of its t-interval (and of unit_sd)
 
 
 def stratified(strata: Sequence[tuple[Sequence[float], Sequence[float]]], paired: bool,
@@ -164,7 +167,7 @@ def stratified(strata: Sequence[tuple[Sequence[float], Sequence[float]]], paired
             return Effect(Interval(mean, float("nan"), n), method, k, float("nan"))
         sp = math.sqrt(sum(float(((d - d.mean()) ** 2).sum()) for d in diffs) / dof)
         se = sp * math.sqrt(sum(1 / len(d) for d in diffs)) / k
-        return Effect(Interval(mean, _half(se, dof, level), n), method, k, sp)
+        return Effect(Interval(mean, _half(se, dof, level), n), method, k, sp, se, dof)
     mean = float(np.mean([b.mean() - a.mean() for a, b in groups]))
     n = sum(min(len(a), len(b)) for a, b in groups)
     parts = [(v.var(ddof=1) / len(v), len(v) - 1) for a, b in groups for v in (a, b) if len(v) > 1]
@@ -175,12 +178,13 @@ def stratified(strata: Sequence[tuple[Sequence[float], Sequence[float]]], paired
     welch_dof: float = (var**2 / sum(c**2 / d for c, d in parts) if var > 0
                         else float(sum(d for _, d in parts)))
     unit = math.sqrt(sum(c * (d + 1) for c, d in parts) / k)  # sd of mean(b) − mean(a) at one seed each
-    return Effect(Interval(mean, _half(se, welch_dof, level), n), method, k, unit)
+    return Effect(Interval(mean, _half(se, welch_dof, level), n), method, k, unit, se, welch_dof)
 
 
 def seeds_needed(gap: float, unit_sd: float, strata: int = 1, power: float = 0.8, level: float = LEVEL,
                  most: int = 1000) -> int | None:
-    """Seeds per stratum at which a true effect `gap` away from a tolerance bound, with the
+    """(Post hoc: the claims table no longer says this; plan seeds with `power.seeds_for`.)
+    Seeds per stratum at which a true effect `gap` away from a tolerance bound, with the
     observed spread `unit_sd`, puts the whole interval on its side of the bound with probability
     `power`: the smallest n with (t(1−α/2) + t(power))·unit_sd/√(strata·n) ≤ |gap|, at
     strata·(n − 1) degrees of freedom. None when no n up to `most` does (or gap is 0)."""
@@ -192,6 +196,66 @@ def seeds_needed(gap: float, unit_sd: float, strata: int = 1, power: float = 0.8
         if t * unit_sd / math.sqrt(strata * n) <= abs(gap):
             return n
     return None
+
+
+def p_above(e: Effect, bound: float) -> float:
+    """One-sided p-value of H0 "true effect ≤ bound" (t on e.dof): small when the effect lies
+    above `bound`. At level 0.025 it rejects exactly when the 95 % interval lies above `bound`,
+    so the per-row verdicts and their multiplicity-adjusted versions (`family`) agree."""
+    if not (math.isfinite(e.se) and math.isfinite(e.dof)):
+        return float("nan")
+    if e.se == 0:
+        return 0.0 if e.iv.mean > bound else 1.0
+    return float(_st.t.sf((e.iv.mean - bound) / e.se, e.dof))
+
+
+def p_below(e: Effect, bound: float) -> float:
+    """One-sided p-value of H0 "true effect ≥ bound" (the mirror of `p_above`)."""
+    if not (math.isfinite(e.se) and math.isfinite(e.dof)):
+        return float("nan")
+    if e.se == 0:
+        return 0.0 if e.iv.mean < bound else 1.0
+    return float(_st.t.cdf((e.iv.mean - bound) / e.se, e.dof))
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio summarised on the log scale: `log` is the t-interval of the log ratios; `mean`,
+    `lo`, `hi` are its exponentials (the geometric mean and an interval that cannot reach 0 or
+    below, as a raw-scale interval of skewed ratios does)."""
+
+    log: Interval
+
+    @property
+    def mean(self) -> float:
+        return math.exp(self.log.mean) if math.isfinite(self.log.mean) else float("nan")
+
+    @property
+    def lo(self) -> float:
+        return math.exp(self.log.lo) if math.isfinite(self.log.lo) else float("nan")
+
+    @property
+    def hi(self) -> float:
+        return math.exp(self.log.hi) if math.isfinite(self.log.hi) else float("nan")
+
+    @property
+    def n(self) -> int:
+        return self.log.n
+
+    @property
+    def resolved(self) -> bool:
+        return self.log.resolved
+
+
+def log_ratio(ratios: Iterable[float], level: float = LEVEL) -> Ratio:
+    """The paired t-interval of log(ratio) over seeds, exponentiated back. A time ratio is
+    multiplicative (0.5 and 2 are equally far from 1), so its mean and interval live on the log
+    scale; ratios that are not finite and positive are refused (a censored seed must be bounded
+    first, never dropped silently)."""
+    r = np.asarray(list(ratios), dtype=float)
+    if not (np.isfinite(r).all() and (r > 0).all()):
+        raise ValueError(f"log_ratio: every ratio must be finite and > 0, got {r.tolist()}")
+    return Ratio(interval(np.log(r), level))
 
 
 @dataclass(frozen=True)

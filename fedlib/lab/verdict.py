@@ -1,23 +1,29 @@
-"""The pieces every claim row shares: the three verdicts, the one table of tolerances (each with
-its reason), and what produced a row (profile, model, data, trainable part, clients, rounds,
-seeds × strata, evaluation examples, δ, git commit) — so a reader who sees only `claims.csv`
-cannot mistake a linear probe for whole-model fine-tuning.
+"""The pieces every claim row shares: the verdicts, the one table of tolerances (each with its
+reason), the row's basis (measured, or projected by a named model with named parameters), and
+what produced a row (profile, model, data, what trained in words (`trainable.text`), clients,
+rounds, seeds × strata, evaluation examples, δ, git commit) — so a reader who sees only
+`claims.csv` cannot mistake a linear probe for whole-model fine-tuning, or a projection for a
+measurement.
 
-Error rate: each claim is judged on its own 95 % interval (a one-sided bound at 2.5 % for the
-non-inferiority claims, two-sided 5 % for the equivalence claims), per claim: no correction
-across the family. A reader counting "holds" over k accuracy claims should expect up to
-0.025·k of them wrong by chance where the truth sits at the tolerance.
+Error rate: the `verdict` column judges each claim on its own 95 % interval (a one-sided bound at
+2.5 % for the non-inferiority claims, two-sided 5 % for the equivalence claims); the `holm`
+column beside it controls the family-wise error of the accuracy claims (`family`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import pandas as pd
 
-from . import stats
+from . import stats, trainable
 
 HOLDS, FAILS, OPEN = "holds", "does not hold", "not resolved at this budget"
+# A "faster" claim whose reference had nothing left to learn: any time to its accuracy is noise.
+NO_LEARNING = "not resolved: no learning left to speed up"
+MEASURED = "measured"
 
 
 @dataclass(frozen=True)
@@ -70,13 +76,42 @@ def tolerance_table() -> pd.DataFrame:
                          for k, t in TOLERANCES.items()])
 
 
-def row(claim: str, measure: str, iv: stats.Interval | None, tol: str, budget: str, verdict: str,
-        note: str = "", produced: dict | None = None) -> dict:
-    """One claims-table row."""
+def projected(model: str, parameters: Mapping[str, object]) -> str:
+    """The `basis` of a row computed by a fitted model rather than measured, e.g.
+    `projected(Hockney α–β fit of 01, alpha_s=2e-06, beta_Bps=2.5e+10)`. Such a row is its own
+    claim: `claims.table` refuses one that repeats a measured row's claim text."""
+    if not model.strip() or not parameters:
+        raise ValueError("projected: name the model and at least one parameter")
+    values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in parameters.items())
+    return f"projected ({model}, {values})"
+
+
+def is_basis(text: str) -> bool:
+    return text == MEASURED or (text.startswith("projected (") and text.endswith(")"))
+
+
+class _Summary(Protocol):
+    """What a row reads of an interval: `stats.Interval` and `stats.Ratio` both have it."""
+
+    @property
+    def mean(self) -> float: ...
+    @property
+    def lo(self) -> float: ...
+    @property
+    def hi(self) -> float: ...
+    @property
+    def n(self) -> int: ...
+
+
+def row(claim: str, measure: str, iv: _Summary | None, tol: str, budget: str, verdict: str,
+        note: str = "", produced: dict | None = None, basis: str = MEASURED) -> dict:
+    """One claims-table row (`basis`: `MEASURED` or `projected(...)`)."""
+    if not is_basis(basis):
+        raise ValueError(f"claims row {claim!r}: basis {basis!r} is neither 'measured' nor 'projected (...)'")
     iv = iv or stats.Interval(float("nan"), float("nan"), 0)
     return {"claim": claim, "effect": iv.mean, "ci_low": iv.lo, "ci_high": iv.hi, "n": iv.n,
             "measure": measure, "tolerance": tol, "budget": budget, "verdict": verdict, "note": note,
-            **(produced or {})}
+            "basis": basis, **(produced or {})}
 
 
 PRODUCED = ["model", "data", "trainable", "cached_features", "clients", "rounds", "seeds_x_strata",
@@ -102,7 +137,7 @@ def produced(rows: pd.DataFrame, seeds: int | None = None, strata: int = 1) -> d
         commit = "/".join(sorted({str(c)[:10] for c in rows["prov_git_commit"].dropna()}))
         dirty = "prov_git_dirty" in rows and rows["prov_git_dirty"].astype(str).str.lower().eq("true").any()
         commit += " (dirty tree)" if dirty else ""
-    return {"model": _vals(rows, "model"), "data": _vals(rows, "data"), "trainable": _vals(rows, "trainable"),
+    return {"model": _vals(rows, "model"), "data": _vals(rows, "data"), "trainable": trainable.text(rows),
             "cached_features": _vals(rows, "cached_features"), "clients": _vals(rows, "clients"),
             "rounds": _vals(rows, "rounds"), "seeds_x_strata": f"{seeds} × {strata}",
             "eval_examples": evals, "delta": _vals(rows, "delta") if _has(rows, "delta") else "",

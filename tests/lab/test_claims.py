@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student
 
-from fedlib.lab import claims, comm_claims
+from fedlib.lab import claims, comm_claims, stats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,8 +41,8 @@ def test_dropout_holds_and_fails_on_the_paired_difference():
                 ({"participation.dropout": 0.5}, [0.60, 0.61, 0.62])],   # drop 0.2, every seed
                clients=8, **BASE)
     t = claims.table({"dropout": df}).set_index("claim")
-    assert t.loc["accuracy non-inferior under dropout p=0.2 vs none", "verdict"] == claims.HOLDS
-    row = t.loc["accuracy non-inferior under dropout p=0.5 vs none"]
+    assert t.loc["accuracy non-inferior under dropout p=0.2 vs none — whole model", "verdict"] == claims.HOLDS
+    row = t.loc["accuracy non-inferior under dropout p=0.5 vs none — whole model"]
     assert row["verdict"] == claims.FAILS and row["tolerance"] == "Δ accuracy ≥ −0.03"
     # paired: the three differences are all -0.2 (sd 0): a zero-width interval at -0.2
     assert row["effect"] == pytest.approx(-0.2) and row["ci_high"] == pytest.approx(-0.2)
@@ -59,18 +59,18 @@ def test_a_wide_ci_entirely_beyond_the_margin_does_not_hold():
     assert row["verdict"] == claims.FAILS and "sd of one seed's difference 0.03" in row["note"]
 
 
-def test_a_ci_across_the_margin_is_not_resolved_and_says_how_many_seeds_would_resolve_it():
+def test_a_ci_across_the_margin_is_not_resolved_and_states_the_mde_not_a_post_hoc_seed_count():
     """Drop 0.032 whose arms' intervals separate: the CI of the difference [-0.054, -0.010]
-    straddles -0.03, so it is not resolved (it "did not hold" before)."""
+    straddles -0.03, so it is not resolved (it "did not hold" before). The note states the
+    design's minimum detectable effect, not a seed count worked back from the observed -0.032."""
     row = _drop([0.705, 0.706, 0.707], [0.664, 0.674, 0.684])  # differences -0.041, -0.032, -0.023
     half = T2 * 0.009 / math.sqrt(3)
     assert row["effect"] == pytest.approx(-0.032) and row["ci_low"] == pytest.approx(-0.032 - half)
     assert row["verdict"] == claims.OPEN
-
-    def se_ok(n):  # 80 % power for a true effect 0.002 from the margin at sd 0.009
-        return (student.ppf(0.975, n - 1) + student.ppf(0.8, n - 1)) * 0.009 / math.sqrt(n) <= 0.002
-    n = next(n for n in range(2, 1000) if se_ok(n))
-    assert n > 100 and f"~{n} seeds per stratum would resolve it" in row["note"], row["note"]
+    # sd 0.009 on 2 dof; chi2(0.2, 2) = -2 ln 0.8 = 0.446287, 80 % upper bound 0.009 * sqrt(2 / 0.446287)
+    # = 0.0190523; MDE at 3 seeds = (t(.975, 2) + t(.8, 2)) * 0.0190523 / sqrt(3) = 5.363313 * 0.0110 = 0.0590
+    assert "MDE at 3 seeds: 0.059 from the margin" in row["note"] and "upper bound 0.0191" in row["note"]
+    assert "seeds per stratum would resolve" not in row["note"] and "test set fixed" in row["measure"]
 
 
 def test_arms_without_shared_seeds_fall_back_to_welch():
@@ -104,11 +104,11 @@ def test_one_seed_or_a_reference_that_does_not_learn_is_not_resolved():
     stuck = _runs([({"clients": 2}, [0.57, 0.57, 0.57]), ({"clients": 16}, [0.57, 0.57, 0.57])], **BASE)
     (row,) = claims.clients_claims(stuck)
     assert row["verdict"] == claims.OPEN and "does not learn" in row["note"]
-    assert row["claim"] == "accuracy non-inferior at 16 vs 2 clients (minilm)"
+    assert row["claim"] == "accuracy non-inferior at 16 vs 2 clients (minilm) — whole model"
 
 
 def test_privacy_rows_name_epsilon_delta_and_what_produced_them():
-    head = {**BASE, "trainable": "head", "cached_features": True, "data": "mag", "eval_examples": 200,
+    head = {**BASE, "trainable": "head", "params": 2695, "cached_features": True, "data": "mag", "eval_examples": 200,
             "eval_split_size": 5000, "prov_git_commit": "0123456789abcdef", "prov_git_dirty": False}
     df = pd.concat([
         _runs([({}, [0.80, 0.81, 0.82])], **head, clients=8),
@@ -117,14 +117,16 @@ def test_privacy_rows_name_epsilon_delta_and_what_produced_them():
         _runs([({}, [0.60, 0.60, 0.61])], **BASE, clients=8),  # another trainable part: not the reference
     ])
     t = claims.table({"privacy": df}, profile="quick").set_index("claim")
-    row = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05) vs non-private"]
-    assert row["verdict"] == claims.HOLDS
+    probe = "linear probe on frozen features (2,695 params)"  # MiniLM: 384 wide, 2695 = 7 x (384 + 1)
+    row = t.loc[f"accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05) vs non-private — {probe}"]
+    assert row["verdict"] == claims.HOLDS and row["basis"] == "measured"
     assert (row["profile"], row["model"], row["data"], row["trainable"], row["cached_features"]) == (
-        "quick", "minilm", "mag", "head", "True")
+        "quick", "minilm", "mag", probe, "True")
     assert (row["clients"], row["rounds"], row["eval_examples"], row["delta"], row["git_commit"]) == (
         "8", "5", "200 of 5000", "1e-05", "0123456789")
     assert "not run" in t.loc["accuracy non-inferior under DP-SGD (ε=2, δ=?) vs non-private", "note"]
-    assert set(claims.COLUMNS) <= set(claims.show(t.reset_index()).columns) | {"effect", "ci_low", "ci_high"}
+    numbers = {"effect", "ci_low", "ci_high", "p_holds", "p_fails", "p_holm"}
+    assert set(claims.COLUMNS) <= set(claims.show(t.reset_index()).columns) | numbers
 
 
 def test_missing_notebooks_leave_their_claims_unresolved():
@@ -235,41 +237,27 @@ def test_privacy_claims_split_by_trainable_part_never_pooled():
         _runs([(dp, [0.70, 0.71, 0.72])], **BASE, clients=8),
     ])
     t = claims.table({"privacy": df}).set_index("claim")
-    head = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05, head) vs non-private"]
-    full = t.loc["accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05, full) vs non-private"]
+    claim = "accuracy non-inferior under client-level DP-FedAvg (ε=8, δ=1e-05) vs non-private — "
+    head = t.loc[claim + "classifier head on a frozen encoder"]  # no params column: not known to be linear
+    full = t.loc[claim + "whole model"]
     assert head["verdict"] == claims.HOLDS and head["effect"] == pytest.approx(-0.005 / 3)
     assert full["verdict"] == claims.FAILS and full["effect"] == pytest.approx(-0.2) and full["n"] == 3
 
 
-def _async(ratios, sync_acc=(0.80, 0.81, 0.82), acc=(0.80, 0.81, 0.82), virtual=(100.0, 100.0, 100.0)):
-    """08_async's runs merged with its per-seed columns: a sync arm (ratio 1) and one FedBuff arm."""
-    rows = [{**BASE, "clients": 32, "arm": "sync FedAvg", "seed": s, "accuracy": a, "time_ratio": 1.0,
-             "virtual_s": 200.0} for s, a in enumerate(sync_acc)]
-    rows += [{**BASE, "clients": 32, "arm": "FedBuff K=2", "seed": s, "accuracy": a, "time_ratio": r,
-              "virtual_s": v} for s, (a, r, v) in enumerate(zip(acc, ratios, virtual, strict=True))]
-    return claims.table({"async": pd.DataFrame(rows)}).set_index("claim")
 
 
-TIME = "FedBuff K=2 reaches sync FedAvg's final accuracy in less virtual time"
-ACC = "accuracy of FedBuff K=2 at sync FedAvg's virtual time non-inferior to sync's"
+def test_a_projected_row_carries_its_basis_and_never_stands_in_for_a_measured_one():
+    from fedlib.lab import verdict
 
-
-def test_async_time_ratio_is_a_superiority_claim_on_the_paired_ratio():
-    t = _async([0.4, 0.5, 0.6])  # mean 0.5, sd 0.1: CI 0.5 ± 4.303·0.1/√3 = [0.2516, 0.7484]
-    row = t.loc[TIME]
-    assert row["verdict"] == claims.HOLDS and row["effect"] == pytest.approx(0.5)
-    assert row["ci_high"] == pytest.approx(0.5 + T2 * 0.1 / math.sqrt(3))
-    assert row["tolerance"] == "time ratio < 1" and row["n"] == 3
-    assert t.loc[ACC, "verdict"] == claims.HOLDS and t.loc[ACC, "effect"] == pytest.approx(0.0)
-    assert _async([1.2, 1.3, 1.4]).loc[TIME, "verdict"] == claims.FAILS
-    assert _async([0.5, 1.0, 1.5]).loc[TIME, "verdict"] == claims.OPEN  # CI straddles 1
-
-
-def test_a_seed_that_never_reaches_the_target_counts_at_its_lower_bound_and_cannot_hold():
-    # seed 2 never reached sync's accuracy: its ratio is at least 100/200 = 0.5 (its run / sync's run)
-    row = _async([0.4, 0.5, float("inf")]).loc[TIME]
-    assert row["effect"] == pytest.approx((0.4 + 0.5 + 0.5) / 3)
-    assert row["verdict"] == claims.OPEN and "1 of 3 seeds never reached it" in row["note"]
-    # lower bounds already at or above 1: slower whatever the true ratio
-    slow = _async([1.5, 1.6, float("inf")], virtual=(300.0, 320.0, 340.0)).loc[TIME]
-    assert slow["effect"] == pytest.approx((1.5 + 1.6 + 1.7) / 3) and slow["verdict"] == claims.FAILS
+    basis = verdict.projected("Hockney α–β fit of 01", {"alpha_s": 2e-06, "beta_Bps": 2.5e10, "ranks": 96})
+    assert basis == "projected (Hockney α–β fit of 01, alpha_s=2e-06, beta_Bps=2.5e+10, ranks=96)"
+    proj = verdict.row("p2p comm at 96 clients, projected", "s per round", stats.Interval(1.0, 0.1, 3),
+                       "", "", claims.HOLDS, basis=basis)
+    t = claims.table({}, extra=[proj]).set_index("claim")
+    assert t.loc["p2p comm at 96 clients, projected", "basis"] == basis
+    assert set(t.drop(index="p2p comm at 96 clients, projected")["basis"]) == {claims.MEASURED}
+    clash = {**proj, "claim": "dropout claims"}  # the text of a measured row (here: the missing-notebook row)
+    with pytest.raises(ValueError, match="repeats a measured row's claim"):
+        claims.table({}, extra=[clash])
+    with pytest.raises(ValueError, match="neither 'measured' nor"):
+        verdict.row("x", "", None, "", "", claims.OPEN, basis="guessed")

@@ -95,3 +95,27 @@ def test_quadratic_term_interval():
     assert f.coef[1].mean == pytest.approx(0.0, abs=1e-9)
     assert f.coef[2].half == pytest.approx(3.182446 * math.sqrt(0.015), abs=1e-5)
     assert not stats.polyfit([1, 1, 2, 2], [1, 2, 3, 4], 2).coef[2].resolved  # two distinct x: no curve
+
+
+def test_log_ratio_interval_is_the_t_interval_of_the_logs_exponentiated():
+    # 24b75a7's deadline-p80 ratios: raw t-interval [-0.259, 0.989] reaches below 0; on the log
+    # scale: logs -1.383, -0.426, -1.656, mean -1.155, half 4.302653 * 0.6452 / sqrt 3 = 1.6028
+    r = stats.log_ratio([0.2507490640751018, 0.6529992653703182, 0.19092891851143381])
+    assert (r.lo, r.mean, r.hi) == pytest.approx((0.063329, 0.315022, 1.567033), abs=1e-5)
+    raw = stats.interval([0.2507490640751018, 0.6529992653703182, 0.19092891851143381])
+    assert raw.lo < 0 < r.lo and r.n == 3 and r.resolved
+    one = stats.log_ratio([2.0])
+    assert one.mean == pytest.approx(2.0) and not one.resolved
+    with pytest.raises(ValueError, match="finite and > 0"):
+        stats.log_ratio([0.5, float("inf")])
+
+
+def test_one_sided_p_values_agree_with_the_95_percent_interval():
+    # paired differences -0.01, -0.02, -0.03: mean -0.02, se 0.01 / sqrt 3 on 2 dof
+    e = stats.stratified([([0.0, 0.0, 0.0], [-0.01, -0.02, -0.03])], paired=True)
+    assert e.dof == 2 and e.se == pytest.approx(0.01 / math.sqrt(3))
+    t = (-0.02 + 0.03) / (0.01 / math.sqrt(3))  # 1.732051: p = P(T_2 > 1.732) = 0.112702
+    assert stats.p_above(e, -0.03) == pytest.approx(student.sf(t, 2)) == pytest.approx(0.112702, abs=1e-6)
+    assert stats.p_above(e, -0.03) + stats.p_below(e, -0.03) == pytest.approx(1.0)
+    # at the interval's lower end the one-sided p is exactly 0.025
+    assert stats.p_above(e, e.iv.lo) == pytest.approx(0.025)
