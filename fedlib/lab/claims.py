@@ -257,6 +257,16 @@ def table(tables: dict[str, pd.DataFrame], profile: str = "",
     return pd.DataFrame(family.adjust(rows), columns=COLUMNS).assign(profile=profile)
 
 
+def rederive(out: str | Path, profile: str | None = None) -> pd.DataFrame:
+    """`out`/claims.csv recomputed from the per-run CSVs the notebooks left in `out`, nothing
+    rerun (what 99_summary writes; after a change to these rules, the committed record's claims
+    are remade so, then `python -m fedlib record` rebuilds README's block and the page)."""
+    out = Path(out)
+    verdicts = table(load(out), out.name if profile is None else profile)
+    verdicts.to_csv(out / "claims.csv", index=False)
+    return verdicts
+
+
 def show(claims_table: pd.DataFrame) -> pd.DataFrame:
     """The table as a reader wants it: the effect and its CI in one column, then what produced it."""
     def fmt(r: pd.Series) -> str:

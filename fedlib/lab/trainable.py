@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 
 
-
 def count(params: float) -> str:
     """2,695 · 74,883 · 297k · 1.8M · 110M: a parameter count as the table prints it."""
     if params < 100_000:
@@ -33,7 +32,7 @@ def count(params: float) -> str:
 def shape(model: str) -> tuple[int, int] | None:
     """(encoder layers, hidden size) of a model name as `fedlib.models` resolves it; None when its
     config cannot be read here (a hub id not in the local cache)."""
-    from .. import models  # torch and transformers: only when a table needs a model's shape
+    from ..learn import models  # torch and transformers: only when a table needs a model's shape
 
     name = models.ALIASES.get(model, model)
     if name in models.PRESETS:

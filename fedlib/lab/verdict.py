@@ -60,9 +60,9 @@ TOLERANCES: dict[str, Tolerance] = {
     "time": Tolerance(
         0.0, 1.0, "time ratio < 1",
         "a superiority claim, no margin: an asynchronous arm is a remedy for the synchronization "
-        "bottleneck only if it reaches the synchronous run's final accuracy sooner, in the virtual "
-        "time of the stated speed law (the notebook's `speed`); any ratio whose whole CI is below 1 "
-        "is a saving"),
+        "bottleneck only if it reaches a target accuracy fixed in advance, below sync's plateau, "
+        "sooner, in the virtual time of the stated speed law (the notebook's `speed`); any ratio "
+        "whose whole CI (log scale) is below 1 is a saving"),
     "sync": Tolerance(
         0.5, float("inf"), "share > 0.5",
         "'dominate' = more than half of the round; stated for the workload in the budget column "

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import t as student
 
 from fedlib.lab import claims, comm_claims, stats
 
@@ -108,8 +107,9 @@ def test_one_seed_or_a_reference_that_does_not_learn_is_not_resolved():
 
 
 def test_privacy_rows_name_epsilon_delta_and_what_produced_them():
-    head = {**BASE, "trainable": "head", "params": 2695, "cached_features": True, "data": "mag", "eval_examples": 200,
-            "eval_split_size": 5000, "prov_git_commit": "0123456789abcdef", "prov_git_dirty": False}
+    head = {**BASE, "trainable": "head", "params": 2695, "cached_features": True, "data": "mag",
+            "eval_examples": 200, "eval_split_size": 5000, "prov_git_commit": "0123456789abcdef",
+            "prov_git_dirty": False}
     df = pd.concat([
         _runs([({}, [0.80, 0.81, 0.82])], **head, clients=8),
         _runs([({"privacy.mode": "client", "privacy.target_epsilon": 8.0, "delta": 1e-5},
@@ -261,3 +261,18 @@ def test_a_projected_row_carries_its_basis_and_never_stands_in_for_a_measured_on
         claims.table({}, extra=[clash])
     with pytest.raises(ValueError, match="neither 'measured' nor"):
         verdict.row("x", "", None, "", "", claims.OPEN, basis="guessed")
+
+
+def test_rederive_rewrites_claims_csv_from_the_per_run_csvs_alone(tmp_path):
+    """The committed record of 24b75a7 (its per-run CSVs only) remade under today's rules."""
+    import shutil
+
+    src = ROOT / "tests" / "lab" / "fixtures" / "quick-24b75a7"
+    for f in src.glob("0*.csv"):
+        shutil.copy(f, tmp_path / f.name)
+    t = claims.rederive(tmp_path, "quick")
+    again = pd.read_csv(tmp_path / "claims.csv")
+    # 10 accuracy rows of 02-05, 8 rows of 08, and one "notebook not run" row each for 01 and 06
+    assert list(again.columns) == claims.COLUMNS and len(again) == len(t) == 20
+    assert again["note"].str.contains("notebook not run").sum() == 2
+    assert set(again["basis"]) == {claims.MEASURED} and (again["profile"] == "quick").all()

@@ -146,14 +146,15 @@ def test_heterogeneity_notebook_and_its_claims(tmp_path):
     assert m["accuracy_by_setting"]["kind=iid"] > runs["majority_rate"].iloc[0] + 0.2  # 7 fields: 0.15
     assert m["tv_by_setting"]["kind=dirichlet alpha=0.3"] > m["tv_by_setting"]["kind=iid"]
     claims = pd.read_csv(out / "claims.csv").set_index("claim")
-    row = claims.loc["accuracy non-inferior under Dirichlet label skew α=0.3 vs IID"]
+    probe = "linear probe on frozen features (2,695 params)"  # MiniLM's head on 7 fields: 7 x (384 + 1)
+    row = claims.loc[f"accuracy non-inferior under Dirichlet label skew α=0.3 vs IID — {probe}"]
     assert row["n"] == 3 and row["budget"] == "8 clients, 3 rounds, head, 3 seeds"
     lo, hi, margin = float(row["ci_low"]), float(row["ci_high"]), verdict.TOLERANCES["accuracy"].lo
     rule = verdict.HOLDS if lo >= margin else verdict.FAILS if hi < margin else verdict.OPEN  # claims.py
     assert row["verdict"] == rule, (lo, hi, row["note"])  # the reference learns (above): the CI decides
     assert "paired over seeds" in row["measure"] and row["seeds_x_strata"] == "3 × 1"
     made = (row["profile"], row["data"], row["trainable"], str(row["cached_features"]))
-    assert made == ("tiny", "mag", "head", "True")
+    assert made == ("tiny", "mag", probe, "True")
     assert row["eval_examples"] == "300 of 500" and len(str(row["git_commit"])) >= 10
     assert '<h2 id="claims">Claims</h2>' in (page := (out / "index.html").read_text()) and row.name in page
     not_run = claims.loc["accuracy non-inferior under Dirichlet label skew α=1 vs IID"]

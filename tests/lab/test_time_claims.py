@@ -1,7 +1,7 @@
 """The "reaches the target sooner" rows (fedlib.lab.time_claims through claims.async_claims): a
 paired t-interval on log time ratios, every seed over the same denominator, and no verdict when
 sync had nothing left to learn. Hand-computed on made-up seeds, and known answers from the
-committed quick record of 24b75a7 (tests/fixtures/quick-24b75a7)."""
+committed quick record of 24b75a7 (tests/lab/fixtures/quick-24b75a7)."""
 
 from pathlib import Path
 
@@ -52,7 +52,8 @@ def test_three_made_up_seeds_log_ratio_interval_by_hand():
     it "holds" before."""
     row = _time_row("FedBuff K=2", hits=[150.0, 180.0, 225.0])
     assert row["claim"] == f"FedBuff K=2 reaches sync FedAvg's final accuracy in less virtual time — {PROBE}"
-    assert (row["effect"], row["ci_low"], row["ci_high"]) == pytest.approx((0.60822, 0.36726, 1.00727), abs=1e-5)
+    assert (row["effect"], row["ci_low"], row["ci_high"]) == pytest.approx((0.60822, 0.36726, 1.00727),
+                                                                           abs=1e-5)
     assert row["verdict"] == claims.OPEN and "CI straddles 1" in row["note"] and row["n"] == 3
     assert "sync gains 0.2 after half its budget" in row["note"]
     fast = _time_row("FedBuff K=2", hits=[150.0, 160.0, 170.0])
@@ -64,7 +65,8 @@ def test_a_seed_that_never_reaches_the_target_has_sync_s_time_to_the_target_as_d
     (300), as the seeds that reach it are: 1.2, 1.4, 1.3, log CI [1.0713, 1.5713] -> does not hold.
     The old bound (its run over sync's whole run, 400: 0.9, 1.05, 0.975) straddled 1."""
     row = _time_row("FedBuff K=2", ends=[360.0, 420.0, 390.0])
-    assert (row["effect"], row["ci_low"], row["ci_high"]) == pytest.approx((1.29743, 1.07130, 1.57129), abs=1e-5)
+    assert (row["effect"], row["ci_low"], row["ci_high"]) == pytest.approx((1.29743, 1.07130, 1.57129),
+                                                                           abs=1e-5)
     assert row["verdict"] == claims.FAILS and "3 of 3 seeds never reached it" in row["note"]
     # a censored seed is a lower bound: with a CI below 1 the row still cannot hold
     mixed = _time_row("FedBuff K=2", hits=[60.0, 90.0, None], ends=[0, 0, 100.0])
@@ -84,7 +86,8 @@ def test_a_target_fixed_in_advance_is_the_same_for_every_arm_and_seed():
     times = virtual_time.paired_times(curves, "sync FedAvg", target=0.7)  # sync first at 0.8 (300)
     assert set(times["target"]) == {0.7} and times.loc[times["arm"] == "FedBuff K=4", "ratio"].tolist() == (
         pytest.approx([75 / 300, 90 / 300, 112.5 / 300]))
-    row = next(r for r in claims.async_claims(runs.assign(target=0.7), curves) if "virtual time" in r["claim"])
+    rows = claims.async_claims(runs.assign(target=0.7), curves)
+    row = next(r for r in rows if "virtual time" in r["claim"])
     assert row["claim"].startswith("FedBuff K=4 reaches the fixed target 0.7 in less virtual time")
     assert "target: 0.7, fixed in advance" in row["note"]
     with pytest.raises(ValueError, match="one target"):
@@ -123,7 +126,8 @@ def test_committed_time_rows_have_no_learning_left():
     """Sync gained 0.009, 0.0105, 0.003 after half its budget (mean 0.0075 < 0.01): the head had
     plateaued, so every committed "faster" row is not resolved, whatever its interval."""
     times, tables = _committed()
-    assert virtual_time.learning_left(tables["async_curves"].query("arm == 'sync FedAvg'")) == pytest.approx(0.0075)
+    sync = tables["async_curves"].query("arm == 'sync FedAvg'")
+    assert virtual_time.learning_left(sync) == pytest.approx(0.0075)
     t = claims.table(tables, "quick")
     rows = t[t["claim"].str.contains("in less virtual time")]
     assert len(rows) == 4 and set(rows["verdict"]) == {claims.NO_LEARNING}

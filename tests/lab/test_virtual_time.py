@@ -34,7 +34,8 @@ def test_paired_times_use_one_denominator_per_seed():
                                    ("async", 1): [(500, 0.49)]})])          # never: its end 500
     t = virtual_time.paired_times(c, "sync", target=0.525).set_index(["arm", "seed"])
     # sync reaches 0.525 at 200 (seed 0) and 450 (seed 1)
-    assert t.loc[("async", 0), "ratio"] == pytest.approx(100 / 200) and t.loc[("async", 0), "kind"] == "reached"
+    assert t.loc[("async", 0), "ratio"] == pytest.approx(100 / 200)
+    assert t.loc[("async", 0), "kind"] == "reached"
     assert t.loc[("async", 1), "ratio"] == pytest.approx(500 / 450)
     assert t.loc[("async", 1), "kind"] == "arm never reached"
     high = virtual_time.paired_times(c, "sync", target=0.625).set_index(["arm", "seed"])

@@ -9,7 +9,8 @@ from fedlib.lab import trainable
 
 @pytest.mark.parametrize("part,params,layers,hidden,text", [
     ("head", 2695, 6, 384, "linear probe on frozen features (2,695 params)"),         # 7 x (384 + 1)
-    ("head", 2695 + 384 * 385, 6, 384, "classifier head on a frozen encoder (151k params)"),  # pooler + linear
+    # a dense pooler + the linear head: 391 x 385, as many "labels" as the width, so not a probe
+    ("head", 2695 + 384 * 385, 6, 384, "classifier head on a frozen encoder (151k params)"),
     ("layers above 5", 1_778_695, 6, 384, "top-1 encoder layer + head (1.8M params)"),
     ("layers above half", 43_120_131, 12, 768, "top-6 encoder layers + head (43.1M params)"),
     ("layers above 3", 5_000, None, None, "encoder layers above 3 + head (5,000 params)"),
@@ -27,9 +28,10 @@ def test_shape_of_presets_and_minilm():
 
 
 def test_text_of_a_table_names_each_model_and_part_once():
-    rows = pd.DataFrame({"model": ["minilm", "minilm", "bert-base-uncased"], "trainable": ["head", "head", "full"],
-                         "params": [2695, 2695, 109_484_547]})
-    assert trainable.text(rows) == "linear probe on frozen features (2,695 params) / whole model (109M params)"
+    rows = pd.DataFrame({"model": ["minilm", "minilm", "bert-base-uncased"],
+                         "trainable": ["head", "head", "full"], "params": [2695, 2695, 109_484_547]})
+    want = "linear probe on frozen features (2,695 params) / whole model (109M params)"
+    assert trainable.text(rows) == want
     assert trainable.text(rows.drop(columns="trainable")) == "?"
     own = rows.iloc[:1].assign(trainable="layers above 1", params=10_000, encoder_layers=2, hidden_size=8)
     assert trainable.text(own) == "top-1 encoder layer + head (10,000 params)"  # the table's own shape wins

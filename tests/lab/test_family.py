@@ -1,5 +1,5 @@
 """fedlib.lab.family: Holm-adjusted verdicts over the accuracy claims and the rows that share a
-reference, by hand and on the committed quick record of 24b75a7 (tests/fixtures/quick-24b75a7)."""
+reference, by hand and on the committed quick record of 24b75a7 (tests/lab/fixtures/quick-24b75a7)."""
 
 import math
 from pathlib import Path
@@ -51,8 +51,8 @@ def test_committed_holm_keeps_the_five_5_seed_holds_of_ten():
     assert set(acc.loc[acc["verdict"] == verdict.HOLDS, "seeds_x_strata"]) == {"5 × 1", "3 × 1"}
     assert sorted(acc["p_holds"])[5] == pytest.approx(0.003334, abs=1e-6)
     iid = acc[acc["claim"].str.contains("Dirichlet|dropout")]
-    assert len(iid) == 5 and iid["shares_reference"].nunique() == 1 and iid["shares_reference"].iloc[0].endswith(
-        ": 5 rows")
+    assert len(iid) == 5 and iid["shares_reference"].nunique() == 1
+    assert iid["shares_reference"].iloc[0].endswith(": 5 rows")
     assert acc.loc[acc["claim"].str.contains("96 vs 2 clients"), "shares_reference"].iloc[0] == ""
     assert t.loc[~t.index.isin(acc.index), "holm"].fillna("").eq("").all()  # time and comm: no Holm verdict
 
