@@ -21,6 +21,7 @@ BENCHES: dict[str, str] = {
     "backends": "fedlib.bench.backends",
     "privacy": "fedlib.bench.privacy",
     "async": "fedlib.bench.asyncwall",
+    "comm": "fedlib.bench.comm",
 }
 
 

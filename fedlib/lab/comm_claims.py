@@ -1,21 +1,30 @@
-"""The communication claims of the study, each an equivalence test against a declared margin
-(`verdict.TOLERANCES`) so that "flat", "curved" and "not proportional" can be verdicts too.
+"""The communication claims of the study, each judged against a declared margin
+(`verdict.TOLERANCES`), and each row saying its `basis`: `measured` (01's `bench comm` replicates,
+06's rounds) or `projected (form, network)` (`scaling.project`: the fitted form with an
+interconnect's published α, β). A projected row is a point with no interval and never stands in
+for a measured one.
 
-Points are one per (clients or model, seed): the mean of a run's timed rounds, averaged over the
-strata (algorithm × partition) that ran at that point. Time is `comm_s`, communication without
-the load-imbalance wait; the note gives the same fit on comm + wait, so the two can be told apart.
-- "linear in clients" (the p2p star, whose rank 0 receives every client's update): the rise over
-  the client range is positive and the quadratic term's CI lies within ±5 % of that rise (the
-  fit's distance from a line at mid-range); flat (the rise within ±20 % of the mean) or a
-  quadratic term entirely beyond ±5 % does not hold. R² is no test: √x and x² pass R² ≥ 0.9.
-- "collective comm independent of clients" (one allreduce a round whatever the clients, as the
-  cost model `scaling` predicts): the change over the client range, as a fraction of the mean,
-  has its CI inside ±20 % (holds) or entirely outside (does not hold).
-- "proportional to model size": the log-log slope of comm s on payload bytes at the largest client
-  count has its CI inside [0.8, 1.25] (holds) or entirely outside (does not hold).
-- "comm + sync dominate the round": the CI of (pack + comm + wait + aggregate) / round above 0.5
-  holds, below fails — for the workload stated in the budget (local steps × batch × tokens) and
-  its measured compute-to-comm ratio, not for every workload.
+From 01 (one client per rank, R ranks on one host — shared memory, not a network):
+- "p2p linear in clients" (the star's rank 0 receives every client's update): at the largest
+  payload, the rise over the rank range is positive and the quadratic term's CI lies within ±5 %
+  of that rise (the fit's distance from a line at mid-range); flat, or a quadratic term entirely
+  beyond ±5 %, does not hold. The note gives the Hockney fit over every payload and its
+  lack-of-fit test (`scaling`).
+- "proportional to model size": the log-log slope of comm s on payload bytes over every payload
+  at the largest R has its CI inside [0.8, 1.25] (holds) or entirely outside (does not hold).
+  The note gives the fitted latency term's share at the smallest payload: what bends the slope.
+- The same two statements projected to the study's setting (`project_claims`).
+
+"Collective comm independent of the number of clients" is a property of the design, not a claim
+to test: each rank folds its clients into one sum and the round allreduces that one buffer, so
+the bytes a rank sends do not depend on how many (virtual) clients it holds (a test checks it).
+With one client per rank, the ring allreduce's volume 2(R−1)/R·n grows toward 2n, bounded.
+
+From 06 ("comm + sync dominate the round"): the CI of (pack + comm + wait) / round above 0.5
+holds, below fails. The server's aggregation and optimizer step are computation: their share
+(aggregate / round) is its own row. Both rows name the workload (model, local steps × batch ×
+tokens, clients on ranks) and its compute-to-communication ratio: a share holds for that
+workload, not for every workload.
 """
 
 from __future__ import annotations
@@ -25,11 +34,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from . import stats
+from . import scaling, stats
 from .verdict import FAILS, HOLDS, OPEN, TOLERANCES, budget, produced, row, workload
 
-SYNC = ["pack_s", "comm_s", "wait_s", "aggregate_s"]
-STRATA = ("algorithm", "partition.kind")
+SYNC = ["pack_s", "comm_s", "wait_s"]  # synchronization: the server step (aggregate_s) is computation
+SERVER = ["aggregate_s"]
+MEASURED = "measured"
+HOST = "ranks on one host share memory, not a network"
+STUDY_PAYLOADS = ["ALBERT-base", "BERT-base", "DeBERTa-v3-base"]  # the study's models
+STUDY_CLIENTS = [2, 8, 16, 32, 64, 96]  # one client per GPU rank, as the study ran them
 
 
 def _scale(iv: stats.Interval, k: float) -> stats.Interval:
@@ -51,114 +64,279 @@ def _ci(iv: stats.Interval, unit: str = "") -> str:
     return f"{iv.mean:.3g}{unit} {ci}"
 
 
-def points(g: pd.DataFrame, x: str) -> tuple[pd.DataFrame, int]:
-    """One row per (x, seed): the mean over strata; and the number of strata."""
-    keys = [k for k in (x, "seed") if k in g]
-    strata = [k for k in STRATA if k in g]
-    k = len(g[strata].drop_duplicates()) if strata else 1
-    cols = [c for c in ("comm_s", "comm_wait_s", "payload_bytes") if c in g]
-    return g.groupby(keys, as_index=False)[cols].mean(), k
+def _point(value: float) -> stats.Interval:
+    """A projected value: one point, no interval."""
+    return stats.Interval(float(value), float("nan"), 1)
 
 
-def _produced(g: pd.DataFrame, k: int) -> dict:
-    return produced(g, g["seed"].nunique() if "seed" in g else 1, k)
+def _bench_budget(g: pd.DataFrame) -> str:
+    reps = g.groupby(["algorithm", "ranks", "payload"]).size()
+    cores = int(g["cores"].iloc[0]) if "cores" in g else None
+    over = (
+        f"; {max(g['ranks'])} ranks on {cores} cores: oversubscribed"
+        if cores and max(g["ranks"]) > cores
+        else ""
+    )
+    return (
+        f"{'/'.join(str(r) for r in sorted(set(g['ranks'])))} ranks, one client and one thread each "
+        f"({HOST}{over}); {reps.min()}-{reps.max()} replicates per cell"
+    )
 
 
-def linear(claim: str, g: pd.DataFrame) -> dict:
-    """comm_s linear in clients: the rules above."""
-    pts, k = points(g, "clients")
-    x, y = pts["clients"].to_numpy(float), pts["comm_s"].to_numpy(float)
+def _bench_produced(g: pd.DataFrame) -> dict:
+    rows = g.assign(
+        model=g["payload"],
+        data="flat float32 buffer",
+        trainable="the payload's parameters",
+        clients=g["ranks"],
+        rounds=g.groupby(["algorithm", "ranks", "payload"])["rep"].transform("size"),
+    )
+    return produced(rows, seeds=1, strata=1)
+
+
+def linear(
+    claim: str, x: np.ndarray, y: np.ndarray, bud: str, prov: dict, basis: str = MEASURED, extra: str = ""
+) -> dict:
+    """y linear in x: the rules of the module docstring (replicates as points)."""
     b, c = stats.polyfit(x, y, 1).coef[1], stats.polyfit(x, y, 2).coef[2]
-    tol, bud, prov = TOLERANCES["curvature"].text + "; rise > 0", budget(g), _produced(g, k)
+    tol = TOLERANCES["curvature"].text + "; rise > 0"
     measure = "quadratic term: distance from a line at mid-range, fraction of the rise (OLS, comm s)"
+
+    def out(iv: stats.Interval | None, verdict: str, note: str, what: str = measure) -> dict:
+        return {**row(claim, what, iv, tol, bud, verdict, note + extra, prov), "basis": basis}
+
     if not c.resolved:
-        return row(claim, measure, None, tol, bud, OPEN, "needs ≥ 2 seeds at ≥ 3 client counts", prov)
-    span, mean = float(np.ptp(x)), float(y.mean())
+        return out(None, OPEN, "needs ≥ 2 replicates at ≥ 3 client counts")
+    span, mean = float(np.ptp(x)), float(np.mean(y))
     rise = _scale(b, span / mean)
-    wait = stats.slope(pts["clients"], pts["comm_wait_s"]).slope if "comm_wait_s" in pts else None
-    note = f"slope {_ci(b, ' s/client')}" + (f"; with wait: {_ci(wait, ' s/client')}" if wait else "")
+    note = f"slope {_ci(b, ' s/client')}"
     if _inside(rise, "flat"):
-        return row(claim, "rise over the client range, fraction of mean comm s", rise, tol, bud, FAILS,
-                   "flat: the rise stays within ±20 % of the mean; " + note, prov)
+        return out(
+            rise,
+            FAILS,
+            "flat: the rise stays within ±20 % of the mean; " + note,
+            "rise over the client range, fraction of mean comm s",
+        )
     if b.mean <= 0:
-        verdict = FAILS if b.hi < 0 else OPEN
-        return row(claim, "rise over the client range, fraction of mean comm s", rise, tol, bud, verdict,
-                   "comm s does not grow with clients; " + note, prov)
+        return out(
+            rise,
+            FAILS if b.hi < 0 else OPEN,
+            "comm s does not grow with clients; " + note,
+            "rise over the client range, fraction of mean comm s",
+        )
     curve = _scale(c, span**2 / 4 / (b.mean * span))
     if b.lo > 0 and _inside(curve, "curvature"):
-        return row(claim, measure, curve, tol, bud, HOLDS, "a line: " + note, prov)
-    if b.lo > 0 and _outside(curve, "curvature"):  # a rise that may be ~0 makes no scale for a curve
-        return row(claim, measure, curve, tol, bud, FAILS, "a curve, not a line: " + note, prov)
-    return row(claim, measure, curve, tol, bud, OPEN, "the quadratic term's CI straddles ±5 %: " + note, prov)
+        return out(curve, HOLDS, "a line: " + note)
+    if b.lo > 0 and _outside(curve, "curvature"):
+        return out(curve, FAILS, "a curve, not a line: " + note)
+    return out(curve, OPEN, "the quadratic term's CI straddles ±5 %: " + note)
 
 
-def flat(claim: str, g: pd.DataFrame) -> dict:
-    """comm_s independent of clients: the change over the range within ±20 % of the mean."""
-    pts, k = points(g, "clients")
-    x, y = pts["clients"].to_numpy(float), pts["comm_s"].to_numpy(float)
-    b = stats.polyfit(x, y, 1).coef[1]
-    tol, bud, prov = TOLERANCES["flat"].text, budget(g), _produced(g, k)
-    measure = "change over the client range (OLS slope × range), fraction of mean comm s"
-    if not b.resolved:
-        return row(claim, measure, None, tol, bud, OPEN, "needs ≥ 3 points at ≥ 2 client counts", prov)
-    change = _scale(b, float(np.ptp(x)) / float(y.mean()))
-    wait = stats.slope(pts["clients"], pts["comm_wait_s"]).slope if "comm_wait_s" in pts else None
-    note = f"slope {_ci(b, ' s/client')}" + (f"; with wait: {_ci(wait, ' s/client')}" if wait else "")
-    verdict = HOLDS if _inside(change, "flat") else FAILS if _outside(change, "flat") else OPEN
-    return row(claim, measure, change, tol, bud, verdict, note, prov)
+def _projected_curve(x: np.ndarray, y: np.ndarray) -> float:
+    """The quadratic term's distance from the chord at mid-range, fraction of the rise (no noise)."""
+    c = np.polyfit(x, y, 2)[0]
+    b = np.polyfit(x, y, 1)[0]
+    span = float(np.ptp(x))
+    return float(c * span**2 / 4 / (b * span))
 
 
-def proportional(claim: str, g: pd.DataFrame) -> dict:
-    """comm_s ∝ payload: the log-log slope's CI against [0.8, 1.25]."""
-    pts, k = points(g, "model")
-    ok = (pts["comm_s"] > 0) & (pts["payload_bytes"] > 0)
-    s = stats.slope(np.log(pts.loc[ok, "payload_bytes"]), np.log(pts.loc[ok, "comm_s"])).slope
-    tol, prov = TOLERANCES["size"].text, _produced(g, k)
-    bud = budget(g) + f", models {'/'.join(sorted(set(g['model'])))}"
+def proportional(
+    claim: str, nbytes: np.ndarray, t: np.ndarray, bud: str, prov: dict, basis: str = MEASURED, note: str = ""
+) -> dict:
+    """t ∝ bytes: the log-log slope's CI against [0.8, 1.25] (a projection: its point)."""
+    tol = TOLERANCES["size"].text
     measure = "log-log slope of comm s on payload bytes (OLS)"
+    ok = (t > 0) & (nbytes > 0)
+    s = stats.slope(np.log(nbytes[ok]), np.log(t[ok])).slope
+    if basis != MEASURED:
+        s = _point(s.mean)
+        verdict = HOLDS if TOLERANCES["size"].lo <= s.mean <= TOLERANCES["size"].hi else FAILS
+        return {**row(claim, measure, s, tol, bud, verdict, note, prov), "basis": basis}
     if not s.resolved:
-        return row(claim, measure, s, tol, bud, OPEN, f"{s.n} points: no slope interval", prov)
+        return {
+            **row(claim, measure, s, tol, bud, OPEN, f"{s.n} points: no slope interval", prov),
+            "basis": basis,
+        }
     verdict = HOLDS if _inside(s, "size") else FAILS if _outside(s, "size") else OPEN
-    return row(claim, measure, s, tol, bud, verdict, "", prov)
+    return {**row(claim, measure, s, tol, bud, verdict, note, prov), "basis": basis}
 
 
-def comm_claims(df: pd.DataFrame) -> list[dict]:
-    """01's runs: linear (p2p) and flat (collective) in clients for the largest model; proportional
-    to model size for each mode at the largest client count."""
+def _fit_note(df: pd.DataFrame, alg: str) -> str:
+    f = scaling.fit(df, alg)
+    return (
+        f"; Hockney {f.form} fit over {f.cells} cells: α {f.alpha * 1e6:.3g} ± {f.alpha_half * 1e6:.2g} µs, "
+        f"1/β {1 / f.beta / 1e9:.3g} GB/s, weighted R² {f.r2:.3f}, lack of fit F({f.lof.df_lof}, "
+        f"{f.lof.df_pe}) = {f.lof.f:.3g}, p = {f.lof.p:.2g}"
+    )
+
+
+def comm_claims(
+    df: pd.DataFrame,
+    net: scaling.Network | None = None,
+    study: dict[str, float] | None = None,
+    clients: list[int] | None = None,
+) -> list[dict]:
+    """01's `bench comm` rows: the measured rows, then the projected ones (`project_claims`)."""
     out = []
-    df = df.reset_index(drop=True)
-    big = df.loc[df["payload_bytes"].idxmax(), "model"]
-    for agg, g in df[df["model"] == big].groupby("aggregation"):
-        if agg == "p2p":
-            out.append(linear(f"p2p star comm time linear in clients ({big})", g))
-        else:
-            out.append(flat(f"{agg} comm time independent of clients ({big})", g))
-    top = df[df["clients"] == df["clients"].max()]
-    for agg, g in top.groupby("aggregation"):
-        claim = f"comm time proportional to model size ({agg}, {g['clients'].iloc[0]} clients)"
-        out.append(proportional(claim, g))
+    bud = _bench_budget(df)
+    big = df.loc[df["payload_bytes"].idxmax(), "payload"]
+    p2p = df[(df["algorithm"] == "p2p") & (df["payload"] == big)]
+    if len(p2p):
+        out.append(
+            linear(
+                f"p2p star comm time linear in clients ({big}, one client per rank)",
+                p2p["ranks"].to_numpy(float),
+                p2p["comm_s"].to_numpy(float),
+                bud,
+                _bench_produced(p2p),
+                extra=_fit_note(df, "p2p"),
+            )
+        )
+    top = df[df["ranks"] == df["ranks"].max()]
+    for alg, g in top.groupby("algorithm"):
+        f = scaling.fit(df, alg)
+        small = g.loc[g["payload_bytes"].idxmin()]
+        a = scaling.form(alg).latency(small["ranks"]) * f.alpha
+        share = a / max(float(g[g["payload"] == small["payload"]]["comm_s"].mean()), 1e-12)
+        note = (
+            f"{g['payload'].nunique()} payloads, {g['payload_bytes'].min() / 1e6:.3g}-"
+            f"{g['payload_bytes'].max() / 1e6:.3g} MB; the fitted latency term is {share:.0%} of the "
+            f"smallest payload's time (n½ = α/β = {f.alpha / f.beta / 1e6:.3g} MB)" + _fit_note(df, alg)
+        )
+        out.append(
+            proportional(
+                f"comm time proportional to model size ({alg}, {g['ranks'].iloc[0]} clients "
+                f"on {g['ranks'].iloc[0]} ranks)",
+                g["payload_bytes"].to_numpy(float),
+                g["comm_s"].to_numpy(float),
+                bud,
+                _bench_produced(g),
+                note=note,
+            )
+        )
+    return out + project_claims(df, net, study, clients)
+
+
+def project_claims(
+    df: pd.DataFrame,
+    net: scaling.Network | None = None,
+    study: dict[str, float] | None = None,
+    clients: list[int] | None = None,
+) -> list[dict]:
+    """The same statements at the study's setting (`study`: payload name → bytes, default the
+    study's three models; `clients`, one per rank), from the primary forms and `net`'s α, β.
+    Each carries the lack-of-fit p of its form on the measured rows: a rejected form makes the
+    projection's premise false, whatever it says."""
+    from ..bench import payloads
+
+    net = net or scaling.networks()["slingshot-11"]
+    study = study or {n: 4.0 * p for n, p in payloads.sizes(STUDY_PAYLOADS).items()}
+    clients = clients or STUDY_CLIENTS
+    proj = scaling.projection(study, clients, net)
+    out = []
+    for alg in ("p2p", "collective"):
+        if alg not in set(df["algorithm"]):
+            continue
+        f = scaling.fit(df, alg)
+        basis = f"projected ({f.form}, {net.label()})"
+        premise = (
+            f"a projection, no CI: the {f.form} form (lack of fit on the measured rows p = {f.lof.p:.2g}) "
+            f"with {net.name}'s published figures; one NIC per message, no contention or topology"
+        )
+        g = proj[proj["algorithm"] == alg]
+        bud = f"{min(clients)}-{max(clients)} clients, one per rank (GPU); {net.source}"
+        prov = {
+            "model": "/".join(study),
+            "data": "",
+            "trainable": "whole model",
+            "cached_features": "",
+            "clients": "/".join(map(str, clients)),
+            "rounds": "",
+            "seeds_x_strata": "projection",
+            "eval_examples": "",
+            "delta": "",
+            "git_commit": "",
+        }
+        if alg == "p2p":
+            big = max(study, key=study.__getitem__)
+            line = g[g["payload"] == big]
+            curve = _projected_curve(line["ranks"].to_numpy(float), line["comm_s"].to_numpy(float))
+            ok = abs(curve) <= TOLERANCES["curvature"].hi
+            at = line[line["ranks"] == max(clients)]["comm_s"].iloc[0]
+            out.append(
+                {
+                    **row(
+                        f"p2p star comm time linear in clients up to {max(clients)} ({big}, projected)",
+                        "quadratic term: distance from a line at mid-range, fraction of the rise",
+                        _point(curve),
+                        TOLERANCES["curvature"].text,
+                        bud,
+                        HOLDS if ok else FAILS,
+                        f"{at:.3g} s a round at {max(clients)} clients; " + premise,
+                        prov,
+                    ),
+                    "basis": basis,
+                }
+            )
+        top = g[g["ranks"] == max(clients)]
+        out.append(
+            proportional(
+                f"comm time proportional to model size ({alg}, {max(clients)} clients, projected)",
+                top["payload_bytes"].to_numpy(float),
+                top["comm_s"].to_numpy(float),
+                bud,
+                prov,
+                basis=basis,
+                note=premise,
+            )
+        )
     return out
 
 
 def sync_claims(df: pd.DataFrame) -> list[dict]:
-    """06's baselines at the largest client count: the share of the round spent synchronizing."""
+    """06's baselines at the largest client count: the round's synchronization share, and the
+    server step's share (computation) in a row of its own."""
     out = []
     top = df[df["clients"] == df["clients"].max()]
     tol = TOLERANCES["sync"].text
     for strategy in ("collective (baseline)", "p2p star"):
         g = top[top["strategy"] == strategy]
-        claim = f"comm + sync dominate the round at this workload ({strategy})"
-        measure = "(pack+comm+wait+aggregate) / round"
-        if not len(g):
-            out.append(row(claim, measure, None, tol, "", OPEN, "not run in this profile"))
-            continue
-        iv = stats.interval(g[SYNC].sum(axis=1) / g["round_s"])
-        ratio = float(g["compute_s"].mean() / g["comm_s"].mean()) if "compute_s" in g else float("nan")
-        bud = f"{budget(g)}; workload {workload(g)}, compute/comm {ratio:.3g}"
-        verdict = OPEN if not iv.resolved else HOLDS if iv.lo > 0.5 else FAILS if iv.hi < 0.5 else OPEN
-        note = "one seed: no interval" if not iv.resolved else ""
-        if iv.resolved and verdict == OPEN:
-            n = stats.seeds_needed(iv.mean - 0.5, iv.half * math.sqrt(iv.n) / stats.tcrit(iv.n))
-            note = f"CI straddles 0.5; ~{n} seeds would resolve it (80 % power)" if n else "share at 0.5"
-        out.append(row(claim, measure, iv, tol, bud, verdict, note, produced(g)))
+        for part, cols, what in (
+            ("sync", SYNC, "comm + sync (pack + comm + wait) dominate the round"),
+            ("server", SERVER, "the server's aggregation + optimizer step (computation) dominate the round"),
+        ):
+            measure = f"({' + '.join(c.removesuffix('_s') for c in cols)}) / round"
+            if not len(g):
+                out.append(
+                    {
+                        **row(
+                            f"{what} ({strategy})", measure, None, tol, "", OPEN, "not run in this profile"
+                        ),
+                        "basis": MEASURED,
+                    }
+                )
+                continue
+            model, ranks = (
+                "/".join(sorted(set(g["model"]))),
+                "/".join(str(r) for r in sorted(set(g["ranks"]))),
+            )
+            load = f"{model}, {workload(g)}, {g['clients'].iloc[0]} clients on {ranks} ranks"
+            ratio = float(g["compute_s"].mean() / g["comm_s"].mean())
+            claim = f"{what} ({strategy}; {load})"
+            iv = stats.interval(g[cols].sum(axis=1) / g["round_s"])
+            bud = f"{budget(g)}; workload {load}, compute/comm {ratio:.3g}"
+            verdict = OPEN if not iv.resolved else HOLDS if iv.lo > 0.5 else FAILS if iv.hi < 0.5 else OPEN
+            note = f"compute/comm = {ratio:.3g} (rank 0's compute s / comm s); " + (
+                "the server step is not counted: its own row"
+                if part == "sync"
+                else "computation on the round's mean update, not communication"
+            )
+            if not iv.resolved:
+                note = "one seed: no interval; " + note
+            elif verdict == OPEN:
+                n = stats.seeds_needed(iv.mean - 0.5, iv.half * math.sqrt(iv.n) / stats.tcrit(iv.n))
+                note = (
+                    f"CI straddles 0.5; ~{n} seeds would resolve it (80 % power); " if n else "share at 0.5; "
+                ) + note
+            out.append({**row(claim, measure, iv, tol, bud, verdict, note, produced(g)), "basis": MEASURED})
     return out

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedlib.lab import claims, comm_claims, stats
+from fedlib.lab import claims, stats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,67 +151,7 @@ def test_no_overlap_or_separation_rule_in_code_or_prose():
         assert not hits, f"{name}: {hits}"
 
 
-# ---- communication: points per (clients, seed), as 01 writes them --------------------------------
-
-def _comm(curve, aggregation="p2p", clients=(2, 6, 12), seeds=(0, 1), noise=0.002, model="big", gb=0.4):
-    rows = []
-    for s in seeds:
-        for i, n in enumerate(clients):
-            y = curve(n) + noise * (-1) ** (s + i)
-            rows.append({"model": model, "aggregation": aggregation, "clients": n, "seed": s, "rounds": 4,
-                         "payload_bytes": gb * 1e9, "comm_s": y, "comm_wait_s": y + 0.05,
-                         "trainable": "full"})
-    return pd.DataFrame(rows)
-
-
-@pytest.mark.parametrize("curve,verdict,word", [
-    (lambda n: 0.01 + 0.05 * n, claims.HOLDS, "a line"),
-    (lambda n: 0.01 * n**2, claims.FAILS, "a curve"),         # R² 0.99: a line by the old rule
-    (lambda n: 0.5 * math.sqrt(n), claims.FAILS, "a curve"),
-    (lambda n: 0.30 + 0.001 * n, claims.FAILS, "flat"),
-])
-def test_linear_in_clients_tests_the_quadratic_term(curve, verdict, word):
-    row = comm_claims.linear("p2p", _comm(curve))
-    assert row["verdict"] == verdict and word in row["note"], (row["effect"], row["ci_low"], row["ci_high"])
-    assert row["seeds_x_strata"] == "2 × 1" and row["n"] == 6
-
-
-def test_collective_independent_of_clients_is_an_equivalence_claim():
-    flat = _comm(lambda n: 0.3, "collective", noise=0.01)
-    grows = _comm(lambda n: 0.1 + 0.05 * n, "collective")
-    both = pd.concat([flat, _comm(lambda n: 0.05 * n)], ignore_index=True)
-    t = {r["claim"]: r for r in comm_claims.comm_claims(both)}
-    row = t["collective comm time independent of clients (big)"]
-    # slope 0 ± its CI over a span of 10 clients, as a fraction of the mean 0.3: inside ±0.2
-    assert row["verdict"] == claims.HOLDS and abs(row["effect"]) < 1e-9 and row["ci_high"] < 0.2
-    assert t["p2p star comm time linear in clients (big)"]["verdict"] == claims.HOLDS
-    assert comm_claims.flat("c", grows)["verdict"] == claims.FAILS
-
-
-def test_proportional_to_model_size_needs_the_log_log_slope_near_one():
-    def sizes(power, noise=0.01):  # 3 models x 3 seeds at 12 clients; seed s scales by 1 + noise·(s − 1)
-        return pd.concat([_comm(lambda n, gb=gb: gb**power, clients=(12,), seeds=(s,), noise=0, model=m,
-                                gb=gb)
-                          .assign(comm_s=lambda d, s=s: d["comm_s"] * (1 + noise * (s - 1)))
-                          for m, gb in (("s", 0.05), ("m", 0.2), ("b", 0.4)) for s in (0, 1, 2)],
-                         ignore_index=True)
-    assert comm_claims.proportional("x", sizes(1.0))["verdict"] == claims.HOLDS
-    half = comm_claims.proportional("x", sizes(0.5))  # positive slope, R² 1: "holds" by the old rule
-    assert half["verdict"] == claims.FAILS and half["effect"] == pytest.approx(0.5, abs=0.02)
-    assert comm_claims.proportional("x", sizes(1.0, noise=0.5))["verdict"] == claims.OPEN
-
-
-def test_sync_share_states_the_workload_and_its_compute_to_comm_ratio():
-    rows = [{"strategy": s, "clients": 16, "seed": i, "pack_s": 0.1, "comm_s": c, "wait_s": 0.1,
-             "aggregate_s": 0.0, "round_s": 1.0, "compute_s": 0.2, "local_steps": 1, "batch_size": 2,
-             "max_length": 16, "rounds": 3, "trainable": "full"}
-            for s, cs in (("collective (baseline)", (0.1, 0.12, 0.11)), ("p2p star", (0.6, 0.62, 0.61)))
-            for i, c in enumerate(cs)]
-    s = {r["claim"]: r for r in claims.comm_claims.sync_claims(pd.DataFrame(rows))}
-    col = s["comm + sync dominate the round at this workload (collective (baseline))"]
-    assert col["verdict"] == claims.FAILS
-    assert "workload 1 local steps × batch 2 × 16 tokens, compute/comm 1.82" in col["budget"]  # 0.2 / 0.11
-    assert s["comm + sync dominate the round at this workload (p2p star)"]["verdict"] == claims.HOLDS
+# communication and synchronization claims: tests/test_lab_comm.py
 
 
 def test_tolerance_table_gives_every_margin_a_reason():
