@@ -121,7 +121,7 @@ def project(cfg: config.RunConfig, step_s: float, steps: int, round_s: float, up
     p, seed = cfg.participation, cfg.seed
     f = np.array([[participation.fate(p, seed, r + 1, c).speed for c in range(ranks)] for r in range(rounds)])
     task = f * step_s * steps
-    length = task.max(axis=1) + round_s + scaling.project(payload, ranks, ranks, "collective", net)
+    length = task.max(axis=1) + round_s + scaling.project(payload, ranks, "collective", net)
     sync = {"updates_per_s": float(ranks * rounds / length.sum()), "total_s": float(length.sum()),
             "idle_server": float(((length - task[:, 0]) / length).mean()),
             "idle_workers": float(((length[:, None] - task[:, 1:]) / length[:, None]).mean()),

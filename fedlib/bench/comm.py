@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,18 @@ from .common import LAUNCH_ENV
 
 ALGORITHMS = ("collective", "p2p")
 BUFFERS = 4  # float32 buffers of the payload's size a rank holds at once (the star's root: 4)
-QUICK = {
-    "ranks": [2, 4, 8],
-    "reps": 5,
-    "payloads": [
-        "head (MiniLM probe)",
-        "LoRA r8 (BERT-base)",
-        "top-1 layer + head (MiniLM)",
-        "ALBERT-base",
-        "MiniLM",
-    ],
-}
-FULL = {"ranks": [2, 4, 8], "reps": 10, "payloads": [*QUICK["payloads"], "BERT-base", "DeBERTa-v3-base"]}
+
+
+@dataclass(frozen=True)
+class Grid:
+    ranks: list[int]
+    reps: int
+    payloads: list[str]
+
+
+SMALL = ["head (MiniLM probe)", "LoRA r8 (BERT-base)", "top-1 layer + head (MiniLM)", "ALBERT-base", "MiniLM"]
+QUICK = Grid([2, 4, 8], 5, SMALL)
+FULL = Grid([2, 4, 8], 10, [*SMALL, "BERT-base", "DeBERTa-v3-base"])
 
 
 def _round(comm: Any, numel: int, algorithm: str, flat: Any) -> dict[str, float]:
@@ -166,13 +167,14 @@ def measure(
     parts = []
     for r in ranks:
         with tempfile.TemporaryDirectory() as tmp:
-            spec = {
+            found = Path(tmp) / "rows.json"
+            spec: dict[str, Any] = {
                 "payloads": sizes,
                 "algorithms": list(algorithms),
                 "reps": reps,
                 "warmup": warmup,
                 "seed": seed,
-                "out": str(Path(tmp) / "rows.json"),
+                "out": str(found),
             }
             cmd = [
                 str(Path(sys.executable).with_name("mpiexec")),
@@ -190,7 +192,7 @@ def measure(
                 raise RuntimeError(
                     f"bench comm on {r} ranks failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
                 )
-            rows = pd.DataFrame(json.loads(Path(spec["out"]).read_text()))
+            rows = pd.DataFrame(json.loads(found.read_text()))
         parts.append(
             rows.assign(
                 cores=os.cpu_count(),
@@ -202,8 +204,20 @@ def measure(
 
 
 def run(out: Path, quick: bool = False) -> pd.DataFrame:
+    """The bench's grid; in full, payloads whose largest cell would not fit in free memory are
+    left out, and said so (`measure` itself refuses them)."""
     grid = QUICK if quick else FULL
-    return measure(grid["ranks"], payload_sizes.sizes(grid["payloads"]), grid["reps"])
+    sizes = payload_sizes.sizes(grid.payloads)
+    free = _available()
+    if not quick and free is not None:
+        keep = {n: s for n, s in sizes.items() if memory_needed(max(grid.ranks), s) <= 0.8 * free}
+        for name in sizes.keys() - keep.keys():
+            print(
+                f"bench comm: {name} left out: {memory_needed(max(grid.ranks), sizes[name]) / 1e9:.1f} GB "
+                f"at {max(grid.ranks)} ranks, {free / 1e9:.1f} GB free"
+            )
+        sizes = keep
+    return measure(grid.ranks, sizes, grid.reps)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:

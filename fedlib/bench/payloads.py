@@ -36,7 +36,7 @@ def trainable(name: str, labels: int = LABELS) -> int:
     """Trainable parameters of payload `name` (a key of `PAYLOADS`): the floats one update carries."""
     import torch
 
-    from .. import models
+    from ..learn import models
 
     if name not in PAYLOADS:
         raise KeyError(f"payload {name!r}: not one of {sorted(PAYLOADS)} (fedlib.bench.payloads)")

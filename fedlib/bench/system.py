@@ -3,11 +3,12 @@ communicate+wait seconds on 2 MPI ranks for the plain collective baseline, the p
 each strategy (frozen lower half, LoRA, bf16 payload (+ error feedback) on the star, the star
 with its messages overlapped with training, balanced placement under quantity skew), at
 several client counts, for the bert-base preset (random init: time and bytes do not depend on
-weights) and MiniLM, one short local step per client; plus the scaling-model fit of the
-collective/p2p rows. On MiniLM and scicite: accuracy for LoRA vs full fine-tuning and bf16 vs
-fp32 payloads (`system_accuracy.csv`), and the local-steps trade-off — the same local steps
-per client split into fewer, longer rounds (`system_local_steps.csv`). The grids and tables are
-the study's (fedlib.lab.system); this module runs them on 2 MPI ranks.
+weights) and MiniLM, one short local step per client. On MiniLM and scicite: accuracy for
+LoRA vs full fine-tuning and bf16 vs fp32 payloads (`system_accuracy.csv`), and the local-steps
+trade-off — the same local steps per client split into fewer, longer rounds
+(`system_local_steps.csv`). The grids and tables are the study's (fedlib.lab.system); this
+module runs them on 2 MPI ranks. The latency-bandwidth fit of the round's communication over
+ranks and payloads is `bench comm`'s (fedlib.bench.comm).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..lab import scaling
 from ..lab.system import (  # noqa: F401  (notebooks/06 reads the grids here: fedlib.bench.system.X)
     LORA_LR,
     TIMED,
@@ -48,6 +48,4 @@ def run(out: Path, quick: bool = False) -> pd.DataFrame:
         steps = pool.sweep(local_steps_base(out, quick), local_steps_grid(4 if quick else 16),
                            desc="system local steps")
     sync_share(steps).to_csv(out / "system_local_steps.csv", index=False)
-    fit = scaling.fit(timing[timing["strategy"].isin(["collective (baseline)", "p2p star"])])
-    fit.to_csv(out / "system_fit.csv", index=False)
     return timing

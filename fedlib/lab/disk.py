@@ -93,10 +93,8 @@ def _runs(name: str, p: dict) -> list[tuple[int, dict]]:
     seeds = len(p.get("seeds", [0]))
     if name == "00_quickstart":  # one run, checkpointed, exported: the CLI's defaults
         return [(1, {"config_file": p["config_file"], **p["overrides"]})]
-    if name == "01_comm_scaling":
-        n = len(p["modes"]) * len(p["algorithms"]) * len(p["partitions"])
-        return [(n, {**sweep, "model.name": m, "federation.num_clients": c, "federation.rounds": p["rounds"]})
-                for m in p["models"] for c in p["clients"]]
+    if name == "01_comm_scaling":  # `bench comm` starts no runs: a few CSVs and a figure
+        return []
     if name == "02_accuracy_vs_clients":
         n = len(p["algorithms"]) * len(p["partitions"]) * seeds
         return [(n, {**sweep, "model.name": m, "federation.num_clients": c, "federation.rounds": p["rounds"],

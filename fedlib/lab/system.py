@@ -145,9 +145,12 @@ def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def sync_share(df: pd.DataFrame) -> pd.DataFrame:
-    """Seconds per round spent synchronizing (pack, comm, wait, aggregate) and their share."""
+    """Seconds per round spent synchronizing (pack, comm, wait: `comm_claims.SYNC`; the server's
+    step is computation) and their share."""
+    from .comm_claims import SYNC
+
     out = df.copy()
-    out["sync_s"] = df[["pack_s", "comm_s", "wait_s", "aggregate_s"]].sum(axis=1)
+    out["sync_s"] = df[SYNC].sum(axis=1)
     out["sync_share"] = out["sync_s"] / df["round_s"]
     out["sync_total_s"] = out["sync_s"] * df["federation.rounds"]
     return out

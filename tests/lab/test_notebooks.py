@@ -13,7 +13,7 @@ import pytest
 import scrapbook as sb
 import yaml
 
-from fedlib.lab import reproduce, verdict
+from fedlib.lab import reproduce, scaling, verdict
 
 NOTEBOOKS = sorted(reproduce.NOTEBOOKS.glob("*.ipynb"))
 PROFILES = sorted(p.name for p in reproduce.PARAMS.iterdir() if p.is_dir())
@@ -206,10 +206,12 @@ def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(tmp_path):
 
     assert m["00_quickstart"]["ranks"] == 1 and m["00_quickstart"]["breakdown_error"] < 0.02
     comm = pd.read_csv(out / "01_comm_scaling_runs.csv")
-    assert len(comm) == 3 * 2 * 2 * 3 * 2  # models x clients x modes x algorithms x partitions
-    assert {p.rsplit("/", 1)[-1] for p in comm["model"]} == families
-    assert set(comm["algorithm"]) == {"fedavg", "fedprox", "fedadam"}
-    assert {p.rsplit("/", 1)[-1] for p in m["01_comm_scaling"]["payload_mb"]} == families
+    assert len(comm) == 2 * 2 * 2 * 2  # ranks x algorithms x payloads x replicates
+    assert set(comm["algorithm"]) == {"collective", "p2p"} and (comm["clients"] == comm["ranks"]).all()
+    c = m["01_comm_scaling"]
+    assert set(c["payload_mb"]) == {"head (MiniLM probe)", "LoRA r8 (BERT-base)"}
+    assert {f["form"] for f in c["hockney_fit"]} == {f.name for fs in scaling.FORMS.values() for f in fs}
+    assert {r["basis"].split(" (")[0] for r in c["comm_claims"]} == {"measured", "projected"}
     acc = pd.read_csv(out / "02_accuracy_vs_clients.csv")
     assert len(acc) == 3 * 2 * 2 * 2 and set(acc["partition.kind"]) == {"iid", "dirichlet"}
     assert {p.rsplit("/", 1)[-1] for p in m["02_accuracy_vs_clients"]["accuracy_by_clients"]} == families
