@@ -77,11 +77,14 @@ def test_config_is_frozen():
 def test_every_params_file_loads(tmp_path):
     """Every YAML under params/ loads: a run config (params/*.yaml) with config.load; a
     notebook's parameters (params/<profile>/<notebook>.yaml) as its profile's, with the run
-    config it names (config_file + overrides) loading too; a toy profile's overrides likewise."""
-    from fedlib.lab import reproduce
+    config it names (config_file + overrides) loading too; a toy profile's overrides likewise;
+    the interconnects (params/interconnects.yaml) with scaling.networks."""
+    from fedlib.lab import reproduce, scaling
 
     params = Path(__file__).resolve().parents[2] / "params"
     files = sorted(params.rglob("*.yaml"))
+    assert scaling.INTERCONNECTS in files and scaling.networks(scaling.INTERCONNECTS)
+    files.remove(scaling.INTERCONNECTS)
     runs = [p for p in files if p.parent == params]
     notebooks = [p for p in files if p.parent != params and p.name != reproduce.TOY]
     toys = [p for p in files if p.name == reproduce.TOY]
