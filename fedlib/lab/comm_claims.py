@@ -35,11 +35,10 @@ import numpy as np
 import pandas as pd
 
 from . import scaling, stats
-from .verdict import FAILS, HOLDS, OPEN, TOLERANCES, budget, produced, row, workload
+from .verdict import FAILS, HOLDS, MEASURED, OPEN, TOLERANCES, budget, produced, row, workload
 
 SYNC = ["pack_s", "comm_s", "wait_s"]  # synchronization: the server step (aggregate_s) is computation
 SERVER = ["aggregate_s"]
-MEASURED = "measured"
 HOST = "ranks on one host share memory, not a network"
 STUDY_PAYLOADS = ["ALBERT-base", "BERT-base", "DeBERTa-v3-base"]  # the study's models
 STUDY_CLIENTS = [2, 8, 16, 32, 64, 96]  # one client per GPU rank, as the study ran them
@@ -103,7 +102,7 @@ def linear(
     measure = "quadratic term: distance from a line at mid-range, fraction of the rise (OLS, comm s)"
 
     def out(iv: stats.Interval | None, verdict: str, note: str, what: str = measure) -> dict:
-        return {**row(claim, what, iv, tol, bud, verdict, note + extra, prov), "basis": basis}
+        return row(claim, what, iv, tol, bud, verdict, note + extra, prov, basis=basis)
 
     if not c.resolved:
         return out(None, OPEN, "needs ≥ 2 replicates at ≥ 3 client counts")
@@ -151,14 +150,11 @@ def proportional(
     if basis != MEASURED:
         s = _point(s.mean)
         verdict = HOLDS if TOLERANCES["size"].lo <= s.mean <= TOLERANCES["size"].hi else FAILS
-        return {**row(claim, measure, s, tol, bud, verdict, note, prov), "basis": basis}
+        return row(claim, measure, s, tol, bud, verdict, note, prov, basis=basis)
     if not s.resolved:
-        return {
-            **row(claim, measure, s, tol, bud, OPEN, f"{s.n} points: no slope interval", prov),
-            "basis": basis,
-        }
+        return row(claim, measure, s, tol, bud, OPEN, f"{s.n} points: no slope interval", prov, basis=basis)
     verdict = HOLDS if _inside(s, "size") else FAILS if _outside(s, "size") else OPEN
-    return {**row(claim, measure, s, tol, bud, verdict, note, prov), "basis": basis}
+    return row(claim, measure, s, tol, bud, verdict, note, prov, basis=basis)
 
 
 def _fit_note(df: pd.DataFrame, alg: str) -> str:
@@ -264,19 +260,17 @@ def project_claims(
             ok = abs(curve) <= TOLERANCES["curvature"].hi
             at = line[line["ranks"] == max(clients)]["comm_s"].iloc[0]
             out.append(
-                {
-                    **row(
-                        f"p2p star comm time linear in clients up to {max(clients)} ({big}, projected)",
-                        "quadratic term: distance from a line at mid-range, fraction of the rise",
-                        _point(curve),
-                        TOLERANCES["curvature"].text,
-                        bud,
-                        HOLDS if ok else FAILS,
-                        f"{at:.3g} s a round at {max(clients)} clients; " + premise,
-                        prov,
-                    ),
-                    "basis": basis,
-                }
+                row(
+                    f"p2p star comm time linear in clients up to {max(clients)} ({big}, projected)",
+                    "quadratic term: distance from a line at mid-range, fraction of the rise",
+                    _point(curve),
+                    TOLERANCES["curvature"].text,
+                    bud,
+                    HOLDS if ok else FAILS,
+                    f"{at:.3g} s a round at {max(clients)} clients; " + premise,
+                    prov,
+                    basis=basis,
+                )
             )
         top = g[g["ranks"] == max(clients)]
         out.append(
@@ -308,12 +302,7 @@ def sync_claims(df: pd.DataFrame) -> list[dict]:
             measure = f"({' + '.join(c.removesuffix('_s') for c in cols)}) / round"
             if not len(g):
                 out.append(
-                    {
-                        **row(
-                            f"{what} ({strategy})", measure, None, tol, "", OPEN, "not run in this profile"
-                        ),
-                        "basis": MEASURED,
-                    }
+                    row(f"{what} ({strategy})", measure, None, tol, "", OPEN, "not run in this profile")
                 )
                 continue
             model, ranks = (
@@ -338,5 +327,5 @@ def sync_claims(df: pd.DataFrame) -> list[dict]:
                 note = (
                     f"CI straddles 0.5; ~{n} seeds would resolve it (80 % power); " if n else "share at 0.5; "
                 ) + note
-            out.append({**row(claim, measure, iv, tol, bud, verdict, note, produced(g)), "basis": MEASURED})
+            out.append(row(claim, measure, iv, tol, bud, verdict, note, produced(g)))
     return out
