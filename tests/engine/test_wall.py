@@ -59,10 +59,10 @@ def test_wall_fedbuff_with_a_full_buffer_is_synchronous_fedavg(tiny_cfg):
     """K = concurrency = all clients, s constant: each version trains every client from it with
     the round's seed, as a synchronous FedAvg round does (the virtual clock's equivalence)."""
     sync = runner.run(tiny_cfg(name="sync", **{"federation.export": False}), progress=False)
-    wall = runner.run(tiny_cfg(name="wall", **{"federation.mode": "fedbuff", "federation.clock": "wall",
-                                               "strategy.staleness": "constant"}), progress=False)
-    torch.testing.assert_close(wall.state.weights, sync.state.weights, rtol=0, atol=1e-6)
-    assert list(wall.rounds["aggregated"]) == [6, 6] and list(wall.rounds["staleness_max"]) == [0, 0]
+    walled = runner.run(tiny_cfg(name="wall", **{"federation.mode": "fedbuff", "federation.clock": "wall",
+                                                 "strategy.staleness": "constant"}), progress=False)
+    torch.testing.assert_close(walled.state.weights, sync.state.weights, rtol=0, atol=1e-6)
+    assert list(walled.rounds["aggregated"]) == [6, 6] and list(walled.rounds["staleness_max"]) == [0, 0]
 
 
 def _check_log(run_dir, k: int, rounds: int) -> pd.DataFrame:
@@ -167,5 +167,5 @@ def test_two_ranks_wall_run_emulates_stragglers_and_replays(tmp_path):
     assert (log["end_s"] - log["start_s"] <= 2 * busy + 1.0).all()  # ...nor much later (loose)
     assert rounds["wait_s"].sum() >= 0.5 * busy.sum()  # the server idles while its one worker trains
     cfg = config.load(None, tiny_overrides(tmp_path, name="w2", **over))
-    wall = torch.load(run_dir / "checkpoint.pt", weights_only=True)["weights"]
-    torch.testing.assert_close(wall.replay(cfg).weights, wall, rtol=0, atol=1e-6)
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)["weights"]
+    torch.testing.assert_close(wall.replay(cfg).weights, saved, rtol=0, atol=1e-6)

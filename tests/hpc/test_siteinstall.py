@@ -102,7 +102,8 @@ def test_plan_names_a_pip_too_old_for_the_dry_run(tmp_path, capsys):
 def _make_dry_run(tmp_path: Path, site_python: Path) -> subprocess.CompletedProcess:
     repo = tmp_path / "repo"
     repo.mkdir()
-    for f in ("Makefile", "pyproject.toml", "constraints.txt", "fedlib/__init__.py", "fedlib/siteinstall.py"):
+    for f in ("Makefile", "pyproject.toml", "constraints.txt", "fedlib/__init__.py", "fedlib/hpc/__init__.py",
+              "fedlib/hpc/siteinstall.py"):
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, repo / f)
     return subprocess.run(["make", "-s", "install", "SITE=1", "DRY_RUN=1", f"PYTHON={site_python}"],
@@ -134,7 +135,7 @@ def test_make_dry_run_fails_in_one_line_on_a_too_old_site_torch(tmp_path):
 
 def test_torch_origin_names_the_site_build_and_a_shadowing_venv_torch(tmp_path):
     site = _fake_site(tmp_path, "2.3.0")
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from fedlib import siteinstall;"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from fedlib.hpc import siteinstall;"
             "print(siteinstall.torch_origin())")
 
     def run(code: str = code) -> str:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fedlib import config
+from fedlib.hpc import store
 from fedlib.learn import data, models
 
 
@@ -135,10 +136,10 @@ def test_tmp_names_unique_per_host_and_pid(tmp_path, monkeypatch):
     import os
     import socket
 
-    name = data.tmp_name(tmp_path / "tok-x.pt").name
+    name = store.tmp_name(tmp_path / "tok-x.pt").name
     assert name.startswith("tok-x.pt.") and socket.gethostname() in name and str(os.getpid()) in name
     monkeypatch.setattr(socket, "gethostname", lambda: "other-node")
-    assert data.tmp_name(tmp_path / "tok-x.pt").name != name  # same pid on another node
+    assert store.tmp_name(tmp_path / "tok-x.pt").name != name  # same pid on another node
 
 
 class _Ranks:

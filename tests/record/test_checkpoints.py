@@ -41,7 +41,7 @@ def test_checkpoint_folder_fine_tunes_one_round(family, vocab, tokenizer, vocab_
 def test_missing_sentencepiece_names_the_packages(vocab_files, tmp_path):
     ckpt = tc.checkpoint(tmp_path / "deberta", "deberta-v2", vocab_files["spm"])
     code = ("import sys; sys.modules['sentencepiece'] = None\n"
-            "from fedlib import config, models\n"
+            "from fedlib import config\nfrom fedlib.learn import models\n"
             f"models.load_tokenizer(config.ModelConfig(name={str(ckpt)!r}))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tc.ROOT)
     assert proc.returncode != 0
