@@ -3,6 +3,8 @@ stay orchestration only."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import pandas as pd
 
 from ..hpc.store import REPO_ROOT
 from ..record.metrics import PHASES
-from . import stats
+from . import ranges
 
 SHOWN = ("compute", "pack", "comm", "wait", "aggregate", "eval", "checkpoint", "other")
 
@@ -24,10 +26,44 @@ def out_path(out_dir: str | Path) -> Path:
     return p
 
 
-def save(fig: Any, out_dir: str | Path, name: str) -> Path:
-    path = out_path(out_dir) / f"{name}.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+def save(fig: Any, out_dir: str | Path, name: str) -> None:
+    """Write `fig` as `<out_dir>/<name>.png`, warning (one line per pair) where its titles, axis
+    labels or tick labels run into each other (`collisions`). Returns nothing: a notebook's figure
+    cell ends with this call, and a returned path would be printed under the figure (and into the
+    lab record)."""
+    for a, b in collisions(fig):
+        warnings.warn(f"{name}.png: {a!r} overlaps {b!r}", stacklevel=2)
+    fig.savefig(out_path(out_dir) / f"{name}.png", dpi=120, bbox_inches="tight")
+
+
+def _texts(fig: Any) -> list[tuple[Any, Any]]:
+    """The text a reader must be able to read, each with its owner: the figure's title and every
+    axes' titles and axis labels (owner None), and visible tick labels (owner: their axis)."""
+    out: list[tuple[Any, Any]] = [(fig._suptitle, None)] if getattr(fig, "_suptitle", None) else []
+    for ax in fig.axes:
+        out += [(t, None) for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label)]
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            out += [(t.label1, axis) for t in axis.get_major_ticks()
+                    if t.label1.get_visible() and lo - 1e-9 <= t.get_loc() <= hi + 1e-9]
+    return [(t, o) for t, o in out if t.get_visible() and t.get_text().strip()]
+
+
+def collisions(fig: Any, clearance: float = 2.0, label_clearance: float = 6.0) -> list[tuple[str, str]]:
+    """Pairs of texts of `fig` that, as drawn, overlap or come closer than `clearance` pixels
+    (`label_clearance` between two titles or axis labels: two titles a space apart read as one). An axes' x and y tick labels meeting at its corner are not a collision."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), o, t.get_window_extent(r)) for t, o in _texts(fig)]
+    out = []
+    for i, (a, oa, ba) in enumerate(boxes):
+        for b, ob, bb in boxes[i + 1:]:
+            if oa is not None and ob is not None and oa is not ob and oa.axes is ob.axes:
+                continue  # one axes' x and y tick labels, at its corner
+            c = label_clearance if oa is None and ob is None else clearance
+            if min(ba.x1, bb.x1) - max(ba.x0, bb.x0) > -c and min(ba.y1, bb.y1) - max(ba.y0, bb.y0) > -c:
+                out.append((a, b))
+    return out
 
 
 def breakdown_error(rounds: pd.DataFrame) -> float:
@@ -71,69 +107,105 @@ def n_text(n: pd.Series | list[int]) -> str:
 
 
 def ci_lines(runs: pd.DataFrame, x: str, y: str, hue: str | None = None, ax: Any = None,
-             label: str | None = None, marker: str = "o", palette: dict | None = None) -> pd.DataFrame:
-    """Mean of `y` over seeds per `x` (one curve per `hue`), with 95 % t-interval error bars
-    (`stats`). A point measured once has no interval and gets no bar: it is drawn as a hollow
-    marker, and the legend says "n=1" — never a zero-width bar. Returns the table it drew."""
+             label: str | None = None, marker: str = "o", palette: dict | None = None,
+             scale: ranges.Scale = "linear", bounds: tuple[float, float] = ranges.UNBOUNDED,
+             few: int | None = None) -> pd.DataFrame:
+    """Centre of `y` over seeds per `x` (one curve per `hue`) with its 95 % interval as error bars,
+    kept inside the quantity's range (`ranges`: `scale="log"` for seconds, bytes and time ratios,
+    `bounds=(0, 1)` for accuracy). A point with n ≤ `few` runs has no interval: it is drawn as a
+    hollow marker with each of its runs as a dot, and the legend says so — never a zero-width bar
+    and never a t-interval on two times. Returns the table it drew."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
-    table = stats.summarize(runs, [hue, x] if hue else [x], y)
-    groups = [(k, table[table[hue] == k]) for k in dict.fromkeys(runs[hue])] if hue else [(label or y, table)]
-    once_drawn = False
-    for i, (key, g) in enumerate(groups):  # colours C0, C1, ... in the order the runs came
+    few = ranges.few_default(scale) if few is None else few
+    table = ranges.summarize(runs, [hue, x] if hue else [x], y, scale, bounds, few)
+    keys = list(dict.fromkeys(runs[hue])) if hue else [label or y]
+    bare_drawn = False
+    for i, key in enumerate(keys):  # colours C0, C1, ... in the order the runs came
+        g = table[table[hue] == key] if hue else table
         color = (palette or {}).get(key, f"C{i}")
         ax.plot(g[x], g[y], marker=None, color=color)
-        many = g[g["n"] >= 2]
-        ax.errorbar(many[x], many[y], yerr=many[f"{y}_ci"], fmt=marker, capsize=3, color=color,
+        many = g[g[f"{y}_lo"].notna()]
+        ax.errorbar(many[x], many[y], yerr=_yerr(many, y), fmt=marker, capsize=3, color=color,
                     label=f"{key} ({n_text(many['n'])})" if len(many) else None)
-        once = g[g["n"] < 2]
-        if len(once):
-            ax.plot(once[x], once[y], ls="none", marker=marker, mfc="none", color=color,
-                    label=f"{key} (n=1)" if not len(many) else None)
-            if len(many) and not once_drawn:  # one legend entry for every single-run point
-                ax.plot([], [], ls="none", marker=marker, mfc="none", color="grey", label="n=1: no interval")
-                once_drawn = True
-    ax.set(xlabel=x, ylabel=f"{y} (mean, 95% t-CI)")
+        bare = g[g[f"{y}_lo"].isna() & (g["n"] > 0)]
+        if len(bare):
+            ax.plot(bare[x], bare[y], ls="none", marker=marker, mfc="none", color=color,
+                    label=f"{key} ({n_text(bare['n'])}{_each(bare)})" if not len(many) else None)
+            mine = runs if hue is None else runs[runs[hue] == key]
+            _dots(ax, mine[mine[x].isin(bare.loc[bare["n"] > 1, x])], x, y, color)
+            if len(many) and not bare_drawn:  # one legend entry for every point without an interval
+                ax.plot([], [], ls="none", marker=marker, mfc="none", color="grey", label=_no_interval(few))
+                bare_drawn = True
+    ax.set(xlabel=x, ylabel=f"{y} ({ranges.what(scale, few)})")
     return table
 
 
+def _yerr(t: pd.DataFrame, y: str) -> np.ndarray:
+    """Asymmetric error-bar lengths (an interval on the log scale or cut at a bound is not ±h)."""
+    return np.vstack([(t[y] - t[f"{y}_lo"]).to_numpy(float), (t[f"{y}_hi"] - t[y]).to_numpy(float)])
+
+
+def _each(bare: pd.DataFrame) -> str:
+    return ", each run a dot" if (bare["n"] > 1).any() else ""
+
+
+def _no_interval(few: int) -> str:
+    return "n=1: no interval" if few <= 1 else f"n ≤ {few}: no interval, runs as dots"
+
+
+def _dots(ax: Any, rows: pd.DataFrame, x: str, y: str, color: Any, horizontal: bool = False) -> None:
+    if len(rows):
+        xy = (rows[y], rows[x]) if horizontal else (rows[x], rows[y])
+        ax.plot(*xy, ls="none", marker=".", ms=5, color=color, alpha=0.7, zorder=3)
+
+
 def ci_bars(runs: pd.DataFrame, cat: str, y: str, ax: Any = None, horizontal: bool = False,
-            hue: str | None = None) -> pd.DataFrame:
-    """Bars of the mean of `y` over seeds per `cat` (grouped by `hue`), 95 % t-interval whiskers;
-    a bar measured once has no whisker and a hollow marker at its end ("n=1" in the legend). The
-    axis label states n."""
+            hue: str | None = None, scale: ranges.Scale = "linear",
+            bounds: tuple[float, float] = ranges.UNBOUNDED, few: int | None = None,
+            show_runs: bool = True) -> pd.DataFrame:
+    """Bars of the centre of `y` over seeds per `cat` (grouped by `hue`) with 95 % whiskers kept in
+    the quantity's range (`ranges`, as `ci_lines`); a bar with n ≤ `few` runs has no whisker and a
+    hollow marker at its end, its runs drawn as dots (`show_runs`). The axis label states n."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
-    table = stats.summarize(runs, [cat] if hue is None else [cat, hue], y)
+    few = ranges.few_default(scale) if few is None else few
+    table = ranges.summarize(runs, [cat] if hue is None else [cat, hue], y, scale, bounds, few)
     cats = list(dict.fromkeys(runs[cat]))
     hues = [None] if hue is None else list(dict.fromkeys(runs[hue]))
     width = 0.8 / len(hues)
-    once_drawn = False
+    bare_drawn = False
     for j, h in enumerate(hues):
         g = table if h is None else table[table[hue] == h]
         g = g.set_index(cat).reindex(cats)
         pos = np.arange(len(cats)) - 0.4 + width * (j + 0.5)
-        err = g[f"{y}_ci"].where(g["n"] >= 2).to_numpy()  # NaN: no whisker (matplotlib skips it)
+        err = _yerr(g, y)  # NaN: no whisker (matplotlib skips it)
         draw = ax.barh if horizontal else ax.bar
         draw(pos, g[y].to_numpy(), width, **({"xerr": err} if horizontal else {"yerr": err}),
              capsize=3, label=None if h is None else str(h), color=f"C{j}")
-        once = (g["n"] < 2).to_numpy()
-        if once.any():
-            xy = (g[y].to_numpy()[once], pos[once]) if horizontal else (pos[once], g[y].to_numpy()[once])
+        bare = (g[f"{y}_lo"].isna() & (g["n"] > 0)).to_numpy()
+        if bare.any():
+            xy = (g[y].to_numpy()[bare], pos[bare]) if horizontal else (pos[bare], g[y].to_numpy()[bare])
             ax.plot(*xy, ls="none", marker="o", mfc="none", color="black",
-                    label=None if once_drawn else "n=1: no interval")
-            once_drawn = True
+                    label=None if bare_drawn else _no_interval(few))
+            bare_drawn = True
+            mine = runs if h is None else runs[runs[hue] == h]
+            several = {c for c, n in zip(cats, g["n"], strict=True) if n > 1} & set(g.index[bare])
+            if show_runs:
+                rows = mine[mine[cat].isin(several)]
+                at = dict(zip(cats, pos, strict=True))
+                _dots(ax, rows.assign(_pos=rows[cat].map(at)), "_pos", y, "black", horizontal)
     (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(cats)), [str(c) for c in cats])
-    what = f"{y} (mean, 95% t-CI, {n_text(table['n'])})"
+    what = f"{y} ({ranges.what(scale, few)}, {n_text(table['n'])})"
     if horizontal:
         if not ax.yaxis_inverted():  # first category on top (once: a shared axis is one axis)
             ax.invert_yaxis()
         ax.set(xlabel=what, ylabel=cat)
     else:
         ax.set(ylabel=what, xlabel=cat)
-    if hue is not None or once_drawn:
+    if hue is not None or bare_drawn:
         ax.legend(title=hue, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the bars
     return table
 
@@ -145,16 +217,26 @@ def run_dirs(runs: pd.DataFrame, root: str | Path) -> list[Path]:
     return [Path(root) / n for n in runs["name"]]
 
 
-def plot_label_heatmap(rep: pd.DataFrame, label_names: list[str] | None = None, ax: Any = None) -> Any:
+def tick_step(n: int, most: int = 16) -> int:
+    """Label every k-th of `n` ticks so that at most `most` labels share an axis (1 up to `most`)."""
+    return max(1, math.ceil(n / most))
+
+
+def plot_label_heatmap(rep: pd.DataFrame, label_names: list[str] | None = None, ax: Any = None,
+                       most: int = 16) -> Any:
     """Clients × labels heatmap of sample counts (seaborn) from a partition report
-    (fedlib.sim.partition_report.report, partition.csv); returns the axes."""
+    (fedlib.sim.partition_report.report, partition.csv); with many clients every k-th is labelled
+    (`tick_step`), so the numbers never run into each other. Returns the axes."""
     import seaborn as sns
 
     cols = [c for c in rep.columns if c.startswith("label_")]
     grid = rep.set_index("client")[cols]
     if label_names:
         grid.columns = label_names[: len(cols)]
-    ax = sns.heatmap(grid.T, ax=ax, cmap="viridis", cbar_kws={"label": "samples"})
+    ax = sns.heatmap(grid.T, ax=ax, cmap="viridis", cbar_kws={"label": "samples"},
+                     xticklabels=tick_step(len(grid), most), yticklabels=tick_step(len(cols), most))
+    ax.tick_params(axis="x", rotation=0)
+    ax.tick_params(axis="y", rotation=0)
     ax.set_xlabel("client")
     ax.set_ylabel("label")
     return ax
