@@ -41,7 +41,8 @@ def _texts(fig: Any) -> list[tuple[Any, Any]]:
     axes' titles and axis labels (owner None), and visible tick labels (owner: their axis)."""
     out: list[tuple[Any, Any]] = [(fig._suptitle, None)] if getattr(fig, "_suptitle", None) else []
     for ax in fig.axes:
-        out += [(t, None) for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label)]
+        labels = (ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label)
+        out += [(t, None) for t in labels]
         for axis in (ax.xaxis, ax.yaxis):
             lo, hi = sorted(axis.get_view_interval())
             out += [(t.label1, axis) for t in axis.get_major_ticks()
@@ -51,7 +52,8 @@ def _texts(fig: Any) -> list[tuple[Any, Any]]:
 
 def collisions(fig: Any, clearance: float = 2.0, label_clearance: float = 6.0) -> list[tuple[str, str]]:
     """Pairs of texts of `fig` that, as drawn, overlap or come closer than `clearance` pixels
-    (`label_clearance` between two titles or axis labels: two titles a space apart read as one). An axes' x and y tick labels meeting at its corner are not a collision."""
+    (`label_clearance` between two titles or axis labels: two titles a space apart read as one).
+    An axes' x and y tick labels meeting at its corner are not a collision."""
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
     boxes = [(t.get_text(), o, t.get_window_extent(r)) for t, o in _texts(fig)]
@@ -217,13 +219,25 @@ def run_dirs(runs: pd.DataFrame, root: str | Path) -> list[Path]:
     return [Path(root) / n for n in runs["name"]]
 
 
-def tick_step(n: int, most: int = 16) -> int:
+def log_axis(ax: Any, axis: str = "y") -> None:
+    """A log scale whose ticks read as numbers (0.2, 0.5, 1, 2), not as powers of ten: a ratio or
+    a time a reader compares by factors."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    which.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    which.set_minor_formatter(NullFormatter())
+
+
+def tick_step(n: int, most: int = 10) -> int:
     """Label every k-th of `n` ticks so that at most `most` labels share an axis (1 up to `most`)."""
     return max(1, math.ceil(n / most))
 
 
 def plot_label_heatmap(rep: pd.DataFrame, label_names: list[str] | None = None, ax: Any = None,
-                       most: int = 16) -> Any:
+                       most: int = 10) -> Any:
     """Clients × labels heatmap of sample counts (seaborn) from a partition report
     (fedlib.sim.partition_report.report, partition.csv); with many clients every k-th is labelled
     (`tick_step`), so the numbers never run into each other. Returns the axes."""

@@ -54,7 +54,7 @@ def test_committed_record_stays_small():
 @pytest.mark.parametrize(("path", "kept"), [
     ("outputs/quick/claims.csv", True), ("outputs/quick/03_heterogeneity_ci.csv", True),
     ("outputs/quick/00_quickstart.ipynb", True), ("outputs/quick/provenance.json", True),
-    ("outputs/quick/index.html", True), ("outputs/README.md", True),
+    ("outputs/quick/index.html", True), ("outputs/quick/index.png", True), ("outputs/README.md", True),
     ("outputs/quick/runs/acc-20261129T052127Z/acc-00/rounds.csv", False),
     ("outputs/quick/history/2026-11-29T0500+0000/claims.csv", False),
     ("outputs/quick/models/bert/model.safetensors", False), ("outputs/quick/bench/system.csv", False),
@@ -183,12 +183,15 @@ def test_no_record_is_a_problem(tmp_path):
 
 # --- the page and the README block ----------------------------------------------------------
 
-def test_page_claims_first_figures_and_tables_in_order_provenance_last(lab):
+def test_page_answer_first_then_notebooks_in_order_provenance_last(lab):
+    """Header and forest plot, the claims, the contents, then each notebook's prose, parameters,
+    figures and tables in cell order, provenance last (the page in detail: test_page.py)."""
     page = (lab / "outputs" / "quick" / "index.html").read_text()
-    marks = ['<h2 id="claims">Claims</h2>', "accuracy holds | under skew", "-0.01 [-0.02, +0]",
-             '<section class="nb" id="01_a">', "A study<", "why it matters", '"seeds": [0, 1]',
+    marks = ['<header id="top">', "1 claims checked", '<figure id="forest"', '<h2 id="claims">Claims</h2>',
+             "accuracy holds | under skew", "-0.01 [-0.02, +0]", '<h2 id="contents">',
+             '<section class="nb" id="01_a">', "why it matters", '"seeds": [0, 1]',
              '<img src="data:image/png;base64,iVBORw0KGgoFIGURE"', "TABLE-1", '<h2 id="provenance">',
-             "2026-11-29T06:00"]
+             "<td>2026-11-29T06:00</td>"]
     at = [page.find(m) for m in marks]
     assert -1 not in at and at == sorted(at), dict(zip(marks, at, strict=True))
     for noise in ("LOG-NOISE", "SCRAP", "<pre>x</pre>"):
