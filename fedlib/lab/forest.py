@@ -66,10 +66,17 @@ class Panel:
     holds_lo: float = -math.inf
     holds_hi: float = math.inf
     log: bool = False
+    shared: str = ""  # what every claim text of the panel ends with (" — what trained"), said once
 
     @property
     def xlabel(self) -> str:
-        return UNITS.get(self.unit, self.unit)
+        return UNITS.get(self.unit, self.unit) + (f"\n{self.shared}" if self.shared else "")
+
+
+def shared_tail(claims: pd.Series, sep: str = " — ") -> str:
+    """The part after `sep` that every claim text ends with ('' when they differ or one lacks it)."""
+    tails = {str(c).rpartition(sep)[2] if sep in str(c) else None for c in claims}
+    return tails.pop() or "" if len(tails) == 1 else ""
 
 
 def panels(claims: pd.DataFrame) -> list[Panel]:
@@ -86,10 +93,14 @@ def panels(claims: pd.DataFrame) -> list[Panel]:
         rows = df[df["_family"] == fam]
         for unit in dict.fromkeys(rows["_unit"]):
             g = rows[rows["_unit"] == unit].reset_index(drop=True)
+            shared = shared_tail(g["claim"])
+            if shared:  # said once under the axis, not on every line
+                g = g.assign(claim=g["claim"].astype(str).str.removesuffix(f" — {shared}"))
             tol = TOLERANCES.get(unit)
             centres = g["effect"].astype(float)
             log = unit in LOG_UNITS and bool((centres[np.isfinite(centres)] > 0).all())
-            out.append(Panel(fam, unit, g, tol.lo if tol else -math.inf, tol.hi if tol else math.inf, log))
+            out.append(Panel(fam, unit, g, tol.lo if tol else -math.inf, tol.hi if tol else math.inf, log,
+                             shared))
     return out
 
 
@@ -164,7 +175,7 @@ TITLE_IN = 0.24  # inches a family's title takes above its first panel
 def _height(p: Panel, label_width: int, titled: bool) -> float:
     """Inches: rows spaced for their longest label, the x axis, and the family's title."""
     lines = max(_label(r, p.family, label_width).count("\n") + 1 for _, r in p.rows.iterrows())
-    return len(p.rows) * (0.15 * lines + 0.08) + 0.52 + TITLE_IN * titled
+    return len(p.rows) * (0.15 * lines + 0.08) + 0.52 + TITLE_IN * titled + 0.15 * bool(p.shared)
 
 
 def split(heights: list[float], columns: int) -> list[int]:

@@ -84,3 +84,13 @@ def test_two_columns_when_tall_and_split_known_answer():
 def test_an_empty_table_is_one_line_error():
     with pytest.raises(ValueError, match="claims table has no rows"):
         forest.draw(CLAIMS.iloc[:0])
+
+
+def test_what_every_claim_of_a_panel_ends_with_is_said_once_under_its_axis():
+    probe = "linear probe on frozen features (2,695 params)"
+    t = CLAIMS.iloc[[0, 1]].assign(claim=lambda d: d["claim"] + f" — {probe}")
+    (p,) = forest.panels(t)
+    assert p.shared == probe and p.xlabel.endswith(f"\n{probe}")
+    assert p.rows["claim"].tolist() == CLAIMS["claim"].iloc[:2].tolist()
+    mixed = t.assign(claim=[t["claim"].iloc[0], "other — whole model (22.7M params)"])
+    assert forest.shared_tail(mixed["claim"]) == "" and forest.shared_tail(CLAIMS["claim"]) == ""
