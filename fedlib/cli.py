@@ -165,10 +165,21 @@ def _record(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{out}: no record to render "
                                 f"(run `python -m fedlib reproduce --profile {args.profile}`)")
     print(page.build(out))
-    if args.profile == "quick" and args.out_root is None:
-        changed = page.update_readme(out)
-        print(f"README.md claims block {'updated' if changed else 'unchanged'}")
-    return 0
+    if args.profile != "quick" or args.out_root is not None:
+        return 0
+    changed = page.update_readme(out)
+    print(f"README.md claims block {'updated' if changed else 'unchanged'}")
+    from .lab import browser  # the committed record: read in a browser, its first screen kept
+
+    if browser.find() is None:
+        print(f"no browser check of the page: {browser.INSTALL}")
+        return 0
+    found = browser.problems(browser.measure(out / page.PAGE, screenshot=out / "index.png"))
+    for line in found:
+        print(f"fedlib record: the page reads badly: {line}", file=sys.stderr)
+    tail = f"; {len(found)} problem(s)" if found else ""
+    print(f"{out / 'index.png'}: the first screen at 1,400 px{tail}")
+    return 1 if found else 0
 
 
 def parser() -> argparse.ArgumentParser:

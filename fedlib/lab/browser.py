@@ -14,6 +14,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -147,3 +148,24 @@ def measure(page: Path, width: int = 1400, height: int = 900, screenshot: Path |
         if screenshot is not None:
             c.screenshot(screenshot)
     return found
+
+
+ABSOLUTE = re.compile(r"(?<![\w.:/~%-])/(?:[\w.~-]+/)+[\w.~-]*")  # /a/b…, not 2/96, GB/s or a URL
+
+
+def problems(m: dict) -> list[str]:
+    """What a reader would trip over, from `browser.measure`."""
+    out = []
+    if m["scrollWidth"] > m["clientWidth"]:
+        out.append(f"overflows sideways: {m['scrollWidth']} px wide in a {m['clientWidth']} px window")
+    out += [f"image not loaded: {i['alt']!r}" for i in m["images"] if not i["naturalWidth"]]
+    h = m["innerHeight"]
+    if m["header"] is None or m["header"]["bottom"] > h:
+        out.append("the header is not on the first screen")
+    f = m["forest"]
+    if f is None or min(f["bottom"], h) - f["top"] < min(f["bottom"] - f["top"], h / 2):
+        out.append("the forest plot is not on the first screen")
+    out += [f"absolute path in the text: {p}" for p in sorted(set(ABSOLUTE.findall(m["all"])))]
+    if "PosixPath(" in m["all"]:
+        out.append("a PosixPath repr in the text")
+    return out

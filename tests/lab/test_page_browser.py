@@ -1,47 +1,28 @@
 """The lab record's page in a real browser (headless Chromium, 1,400 × 900 px): no horizontal
 overflow, every image decoded, the header and the forest plot on the first screen, no absolute
-path and no `PosixPath(` in its text. The committed record's first screen is stored as
-outputs/quick/index.png. Skipped, with one line saying how to install it, where Chromium is absent
+path and no `PosixPath(` in its text (`fedlib record` checks the same and stores the first screen
+as outputs/quick/index.png). Skipped, with one line saying how to install it, where Chromium is absent
 (.ci/run installs it)."""
 
-import re
 from pathlib import Path
 
 import pytest
 
 from fedlib.hpc.store import REPO_ROOT
 from fedlib.lab import browser, page
+from fedlib.lab.browser import problems
 
 from .synthetic import make_record
 
 WIDTH, HEIGHT = 1400, 900
 QUICK = REPO_ROOT / "outputs" / "quick"
-ABSOLUTE = re.compile(r"(?<![\w.:/~%-])/(?:[\w.~-]+/)+[\w.~-]*")  # /a/b…, not 2/96, GB/s or a URL
 
 needs_chromium = pytest.mark.skipif(browser.find() is None, reason=browser.INSTALL)
 
 
-def problems(m: dict) -> list[str]:
-    """What a reader would trip over, from `browser.measure`."""
-    out = []
-    if m["scrollWidth"] > m["clientWidth"]:
-        out.append(f"overflows sideways: {m['scrollWidth']} px wide in a {m['clientWidth']} px window")
-    out += [f"image not loaded: {i['alt']!r}" for i in m["images"] if not i["naturalWidth"]]
-    h = m["innerHeight"]
-    if m["header"] is None or m["header"]["bottom"] > h:
-        out.append("the header is not on the first screen")
-    f = m["forest"]
-    if f is None or min(f["bottom"], h) - f["top"] < min(f["bottom"] - f["top"], h / 2):
-        out.append("the forest plot is not on the first screen")
-    out += [f"absolute path in the text: {p}" for p in sorted(set(ABSOLUTE.findall(m["all"])))]
-    if "PosixPath(" in m["all"]:
-        out.append("a PosixPath repr in the text")
-    return out
-
-
 @needs_chromium
-def test_committed_record_page_reads_in_a_browser():
-    m = browser.measure(QUICK / page.PAGE, WIDTH, HEIGHT, screenshot=QUICK / "index.png")
+def test_committed_record_page_reads_in_a_browser(tmp_path):
+    m = browser.measure(QUICK / page.PAGE, WIDTH, HEIGHT, screenshot=tmp_path / "index.png")
     assert problems(m) == []
     assert len(m["images"]) >= 10
 
