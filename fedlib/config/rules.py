@@ -55,10 +55,11 @@ def check_async(cfg: RunConfig) -> None:
 
 def check_wall(cfg: RunConfig) -> None:
     """The wall clock (fedlib.engine.wall) is real asynchrony between an asynchronous server and
-    its worker ranks: it needs an async mode, talks over MPI point to point, and has no
-    collective in its loop to gather DP-SGD's spending. `emulate_speed` sleeps on that clock
-    only (the virtual clock already counts the speed factor). How many ranks run is a run-time
-    fact, not a config one: one rank serves and trains in turn."""
+    its worker ranks: it needs an async mode and talks over MPI point to point (DP-SGD's
+    spending needs no gathering: the server charges each task as it hands it out).
+    `emulate_speed` sleeps on that clock only (the virtual clock already counts the speed
+    factor). How many ranks run is a run-time fact, not a config one: one rank serves and
+    trains in turn."""
     fed, wall = cfg.federation, cfg.federation.clock == "wall"
     _require(not cfg.participation.emulate_speed or wall, "participation.emulate_speed",
              "sleeps to make stragglers real on federation.clock: wall; the virtual clock and sync rounds "
@@ -69,6 +70,3 @@ def check_wall(cfg: RunConfig) -> None:
              "wall is the asynchronous server's clock; set federation.mode: fedbuff or fedasync")
     _require(fed.backend == "mpi", "federation.backend",
              "federation.clock: wall sends tasks and updates point to point over MPI; use backend: mpi")
-    _require(cfg.privacy.mode == "none", "privacy.mode",
-             "federation.clock: wall has no collective to gather DP spending from its worker ranks; "
-             "use clock: virtual with privacy")

@@ -19,7 +19,7 @@ from ..record.metrics import Timer
 from ..sim import client, participation, partition
 from ..wire import placement
 from ..wire.comm import Comm
-from ..wire.flat import FlatParams
+from ..wire.flat import FlatParams, finite
 
 if TYPE_CHECKING:
     from ..privacy import Mechanism
@@ -106,7 +106,7 @@ class Context:
         with timer("compute"):
             res = mech.train(self.model, self.shards[cid], ccfg,
                              seeds.seed(cfg.seed, seeds.Stream.CLIENT, rnd, cid), cid, penalty)
-        is_finite = participation.finite(flat.tensors)
+        is_finite = finite(flat.tensors)
         mech.bound(flat, base)
         return res, is_finite
 

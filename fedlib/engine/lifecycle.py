@@ -16,8 +16,8 @@ from .. import config
 from ..record import checkpoint
 from ..record.metrics import Timer
 from ..record.resume import check as check_resume
-from ..sim import participation
 from ..strategies import ServerState
+from ..wire.flat import finite
 from .context import Context
 
 __all__ = ["Ending", "Scores", "due", "resumed", "score"]
@@ -40,7 +40,7 @@ def score(ctx: Context, state: ServerState, v: int, timer: Timer, where: str) ->
     """Evaluate version `v` when federation.eval_every says so; the second value says why the
     run diverged (weights or evaluation loss not finite), else None."""
     fed = ctx.cfg.federation
-    if not participation.finite([state.weights]):
+    if not finite([state.weights]):
         return (None, None, None), f"diverged {where}: the global weights are not finite"
     if not (fed.eval_every and (v % fed.eval_every == 0 or v == fed.rounds)):
         return (None, None, None), None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..record.metrics import ClientRow, RoundRow, Timer
+from ..record.metrics import ClientRow, RoundRow, Timer, phase_fields
 from ..sim import participation
 from ..strategies import ServerState, server_step
 from ..wire.aggregate import Update
@@ -38,7 +38,7 @@ class RankReport:
 
 @dataclass(frozen=True)
 class RoundOutcome:
-    state: ServerState  # after the server step (every rank holds it)
+    state: ServerState  # after the server step (every rank holds it); its training not yet charged
     fates: list[participation.Fate]
     clients: list[ClientRow]  # this rank's
     aggregated: int  # clients in the aggregate
@@ -79,7 +79,7 @@ def play(ctx: Context, mech: Mechanism, ex: Exchange, state: ServerState, rnd: i
     if not ex.server_on_every_rank:
         received = ex.distribute(state.weights, timer)
         state = state if comm.rank == 0 else replace(state, weights=received, round=rnd)
-    return RoundOutcome(mech.record(state, comm), fates, outcomes, aggregated, skipped)
+    return RoundOutcome(state, fates, outcomes, aggregated, skipped)
 
 
 def round_row(ctx: Context, rnd: int, out: RoundOutcome, reports: list[RankReport],
@@ -100,10 +100,7 @@ def round_row(ctx: Context, rnd: int, out: RoundOutcome, reports: list[RankRepor
         sampled=len(out.fates), aggregated=out.aggregated, params=ctx.flat.numel,
         payload_bytes=ctx.flat.numel * torch.finfo(PAYLOAD_DTYPES[cfg.federation.payload_dtype]).bits // 8,
         bytes_comm=int(sum(rep.bytes_sent for rep in reports)),
-        round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
-        comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
-        checkpoint_s=t0["checkpoint"], other_s=t0["other"], copy_s=t0["copy"],
-        compute_max_s=max(rep.seconds["compute"] for rep in reports),
+        **phase_fields(t0), compute_max_s=max(rep.seconds["compute"] for rep in reports),
         wait_max_s=max(rep.seconds["wait"] for rep in reports),
         train_loss=sum(v * n for v, n in losses) / w if w else float("nan"),
         eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2],

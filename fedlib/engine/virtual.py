@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from .. import privacy
-from ..record.metrics import ClientRow, RoundRow, Timer
+from ..privacy.mechanism import Work
+from ..record.metrics import ClientRow, RoundRow, Timer, phase_fields
 from ..record.recorder import Recorder
 from ..sim.vclock import Clock, Draws, Job
 from ..strategies import ServerState
-from . import async_steps, lifecycle, stop
+from . import async_steps, body, lifecycle, stop
 from .context import Context
 
 TAIL = 3  # per-task slots after the parameters: loss, measured compute seconds, rank
@@ -54,13 +55,13 @@ class Server:
     buffer: list[tuple[Job, Trained]] = field(default_factory=list)
     bases: dict[int, torch.Tensor] = field(default_factory=dict)  # version -> weights
 
-    def hand_out(self, draws: Draws, state: ServerState, steps_of: Callable[[int], int]) -> int:
+    def hand_out(self, draws: Draws, state: ServerState, steps_of: Callable[[int], int]) -> Work:
         """Fill the clock's free slots with tasks from `state`'s version, keeping its weights as
-        their base; how many were handed out."""
+        their base; what was handed out (client, local steps), to charge."""
         handed = self.clock.fill(draws, state.round, steps_of)
         for t in handed:
             self.bases.setdefault(t.version, state.weights)
-        return len(handed)
+        return [(t.cid, t.steps) for t in handed]
 
     def to_dict(self) -> dict[str, Any]:
         """Checkpointable (call after `train_pending`: then no base weights are needed)."""
@@ -108,21 +109,22 @@ def train_pending(ctx: Context, mech: privacy.Mechanism, srv: Server, timer: Tim
 
 @dataclass(frozen=True)
 class Step:
-    """What one server step applied and dispatched."""
+    """What one server step applied and handed out."""
 
     state: ServerState
     applied: list[tuple[Job, Trained]]
-    dispatched: int
+    work: Work  # the tasks handed out while it was made (client, local steps)
     start_s: float  # simulated time of the previous version
 
 
 def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, draws: Draws,
          timer: Timer) -> Step:
     """Run arrivals until the server makes its next version, handing tasks out with `draws` (the
-    config's, resolved once per run); every rank returns the same."""
-    start, dispatched = srv.clock.now, 0
+    config's, resolved once per run); every rank returns the same. The slots it frees are filled
+    by the loop body once the new version is admitted (`Virtual.go`)."""
+    start, work = srv.clock.now, list[tuple[int, int]]()
     while True:
-        dispatched += srv.hand_out(draws, state, ctx.steps)
+        work += srv.hand_out(draws, state, ctx.steps)
         if srv.clock.inflight[0].dispatch not in srv.results:  # the next arrival has not trained
             train_pending(ctx, mech, srv, timer)
         task = srv.clock.pop()
@@ -135,66 +137,90 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
         updates = [(t.cid, t.staleness(version), r.payload) for t, r in applied]
         state = async_steps.apply(ctx, mech, state, updates)
     srv.clock.new_version()
-    dispatched += srv.hand_out(draws, state, ctx.steps)  # freed slots start from the new version
-    return Step(mech.record(state, ctx.comm), applied, dispatched, start)
+    return Step(state, applied, work, start)
+
+
+@dataclass
+class Virtual:
+    """The virtual clock's hooks for the loop body (fedlib.engine.body.Loop)."""
+
+    ctx: Context
+    mech: privacy.Mechanism
+    srv: Server
+    draws: Draws
+    signals: stop.Signals
+    unit: str = "step"
+    out: Step | None = None  # the step just made
+    handed: int = 0  # tasks `go` handed out after it
+    sent0: int = 0
+
+    def admit(self, state: ServerState) -> str | None:
+        return self.mech.admit(state, state.round + 1, body.upcoming(self.ctx, state.round + 1)[1])
+
+    def go(self, state: ServerState, timer: Timer) -> Work:
+        work = self.srv.hand_out(self.draws, state, self.ctx.steps)  # freed slots start from the new version
+        self.handed = len(work)
+        return work
+
+    def saved(self, state: ServerState, timer: Timer, diverged: bool) -> ServerState:
+        """A diverged run keeps the last finite weights without the server (its clock moved on:
+        the clock restarts on resume); otherwise the server goes inside (`with_server`)."""
+        return state if diverged else with_server(self.ctx, self.mech, self.srv, state, timer)
+
+    def rows(self, made: body.Made, state: ServerState, ev: lifecycle.Scores) -> body.Rows:
+        out, comm = self.out, self.ctx.comm
+        assert out is not None
+        reports = comm.allgather((made.timer.close(), comm.bytes_sent - self.sent0))
+        return partial(_rows, self.ctx, self.mech, out, len(out.work) + self.handed, state, reports, ev)
+
+    def signal(self) -> str | None:
+        return self.signals.agreed(self.ctx.comm)
 
 
 def run_virtual(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState,
                 signals: stop.Signals) -> lifecycle.Ending:
     """The async counterpart of the synchronous rounds over what the runner built: same files,
-    one row per server step; a stop signal (SIGTERM, SIGUSR1) checkpoints the last step with its
-    server state, as a round does. The runner closes the record and writes the summary."""
+    one row per server step, each step handed to the loop body (fedlib.engine.body.after)."""
     cfg, comm, fed = ctx.cfg, ctx.comm, ctx.cfg.federation
     srv = Server.from_dict(state.extra["async"], ctx.device) if "async" in state.extra else Server()
-    draws, stopped, diverged = Draws.of(cfg), None, False
+    state = replace(state, extra={k: x for k, x in state.extra.items() if k != "async"})  # srv holds it
+    loop = Virtual(ctx, mech, srv, Draws.of(cfg), signals)
     while state.round < fed.rounds:
-        if signame := signals.agreed(comm):  # every rank stops after the same server step
-            rec.checkpoint_now(with_server(ctx, mech, srv, state, Timer()))  # on every rank
-            raise stop.Preempted(cfg.name, signame, cfg.run_dir, state.round)
-        timer, sent0, before = Timer(), comm.bytes_sent, state
-        out = step(ctx, mech, srv, state, draws, timer)
-        state, v = out.state, out.state.round
-        ev, stopped = lifecycle.score(ctx, state, v, timer, f"at server step {v}")
-        if diverged := stopped is not None:  # the last finite weights; the clock restarts on resume
-            stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
-            state = replace(before, extra={k: x for k, x in before.extra.items() if k != "async"})
-        elif lifecycle.due(fed, v):
-            state = with_server(ctx, mech, srv, state, timer)
-        if diverged or lifecycle.due(fed, v):
-            with timer("checkpoint"):
-                rec.write_checkpoint(state)
-        reports = comm.allgather((timer.close(), comm.bytes_sent - sent0))
-        rec.write_round(partial(_rows, ctx, mech, out, state, reports, ev))
-        if stopped is not None:  # diverged
-            rec.note(stopped)
-            break
-    if not diverged:
-        rec.export(state.weights, ctx.data.label_names)
-    return lifecycle.Ending(state, stopped, diverged)
+        timer, loop.sent0, loop.handed = Timer(), comm.bytes_sent, 0
+        loop.out = step(ctx, mech, srv, state, loop.draws, timer)
+        v = loop.out.state.round
+        end = body.after(loop, mech, rec, body.Made(loop.out.state, state, loop.out.work, timer,
+                                                      f"at server step {v}"))
+        if end.signame is not None:
+            raise stop.Preempted(cfg.name, end.signame, cfg.run_dir, end.state.round)
+        state = end.state
+        if end.stopped is not None:
+            return lifecycle.Ending(state, end.stopped, end.diverged)
+    return lifecycle.Ending(state)
 
 
 def with_server(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState, timer: Timer
                 ) -> ServerState:
     """`state` ready to checkpoint (collective): the tasks in flight trained, so no base weights
-    need saving, what their training spent recorded (DP-SGD), and the server's state inside."""
+    need saving (their spending was charged when they were handed out), and the server's state
+    inside."""
     train_pending(ctx, mech, srv, timer)
-    state = mech.record(state, ctx.comm)
     return replace(state, extra={**state.extra, "async": srv.to_dict()})
 
 
-def _rows(ctx: Context, mech: privacy.Mechanism, out: Step, state: ServerState,
+def _rows(ctx: Context, mech: privacy.Mechanism, out: Step, sampled: int, state: ServerState,
           reports: list[tuple[dict[str, float], int]], ev: lifecycle.Scores
           ) -> tuple[RoundRow, list[ClientRow]]:
     """A server step's rows (built on the rank that writes them): its row, one per update
     applied; the privacy metrics are those of `state`, the state checkpointed and kept."""
     v = out.state.round
-    return _row(ctx, out, reports, ev, mech.metrics(state, v)), [
+    return _row(ctx, out, sampled, reports, ev, mech.metrics(state, v)), [
         ClientRow(v, t.cid, r.rank, len(ctx.shards[t.cid]), t.steps, r.loss, r.compute_s, t.speed,
                   t.finish - t.start, "ok", t.staleness(v)) for t, r in out.applied]
 
 
-def _row(ctx: Context, out: Step, reports: list[tuple[dict[str, float], int]], ev: tuple[Any, Any, Any],
-         privacy_metrics: dict[str, Any]) -> RoundRow:
+def _row(ctx: Context, out: Step, sampled: int, reports: list[tuple[dict[str, float], int]],
+         ev: tuple[Any, Any, Any], privacy_metrics: dict[str, Any]) -> RoundRow:
     """One server step as a rounds.csv row: rank 0's phases, the updates applied, the clock."""
     cfg, v = ctx.cfg, out.state.round
     t0 = reports[0][0]
@@ -204,12 +230,10 @@ def _row(ctx: Context, out: Step, reports: list[tuple[dict[str, float], int]], e
     return RoundRow(
         round=v, algorithm=cfg.strategy.algorithm, model=cfg.model.name,
         aggregation=cfg.federation.aggregation,
-        ranks=len(reports), clients=cfg.federation.num_clients, sampled=out.dispatched,
+        ranks=len(reports), clients=cfg.federation.num_clients, sampled=sampled,
         aggregated=len(out.applied), params=ctx.flat.numel, payload_bytes=ctx.flat.numel * 4,
         bytes_comm=int(sum(b for _, b in reports)),
-        round_s=t0["round"], compute_s=t0["compute"], pack_s=t0["pack"], wait_s=t0["wait"],
-        comm_s=t0["comm"], aggregate_s=t0["aggregate"], eval_s=t0["eval"],
-        checkpoint_s=t0["checkpoint"], other_s=t0["other"], copy_s=t0["copy"],
+        **phase_fields(t0),
         compute_max_s=max(s["compute"] for s, _ in reports), wait_max_s=max(s["wait"] for s, _ in reports),
         train_loss=float(np.average([r.loss for _, r in out.applied], weights=n)),
         eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2], sim_round_s=now - out.start_s,

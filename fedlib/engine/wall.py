@@ -38,20 +38,22 @@ import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import config, privacy
-from ..record.metrics import ArrivalRow, ClientRow, RoundRow, Timer
+from ..privacy.mechanism import Work
+from ..record.metrics import ArrivalRow, ClientRow, RoundRow, Timer, phase_fields
 from ..record.recorder import Recorder
 from ..sim.vclock import Draws
 from ..strategies import ServerState
 from ..wire import tasks
 from ..wire.comm import LocalComm
 from ..wire.tasks import Done, Task, Train
-from . import async_steps, lifecycle, stop
+from . import async_steps, body, lifecycle, stop
 from .context import Context
 
 
@@ -126,84 +128,120 @@ def signal_code(signals: stop.Signals) -> int:
     return stop.SIGNALS.index(signals.received) + 1 if signals.received in stop.SIGNALS else 0
 
 
-def serve(ctx: Context, mech: privacy.Mechanism, link: Inline | tasks.Remote, state: ServerState,
-          rec: Recorder, signals: stop.Signals) -> tuple[ServerState, str | None, bool, str | None]:
-    """Rank 0's loop: hand tasks out, take updates as they arrive, step every K, score,
-    checkpoint, record. Returns the final state, why it stopped early (or None), whether it
-    diverged, and the stop signal rank 0 or a worker received (the step it ends is then
-    checkpointed)."""
-    cfg, fed = ctx.cfg, ctx.cfg.federation
-    saved = state.extra.get("wall", {})
-    disp, draws = Dispatcher(int(saved.get("dispatched", 0))), Draws.of(cfg)
-    origin = time.perf_counter() - float(saved.get("elapsed_s", 0.0))
-    idle, inflight, starts = list(link.slots), dict[int, Task](), dict[int, float]()
-    limit = min(cfg.concurrency, len(link.slots))
-    alone = replace(ctx, comm=LocalComm())  # the server scores by itself: its workers are training
-    stopped, diverged, signame, last = None, False, None, float(saved.get("elapsed_s", 0.0))
+@dataclass
+class Server:
+    """Rank 0's wall-clock server: its links to the workers and the tasks in flight, and its
+    hooks for the loop body (fedlib.engine.body.Loop)."""
 
-    def fill(version: int, weights: torch.Tensor) -> int:
-        n = 0
-        while idle and len(inflight) < limit:
-            task = disp.next(draws, version, {t.cid for t in inflight.values()})
+    ctx: Context  # the scoring context: the server scores alone, its workers are training
+    run: Context  # the run's (its comm, for rows and bytes)
+    mech: privacy.Mechanism
+    rec: Recorder
+    link: Inline | tasks.Remote
+    signals: stop.Signals
+    disp: Dispatcher
+    draws: Draws
+    origin: float  # perf_counter at wall second 0 (a resume continues the seconds)
+    elapsed: float  # wall seconds at the last update applied
+    unit: str = "step"
+    idle: list[int] = field(default_factory=list)
+    inflight: dict[int, Task] = field(default_factory=dict)  # slot -> task
+    starts: dict[int, float] = field(default_factory=dict)  # dispatch -> hand-out second
+    buffer: list[Arrived] = field(default_factory=list)  # the step just made
+    handed: int = 0  # tasks handed out while it was made and after it
+    sent0: int = 0
+
+    def fill(self, version: int, weights: torch.Tensor) -> Work:
+        """Hand idle slots tasks from `version` (up to concurrency); what was handed out."""
+        work = []
+        while self.idle and len(self.inflight) < min(self.ctx.cfg.concurrency, len(self.link.slots)):
+            task = self.disp.next(self.draws, version, {t.cid for t in self.inflight.values()})
             if task is None:
                 break
-            slot = idle.pop(0)
-            starts[task.dispatch] = time.perf_counter() - origin
-            link.give(slot, task, weights)
-            inflight[slot], n = task, n + 1
-        return n
+            slot = self.idle.pop(0)
+            self.starts[task.dispatch] = time.perf_counter() - self.origin
+            self.link.give(slot, task, weights)
+            self.inflight[slot] = task
+            work.append((task.cid, self.ctx.steps(task.cid)))
+        self.handed += len(work)
+        return work
 
+    def make(self, state: ServerState, timer: Timer) -> body.Made:
+        """Take updates as they arrive (handing out tasks as slots free up) until the buffer holds
+        K, then step: the next version."""
+        self.buffer, self.handed, work = [], 0, list[tuple[int, int]]()
+        while len(self.buffer) < self.ctx.cfg.buffer_size:
+            with timer("comm"):
+                work += self.fill(state.round, state.weights)
+            done = self.link.take(timer)
+            del self.inflight[done.slot]
+            self.idle.append(done.slot)
+            start = self.starts.pop(done.task.dispatch)
+            self.buffer.append(Arrived(done, start, time.perf_counter() - self.origin))
+        with timer("aggregate"):
+            updates = [(a.done.task.cid, state.round - a.done.task.version, a.done.payload)
+                       for a in self.buffer]
+            new = async_steps.apply(self.ctx, self.mech, state, updates)
+        self.disp.fresh = set()
+        return body.Made(new, state, work, timer, f"at server step {new.round}")
+
+    def admit(self, state: ServerState) -> str | None:
+        return self.mech.admit(state, state.round + 1, body.upcoming(self.ctx, state.round + 1)[1])
+
+    def go(self, state: ServerState, timer: Timer) -> Work:
+        with timer("comm"):  # freed workers start from the new version at once
+            return self.fill(state.round, state.weights)
+
+    def saved(self, state: ServerState, timer: Timer, diverged: bool) -> ServerState:
+        wall = {"dispatched": self.disp.dispatched, "elapsed_s": self.buffer[-1].end_s}
+        return replace(state, extra={**state.extra, "wall": wall})
+
+    def rows(self, made: body.Made, state: ServerState, ev: lifecycle.Scores) -> body.Rows:
+        v, seconds = made.state.round, made.timer.close()
+        nbytes = self.run.comm.bytes_sent - self.sent0 + sum(a.done.bytes_sent for a in self.buffer)
+        self.rec.write_arrivals(a.row(v) for a in self.buffer)  # before the checkpoint is committed
+        rows = partial(_rows, self.run, self.mech, v, self.buffer, seconds, nbytes, self.handed,
+                       self.elapsed, ev, state)
+        self.elapsed = self.buffer[-1].end_s
+        return rows
+
+    def signal(self) -> str | None:
+        """A signal rank 0 received, or one a worker reported with an update of this step."""
+        code = max([signal_code(self.signals), *(a.done.signal for a in self.buffer)])
+        return stop.SIGNALS[code - 1] if code else None
+
+
+def serve(ctx: Context, mech: privacy.Mechanism, link: Inline | tasks.Remote, state: ServerState,
+          rec: Recorder, signals: stop.Signals) -> tuple[ServerState, str | None, bool, str | None]:
+    """Rank 0's loop: make a version from the arrivals, hand it to the loop body
+    (fedlib.engine.body.after). Returns the final state, why it stopped early (or None), whether
+    it diverged, and the stop signal rank 0 or a worker received (the step it ends is then
+    checkpointed)."""
+    saved = state.extra.get("wall", {})
+    elapsed = float(saved.get("elapsed_s", 0.0))
+    srv = Server(replace(ctx, comm=LocalComm()), ctx, mech, rec, link, signals,
+                 Dispatcher(int(saved.get("dispatched", 0))), Draws.of(ctx.cfg),
+                 time.perf_counter() - elapsed, elapsed, idle=list(link.slots))
     try:
-        while state.round < fed.rounds:
-            timer, sent0, before, buffer, handed = Timer(), ctx.comm.bytes_sent, state, list[Arrived](), 0
-            while len(buffer) < cfg.buffer_size:
-                with timer("comm"):
-                    handed += fill(state.round, state.weights)
-                done = link.take(timer)
-                del inflight[done.slot]
-                idle.append(done.slot)
-                buffer.append(Arrived(done, starts.pop(done.task.dispatch), time.perf_counter() - origin))
-            with timer("aggregate"):
-                updates = [(a.done.task.cid, state.round - a.done.task.version, a.done.payload)
-                           for a in buffer]
-                state = async_steps.apply(ctx, mech, state, updates)
-            disp.fresh = set()
-            v = state.round
-            ev, stopped = lifecycle.score(alone, state, v, timer, f"at server step {v}")
-            if diverged := stopped is not None:
-                stopped += f"; stopped, the checkpoint keeps step {before.round} (the last finite state)"
-                state = before
-            else:
-                with timer("comm"):  # freed workers start from the new version at once
-                    handed += fill(v, state.weights)
-                wall = {"dispatched": disp.dispatched, "elapsed_s": buffer[-1].end_s}
-                state = replace(state, extra={**state.extra, "wall": wall})
-            if diverged or lifecycle.due(fed, v):
-                with timer("checkpoint"):
-                    rec.write_checkpoint(state)
-            seconds = timer.close()
-            nbytes = ctx.comm.bytes_sent - sent0 + sum(a.done.bytes_sent for a in buffer)
-            rec.write_arrivals(a.row(v) for a in buffer)
-            rec.write_round(partial(_rows, ctx, v, buffer, seconds, nbytes, handed, last, ev))
-            last = buffer[-1].end_s
-            if stopped is not None:  # diverged
-                rec.note(stopped)
-                break
-            code = max([signal_code(signals), *(a.done.signal for a in buffer)])
-            if code:  # a batch system's stop: keep this step, let the tasks in flight go
-                signame = stop.SIGNALS[code - 1]
-                rec.checkpoint_now(state)
-                break
+        while state.round < ctx.cfg.federation.rounds:
+            timer = Timer()
+            srv.sent0 = ctx.comm.bytes_sent
+            end = body.after(srv, mech, rec, srv.make(state, timer))
+            state = end.state
+            if end.stopped is not None or end.signame is not None:
+                return state, end.stopped, end.diverged, end.signame
     finally:
         link.close()
-    return state, stopped, diverged, signame
+    return state, None, False, None
 
 
-def _rows(ctx: Context, v: int, buffer: list[Arrived], t: dict[str, float], nbytes: int, handed: int,
-          last: float, ev: lifecycle.Scores) -> tuple[RoundRow, list[ClientRow]]:
+def _rows(ctx: Context, mech: privacy.Mechanism, v: int, buffer: list[Arrived], t: dict[str, float],
+          nbytes: int, handed: int, last: float, ev: lifecycle.Scores, state: ServerState
+          ) -> tuple[RoundRow, list[ClientRow]]:
     """A server step's rounds.csv row (rank 0's phases; `wait` = waiting for arrivals) and its
-    clients.csv rows, one per update applied."""
-    cfg = ctx.cfg
+    clients.csv rows, one per update applied; the privacy metrics are those of `state`, the
+    state checkpointed and kept."""
+    cfg, privacy_metrics = ctx.cfg, dict[str, Any](mech.metrics(state, v))
     taus = [v - 1 - a.done.task.version for a in buffer]
     n = [len(ctx.shards[a.done.task.cid]) for a in buffer]
     steps = [ctx.steps(a.done.task.cid) for a in buffer]
@@ -215,31 +253,30 @@ def _rows(ctx: Context, v: int, buffer: list[Arrived], t: dict[str, float], nbyt
         aggregation=cfg.federation.aggregation, ranks=ctx.comm.size, clients=cfg.federation.num_clients,
         sampled=handed, aggregated=len(buffer),
         params=ctx.flat.numel, payload_bytes=ctx.flat.numel * 4, bytes_comm=int(nbytes),
-        round_s=t["round"], compute_s=t["compute"], pack_s=t["pack"], wait_s=t["wait"], comm_s=t["comm"],
-        aggregate_s=t["aggregate"], eval_s=t["eval"], checkpoint_s=t["checkpoint"], other_s=t["other"],
-        copy_s=t["copy"], compute_max_s=max(a.done.compute_s for a in buffer),
+        **phase_fields(t), compute_max_s=max(a.done.compute_s for a in buffer),
         wait_max_s=max(t["wait"], *(a.done.idle_s for a in buffer)),
         train_loss=float(np.average([a.done.loss for a in buffer], weights=n)),
         eval_loss=ev[0], accuracy=ev[1], macro_f1=ev[2], sim_round_s=buffer[-1].end_s - last,
         mode=cfg.federation.mode, virtual_s=buffer[-1].end_s, staleness_mean=float(np.mean(taus)),
-        staleness_max=max(taus),
+        staleness_max=max(taus), **privacy_metrics,
     )
     return row, clients
 
 
-def run_wall(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState) -> lifecycle.Ending:
+def run_wall(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: ServerState, signals: stop.Signals
+             ) -> lifecycle.Ending:
     """The wall-clock loop over what the runner built: rank 0 serves, the others work; every
-    rank ends with the server's final state. The runner closes the record and writes the summary."""
+    rank ends with the server's final state. No collective per step: workers report a stop
+    signal with their updates."""
     cfg, comm = ctx.cfg, ctx.comm
     train, numel = trainer(ctx, mech, cfg.participation.emulate_speed), ctx.flat.numel
     stopped, diverged, signame = None, False, None
-    with stop.Signals() as signals:  # no collective per step: workers report theirs with updates
-        if comm.rank == 0:
-            one = comm.size == 1  # the server trains too
-            link = Inline(cfg.concurrency, train) if one else tasks.Remote(comm, numel, ctx.device)
-            state, stopped, diverged, signame = serve(ctx, mech, link, state, rec, signals)
-        else:
-            tasks.work(comm, numel, ctx.device, train, partial(signal_code, signals))
+    if comm.rank == 0:
+        one = comm.size == 1  # the server trains too
+        link = Inline(cfg.concurrency, train) if one else tasks.Remote(comm, numel, ctx.device)
+        state, stopped, diverged, signame = serve(ctx, mech, link, state, rec, signals)
+    else:
+        tasks.work(comm, numel, ctx.device, train, partial(signal_code, signals))
     rnd, stopped, diverged, signame = comm.bcast_obj((state.round, stopped, diverged, signame))
     if signame is not None:  # every rank stops cleanly, the checkpoint holds step `rnd`
         raise stop.Preempted(cfg.name, signame, cfg.run_dir, rnd)

@@ -28,10 +28,9 @@ from ..config import ConfigError, RunConfig
 from ..seeds import Stream
 from ..wire.aggregate import Aggregate
 from . import accounting
-from .mechanism import Mechanism
+from .mechanism import Mechanism, Work
 
 if TYPE_CHECKING:
-    from ..sim.participation import Fate
     from ..strategies import ServerState
     from ..wire.comm import Comm
     from ..wire.flat import FlatParams
@@ -93,7 +92,7 @@ class ClientLevel(Mechanism):
     def epsilon(self, history: accounting.History) -> float:
         return accounting.epsilon(history, self.p.delta, self.p.accountant)
 
-    def admit(self, state: ServerState, rnd: int, fates: list[Fate]) -> str | None:
+    def admit(self, state: ServerState, rnd: int, work: Work) -> str | None:
         budget = self.p.epsilon_budget
         if budget is not None and (
                 eps := self.epsilon([*self.history(state), (self.sigma, self.q, 1)])) > budget:
@@ -111,7 +110,10 @@ class ClientLevel(Mechanism):
         return noised(agg, self.sigma * self.p.clip, self.m,
                       seeds.generator(self.root, Stream.CLIENT_NOISE, rnd))
 
-    def record(self, state: ServerState, comm: Comm) -> ServerState:
+    def spend(self, state: ServerState, work: Work, ahead: bool = False) -> ServerState:
+        """One release of the noised sum per round, whoever trained (`work` is not read)."""
+        if ahead:  # no release yet
+            return state
         hist = accounting.merge(self.history(state), self.sigma, self.q, 1)
         return replace(state, extra={**state.extra, KEY: hist})
 

@@ -33,9 +33,9 @@ from .. import seeds
 from ..config import ClientConfig, ConfigError, RunConfig
 from ..hpc import devices
 from ..seeds import Stream
-from ..sim import client, participation
+from ..sim import client
 from . import accounting
-from .mechanism import Mechanism
+from .mechanism import Mechanism, Work
 
 # Opacus's hooks on the embedding layer fire with no input requiring grad; harmless.
 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
@@ -43,7 +43,6 @@ warnings.filterwarnings("ignore", message="Full backward hook is firing", catego
 if TYPE_CHECKING:
     from ..learn.data import TextSplit
     from ..strategies import ServerState
-    from ..wire.comm import Comm
 
 
 class SampleLevel(Mechanism):
@@ -54,7 +53,6 @@ class SampleLevel(Mechanism):
         self.sizes = shard_sizes
         self.gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         self.positions = "position_ids" in inspect.signature(model.forward).parameters
-        self.pending: list[tuple[int, float, float, int]] = []
         self._sigma: dict[int, float] = {}
         self._spent: dict[int, list[list[float]]] = {}  # each client's history when the run started
         self._left = cfg.federation.rounds  # rounds still to run
@@ -92,25 +90,22 @@ class SampleLevel(Mechanism):
             raise ConfigError(f"privacy.target_epsilon={p.target_epsilon}: client {cid} cannot train "
                               f"{left} more steps within the budget: {e}") from None
 
-    def admit(self, state: ServerState, rnd: int, fates: list[participation.Fate]) -> str | None:
-        """privacy.epsilon_budget: stop before a round would take any client it trains past the
-        budget. The round's clients and their steps are fixed by its `fates`, drawn before anyone
+    def admit(self, state: ServerState, rnd: int, work: Work) -> str | None:
+        """privacy.epsilon_budget: stop before a version would take any client it may train past
+        the budget. A round's clients and their steps are fixed by its fates, drawn before anyone
         trains (seeded by round and client), so this checks exactly the spending the round would
-        add."""
+        add; an asynchronous version may hand every client one task, so that is what it checks."""
         budget = self.p.epsilon_budget
         if budget is None:
             return None
         hist, memo = state.extra.get(self.key, {}), {}
-        for f in fates:
-            if f.drop == "before":
-                continue
-            sigma, q = self.sigma_q(f.client)
-            steps = participation.steps_done(f, client.num_steps(self.sizes[f.client], self.cfg.client))
-            spent = tuple(map(tuple, hist.get(f.client, [])))
+        for cid, steps in work:
+            sigma, q = self.sigma_q(cid)
+            spent = tuple(map(tuple, hist.get(cid, [])))
             if (k := (spent, sigma, q, steps)) not in memo:  # equal shards share their answer
                 memo[k] = accounting.epsilon([*spent, (sigma, q, steps)], self.p.delta, self.p.accountant)
             if memo[k] > budget:
-                return (f"privacy budget: round {rnd} would bring client {f.client}'s epsilon to "
+                return (f"privacy budget: round {rnd} would bring client {cid}'s epsilon to "
                         f"{memo[k]:.3f} > privacy.epsilon_budget={budget} (delta={self.p.delta}); "
                         f"stopped after round {rnd - 1}")
         return None
@@ -148,15 +143,16 @@ class SampleLevel(Mechanism):
             opt.step()
             losses.append(float(loss.detach().cpu()))
         opt.zero_grad(set_to_none=True)
-        self.pending.append((cid, sigma, q, steps))
         return client.ClientResult(cid, len(shard), steps, float(np.mean(losses)) if losses else float("nan"),
                                    time.perf_counter() - t0)
 
-    def record(self, state: ServerState, comm: Comm) -> ServerState:
-        spent = [r for part in comm.allgather(self.pending) for r in part]
-        self.pending = []
+    def spend(self, state: ServerState, work: Work, ahead: bool = False) -> ServerState:
+        """Each client in `work` spent (σ, q, steps): known from the config and the work alone,
+        so the server charges it without hearing from the rank that trained (the wall clock's
+        workers never report it)."""
         hist = dict(state.extra.get(self.key, {}))
-        for cid, sigma, q, steps in spent:
+        for cid, steps in work:
+            sigma, q = self.sigma_q(cid)
             hist[cid] = accounting.merge(hist.get(cid, []), sigma, q, steps)
         return replace(state, extra={**state.extra, self.key: hist})
 

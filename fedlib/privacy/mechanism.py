@@ -5,7 +5,7 @@ the package that picks one do not import each other.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,11 +16,11 @@ from ..sim import client
 
 if TYPE_CHECKING:
     from ..learn.data import TextSplit
-    from ..sim.participation import Fate
     from ..strategies import ServerState
     from ..wire.aggregate import Aggregate
-    from ..wire.comm import Comm
     from ..wire.flat import FlatParams
+
+Work = Sequence[tuple[int, int]]  # (client, local steps): the training given out for one version
 
 
 class Mechanism:
@@ -33,9 +33,9 @@ class Mechanism:
         """Fix what the remaining rounds use given what `state` already spent (ConfigError if
         that cannot be done); called once before the first round, fresh or resumed."""
 
-    def admit(self, state: ServerState, rnd: int, fates: list[Fate]) -> str | None:
-        """Why round `rnd`, with its clients' `fates` (drawn once by the loop), must not run
-        (budget), or None."""
+    def admit(self, state: ServerState, rnd: int, work: Work) -> str | None:
+        """Why version `rnd`, which may train `work`, must not be made (the budget: `spend` of
+        that work would pass it), or None."""
         return None
 
     def train(self, model: nn.Module, shard: TextSplit, cfg: ClientConfig, seed: int, cid: int,
@@ -53,17 +53,14 @@ class Mechanism:
         wherever the server step runs)."""
         return agg
 
-    def record(self, state: ServerState, comm: Comm) -> ServerState:
-        """Fold this round's privacy spending into the (checkpointed) server state."""
+    def spend(self, state: ServerState, work: Work, ahead: bool = False) -> ServerState:
+        """`state` with the privacy spending of `work` folded into its (checkpointed) history:
+        one version's training (its aggregate released), or with `ahead` the tasks an
+        asynchronous server handed out for versions still to come (charged when handed out). The
+        loop body charges every version, a diverged one too (onto the state it keeps): its
+        training happened and its result was scored, so it was a release even though its
+        weights are dropped."""
         return state
-
-    def charge(self, kept: ServerState, released: ServerState) -> ServerState:
-        """`kept` (the state a diverged run falls back to) with the spending of `released`: the
-        diverged round's noised aggregate was computed and evaluated, so it was a release and
-        its (σ, q) stays in the history even though its weights are dropped."""
-        if self.key is None or self.key not in released.extra:
-            return kept
-        return replace(kept, extra={**kept.extra, self.key: released.extra[self.key]})
 
     def metrics(self, state: ServerState, rnd: int) -> dict[str, float]:
         return {}

@@ -12,12 +12,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ..hpc.store import atomic_write, replacing
 from ..wire.timer import PHASES, Timer
 
-__all__ = ["PHASES", "ArrivalRow", "ClientRow", "CsvLog", "RoundRow", "Timer", "write_json"]
+__all__ = ["PHASES", "ArrivalRow", "ClientRow", "CsvLog", "Phases", "RoundRow", "Timer", "phase_fields",
+           "write_json"]
 
 @dataclass(frozen=True)
 class RoundRow:
@@ -63,6 +64,30 @@ class RoundRow:
     virtual_s: float | None = None  # async: simulated time at this step (local steps of a speed-1 client)
     staleness_mean: float | None = None  # async: mean / max staleness tau of the updates applied
     staleness_max: int | None = None
+
+
+class Phases(TypedDict):
+    """A rounds.csv row's ten phase-timing fields."""
+
+    round_s: float
+    compute_s: float
+    pack_s: float
+    wait_s: float
+    comm_s: float
+    copy_s: float
+    aggregate_s: float
+    eval_s: float
+    checkpoint_s: float
+    other_s: float
+
+
+def phase_fields(seconds: dict[str, float]) -> Phases:
+    """A row's ten phase-timing fields from one rank's closed `Timer` (`round` is its wall
+    time) — the one place every loop's row takes them from."""
+    s = seconds
+    return Phases(round_s=s["round"], compute_s=s["compute"], pack_s=s["pack"], wait_s=s["wait"],
+                  comm_s=s["comm"], copy_s=s["copy"], aggregate_s=s["aggregate"], eval_s=s["eval"],
+                  checkpoint_s=s["checkpoint"], other_s=s["other"])
 
 
 @dataclass(frozen=True)

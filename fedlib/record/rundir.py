@@ -178,8 +178,8 @@ def has_results(run_dir: Path) -> bool:
 @dataclass(frozen=True)
 class Claim:
     lock: Lock | None  # rank 0's; None on the other ranks
-    aside: Path | None  # the replaced run's files (--overwrite), deleted after the first new round
     resume: bool  # continue from the folder's checkpoint (--resume, or --resume auto that found one)
+    replaces: bool = False  # --overwrite of a folder with results: `clear` moves them aside
 
 
 def _previous_checkpoint(run_dir: Path) -> str:
@@ -191,15 +191,29 @@ def _previous_checkpoint(run_dir: Path) -> str:
             f"{kept[-1].parent.name}/ back into {run_dir} to resume that run)")
 
 
+def usable(run_dir: Path) -> None:
+    """Refuse, in one line, a run folder that cannot be made: a symbolic link to nothing, or a
+    path through a file (mkdir would say only `[Errno 17]` or `[Errno 20]`)."""
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise RunDirError(f"{run_dir}: is a symbolic link to {os.readlink(run_dir)}, which does not exist; "
+                          "create its target or remove the link")
+    for p in (run_dir, *run_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise RunDirError(f"{run_dir}: {p} is a file, not a folder; choose another output_dir "
+                                  "or name")
+            return
+
+
 def claim(run_dir: Path, resume: bool | str, overwrite: bool) -> Claim:
-    """Lock `run_dir` for this run. `resume="auto"` resumes when the folder holds a checkpoint
-    and starts fresh otherwise (what a requeued job needs). A fresh run into a folder with
-    results refuses, or with `overwrite` moves the old files aside into `.previous-<time>/`
-    (returned, for `discard` once the new run has a round of its own), so old and new files
-    are never mixed."""
+    """Lock `run_dir` for this run and decide, touching nothing else: `resume="auto"` resumes
+    when the folder holds a checkpoint and starts fresh otherwise (what a requeued job needs). A
+    fresh run into a folder with results refuses, or with `overwrite` is marked to replace them
+    (`clear` moves them, once the run's input is known to be valid)."""
     if resume and overwrite:
         raise RunDirError("--resume and --overwrite contradict each other: --resume continues the run "
                           f"in {run_dir}, --overwrite replaces it; pick one")
+    usable(run_dir)
     lock = Lock(run_dir)
     try:
         saved = (run_dir / CHECKPOINT).is_file()
@@ -209,30 +223,40 @@ def claim(run_dir: Path, resume: bool | str, overwrite: bool) -> Claim:
             raise RunDirError(f"{run_dir / CHECKPOINT}: no checkpoint to resume from"
                               f"{_previous_checkpoint(run_dir)}")
         if resume or not has_results(run_dir):
-            if resume:
-                return Claim(lock, None, True)
-            shutil.rmtree(run_dir / "residuals", ignore_errors=True)
-            # a failed replacement's leftovers: deleted with the rest once this run has a round
-            return Claim(lock, next(iter(sorted(run_dir.glob(PREVIOUS + "*"))), None), False)
+            return Claim(lock, bool(resume))
         if not overwrite:
             raise RunDirError(f"{run_dir} already holds the results of an earlier run; use --resume to "
                               "continue it, --overwrite (run(..., overwrite=True)) to replace it, or "
                               "another name")
-        aside = run_dir / (PREVIOUS + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))
-        aside.mkdir()
-        for p in run_dir.iterdir():
-            if not p.name.startswith((LOCK, PREVIOUS)):
-                p.rename(aside / p.name)
-        return Claim(lock, aside, False)
+        return Claim(lock, False, replaces=True)
     except BaseException:
         lock.release()
         raise
 
 
+def clear(claim: Claim, run_dir: Path) -> Path | None:
+    """Make the claimed folder ready for a fresh run (rank 0; the run's input is valid by now):
+    with --overwrite, move the old files aside into `.previous-<time>/`, returned for `discard`
+    once the new run has a round of its own, so old and new files are never mixed; without,
+    drop stale residuals and return a failed replacement's leftovers. A resume changes nothing."""
+    if claim.lock is None or claim.resume:
+        return None
+    if not claim.replaces:
+        shutil.rmtree(run_dir / "residuals", ignore_errors=True)
+        # a failed replacement's leftovers: deleted with the rest once this run has a round
+        return next(iter(sorted(run_dir.glob(PREVIOUS + "*"))), None)
+    aside = run_dir / (PREVIOUS + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ"))
+    aside.mkdir()
+    for p in run_dir.iterdir():
+        if not p.name.startswith((LOCK, PREVIOUS)):
+            p.rename(aside / p.name)
+    return aside
+
+
 def claim_all(run_dir: Path, comm: Any, resume: bool | str, overwrite: bool) -> Claim:
     """`claim` on rank 0, whose verdict (and resume decision) reaches every rank (none may
     start alone, and all resume or none)."""
-    got = Claim(None, None, False)
+    got = Claim(None, False)
     err = None
     if comm.rank == 0:
         try:
@@ -242,7 +266,7 @@ def claim_all(run_dir: Path, comm: Any, resume: bool | str, overwrite: bool) -> 
     err, resumed = comm.bcast_obj((err, got.resume))
     if err:
         raise RunDirError(err)
-    return Claim(got.lock, got.aside, resumed)
+    return Claim(got.lock, resumed, got.replaces)
 
 
 def discard(aside: Path | None) -> None:

@@ -1,7 +1,7 @@
 """Who takes part in a round and what happens to them: client sampling, dropout (before or in
 the middle of local training), stragglers (a speed factor per client turning measured compute
 into simulated device time), a round deadline (in simulated seconds or in virtual time), and
-rejection of non-finite updates.
+rejection of non-finite updates (told by `fedlib.wire.flat.finite`).
 
 Every draw comes from a generator seeded by (run seed, round, client id) — never by the rank —
 so the same clients drop, straggle and arrive late whether 1 or 96 ranks host them.
@@ -9,11 +9,9 @@ so the same clients drop, straggle and arrive late whether 1 or 96 ranks host th
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .. import seeds
 from ..config import ParticipationConfig, RunConfig
@@ -82,13 +80,6 @@ def fates(cfg: RunConfig, rnd: int) -> list[Fate]:
 def steps_done(f: Fate, steps: int) -> int:
     """Local steps the client runs: all, or the part a mid-round dropout completes (>= 1)."""
     return max(1, int(f.step_fraction * steps)) if f.drop == "mid" else steps
-
-
-def finite(tensors: list[torch.Tensor]) -> bool:
-    """Every value finite. A finite sum proves it (an Inf or NaN propagates through any sum), so
-    the element-wise check — several kernels and temporaries, ~10 ms for 3.5M values on a core,
-    paid per client — runs only when the sum is not finite (a real Inf/NaN, or an overflow)."""
-    return all(math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def late(p: ParticipationConfig, f: Fate, sim_s: float, steps: int) -> bool:

@@ -13,8 +13,18 @@ keep the tensor-by-tensor path.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+
+def finite(tensors: list[torch.Tensor]) -> bool:
+    """Every value finite: a client's update (rejected when not) or the global weights (the run
+    diverged when not). A finite sum proves it (an Inf or NaN propagates through any sum), so
+    the element-wise check — several kernels and temporaries, ~10 ms for 3.5M values on a core,
+    paid per client — runs only when the sum is not finite (a real Inf/NaN, or an overflow)."""
+    return all(math.isfinite(float(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
 
 
 class FlatParams:

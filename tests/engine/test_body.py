@@ -14,6 +14,7 @@ from fedlib import config, runner, strategies
 from fedlib.engine import rounds, wall
 from fedlib.privacy import accounting
 from fedlib.record import checkpoint, export
+from fedlib.record.metrics import PHASES
 from fedlib.strategies import fedbuff
 
 ASYNC = {"federation.concurrency": 4, "federation.buffer_size": 2, "participation.speed": "lognormal",
@@ -80,6 +81,9 @@ def test_every_loop_exports_and_its_rows_match_the_checkpoint(tiny_cfg, loop):
     assert res.state.round == 3 and res.summary["stopped"] is None
     saved = _rows_match_checkpoint(cfg, 3)
     torch.testing.assert_close(saved.weights, res.state.weights, rtol=0, atol=0)
+    phases = res.rounds[[f"{p}_s" for p in PHASES]].sum(axis=1)  # one helper fills the ten fields
+    assert (res.rounds["round_s"] > 0).all()
+    pd.testing.assert_series_equal(phases, res.rounds["round_s"], check_names=False, rtol=1e-9)
 
 
 @pytest.mark.parametrize("full", list(LOOPS), indirect=True)

@@ -15,7 +15,7 @@ from fedlib.lab import sweep
 from fedlib.privacy.dpsgd import SampleLevel
 from fedlib.record import checkpoint
 from fedlib.seeds import Stream
-from fedlib.strategies import server_step
+from fedlib.strategies import ServerState, server_step
 from fedlib.wire.codec import Codec
 from fedlib.wire.comm import LocalComm
 
@@ -94,7 +94,9 @@ def test_dpsgd_empty_poisson_batch_is_a_noise_only_step(tiny_cfg):
     for p, b in zip(params, before, strict=True):
         z = torch.normal(0, sigma * clip, size=p.shape, generator=noise)
         torch.testing.assert_close(p.detach(), b - 1.0 * z / 1, rtol=0, atol=1e-6)
-    assert res.steps == 1 and mech.pending == [(0, sigma, 1 / 3, 1)]
+    assert res.steps == 1
+    spent = mech.spend(ServerState(torch.zeros(1)), [(0, res.steps)]).extra["dp_sgd"]
+    assert spent == {0: [[sigma, 1 / 3, 1]]}
 
 
 def test_client_level_dp_refuses_a_16_bit_payload(tmp_path):

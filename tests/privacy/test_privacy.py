@@ -204,10 +204,11 @@ def test_noise_after_spends_the_remaining_budget():
 
 
 def test_eps_max_counts_clients_that_sat_the_round_out():
-    cfg = config.load(None, {"privacy.mode": "sample", "privacy.noise_multiplier": 1.0})
+    cfg = config.load(None, {"privacy.mode": "sample", "privacy.noise_multiplier": 1.0,
+                             "client.batch_size": 10})
     mech = SampleLevel(cfg, [100, 100], torch.nn.Linear(2, 2))
-    mech.pending = [(1, 1.0, 0.1, 10)]  # only client 1 trains this round
-    state = mech.record(ServerState(torch.zeros(1), 1, {}, {"dp_sgd": {0: [[1.0, 0.1, 500]]}}), LocalComm())
+    # only client 1 trains this round (10 steps at q = 10/100)
+    state = mech.spend(ServerState(torch.zeros(1), 1, {}, {"dp_sgd": {0: [[1.0, 0.1, 500]]}}), [(1, 10)])
     m = mech.metrics(state, 2)
     eps0 = accounting.epsilon([(1.0, 0.1, 500)], 1e-5)
     eps1 = accounting.epsilon([(1.0, 0.1, 10)], 1e-5)

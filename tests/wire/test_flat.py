@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from fedlib import runner
-from fedlib.wire.flat import FlatParams
+from fedlib.wire import flat
+from fedlib.wire.flat import FlatParams, finite
 
 
 def _model() -> nn.Module:
@@ -121,3 +122,15 @@ def test_only_trainable_tensors_packed_and_round_trip(tiny_cfg, extra):
     ctx.flat.set(vec)
     assert torch.equal(ctx.flat.get(), vec)
     assert all(torch.equal(p, frozen[n]) for n, p in ctx.model.named_parameters() if not p.requires_grad)
+
+
+def test_finite_takes_the_sum_shortcut_and_stays_exact(monkeypatch):
+    big = torch.full((4,), 3e38)  # finite values whose float32 sum overflows
+    assert finite([torch.ones(3), big])
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        assert not finite([torch.ones(3), torch.tensor([1.0, bad])])
+    isfinite = torch.isfinite
+    calls = []
+    monkeypatch.setattr(flat.torch, "isfinite", lambda t: calls.append(t) or isfinite(t))
+    assert finite([torch.randn(1000), torch.randn(7)]) and calls == []  # one sum each
+    assert finite([big]) and len(calls) == 1  # overflow: the exact check decides
