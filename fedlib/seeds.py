@@ -26,11 +26,15 @@ Streams and their ids:
   (fedlib.engine.virtual; the task trains with ``CLIENT`` (version + 1, client), like a round).
 
 With ``privacy.secure_noise`` the noise streams take OS entropy instead of the run seed
-(`secure_entropy`), so they cannot be replayed from the config.
+(`secure_entropy`), and so do the samples a DP guarantee's amplification by subsampling
+assumes secret — client-level DP's Poisson client sampling and DP-SGD's Poisson batches
+(`os_uniform`, instead of ``SAMPLING`` and ``BATCHES``) — so such a run cannot be replayed from
+the config.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from enum import IntEnum
 
@@ -94,3 +98,12 @@ def generator(run_seed: int, stream: Stream, *ids: int) -> torch.Generator:
 def secure_entropy() -> int:
     """128 bits from the operating system's entropy source (os.urandom via `secrets`)."""
     return secrets.randbits(128)
+
+
+def os_uniform(n: int) -> np.ndarray:
+    """`n` uniforms in [0, 1) read straight from the operating system's entropy source (53 bits
+    of os.urandom each, no generator state anyone could replay): the draws of a sample that must
+    stay secret (under privacy.secure_noise, as Opacus's secure mode samples its Poisson
+    batches from a secure generator)."""
+    words = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    return (words >> np.uint64(11)).astype(np.float64) * 2.0 ** -53

@@ -38,21 +38,21 @@ def client_level(clients: int, fraction: float, rounds: int, epsilons: list[floa
                  ) -> list[dict]:
     """Client-level DP-FedAvg settings and their non-private reference (same clients and rounds)."""
     common = {"federation.num_clients": clients, "federation.fraction": fraction, "federation.rounds": rounds,
-              "federation.eval_every": max(1, rounds // 10), "client.batch_size": 16,
-              "privacy.delta": client_delta(clients)}
-    ref = {"setting": f"no DP ({clients} clients)", **common}
+              "federation.eval_every": max(1, rounds // 10), "client.batch_size": 16}
+    ref = {"setting": f"no DP ({clients} clients)", **common}  # δ is a DP key: the reference has none
     return [ref] + [{"setting": f"client-level eps={e:g} ({clients} clients)", **common,
-                     "privacy.mode": "client", "privacy.target_epsilon": e, "privacy.clip": clip}
-                    for e in epsilons]
+                     "privacy.mode": "client", "privacy.target_epsilon": e, "privacy.clip": clip,
+                     "privacy.delta": client_delta(clients)} for e in epsilons]
 
 
 def sample_level(clients: int, rounds: int, epsilons: list[float]) -> list[dict]:
     """DP-SGD settings (every client, every round) and their non-private reference."""
     common = {"federation.num_clients": clients, "federation.fraction": 1.0, "federation.rounds": rounds,
-              "federation.eval_every": 1, "client.batch_size": 32, "client.lr": 2e-2, "privacy.delta": 1e-5}
+              "federation.eval_every": 1, "client.batch_size": 32, "client.lr": 2e-2}
     ref = {"setting": f"no DP ({clients} clients)", **common}
     return [ref] + [{"setting": f"DP-SGD eps={e:g} ({clients} clients)", **common, "privacy.mode": "sample",
-                     "privacy.target_epsilon": e, "privacy.max_grad_norm": 1.0} for e in epsilons]
+                     "privacy.target_epsilon": e, "privacy.max_grad_norm": 1.0, "privacy.delta": 1e-5}
+                    for e in epsilons]
 
 
 def trainable(part: str | int, layers: int = MINILM_LAYERS) -> tuple[str, dict]:

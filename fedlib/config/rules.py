@@ -17,7 +17,8 @@ def check_client_dp(cfg: RunConfig) -> None:
     publishes a random client's data outright, so δ must sit well below it (1/(10·N)); and
     the clip bound C must hold for what is summed, which a 16-bit payload breaks: the
     clipped update is rounded (plus an error-feedback residual) after clipping, so its norm
-    can exceed C (0.99989 → 1.00376 at C = 1 in bf16) and the noise no longer covers it."""
+    can exceed C (at C = 1 in bf16: 0.99989 → 1.00009 by plain rounding, → 1.00016 with error
+    feedback; tests/privacy/test_modes.py) and the noise no longer covers it."""
     if cfg.privacy.mode != "client":
         return
     n, delta = cfg.federation.num_clients, cfg.privacy.delta

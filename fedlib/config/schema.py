@@ -248,6 +248,10 @@ class ParticipationConfig:
         _require(self.min_clients >= 1, "participation.min_clients", "must be >= 1")
 
 
+# privacy keys with a default that only a DP mode reads (privacy.mode: none refuses any other value)
+IDLE_WITHOUT_DP = ("delta", "max_grad_norm", "clip", "accountant", "secure_noise")
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
     """Differential privacy (see fedlib.privacy): per-sample DP-SGD or client-level DP-FedAvg."""
@@ -268,6 +272,11 @@ class PrivacyConfig:
                 _require(getattr(self, k) is None, f"privacy.{k}",
                          "is set but privacy.mode is none (no DP); set privacy.mode: client or sample, "
                          "or remove the key")
+            for f in dataclasses.fields(self):  # the rest: set to anything but its default
+                value = getattr(self, f.name)
+                _require(f.name not in IDLE_WITHOUT_DP or value == f.default, f"privacy.{f.name}",
+                         f"is {value!r} but privacy.mode is none (no DP), so it would change nothing; set "
+                         "privacy.mode: client or sample, or remove the key")
             return
         _require((self.noise_multiplier is None) != (self.target_epsilon is None), "privacy.noise_multiplier",
                  f"privacy.mode={self.mode!r} needs exactly one of noise_multiplier or target_epsilon")

@@ -119,6 +119,10 @@ def upcoming(ctx: Context, rnd: int) -> tuple[list[participation.Fate] | None, W
     for every client (a version hands a client at most one, fedlib.sim.vclock)."""
     if ctx.cfg.federation.mode != "sync":
         return None, [(c, ctx.steps(c)) for c in range(ctx.cfg.federation.num_clients)]
-    fates = participation.fates(ctx.cfg, rnd)
+    clients = None
+    if participation.secret_sampling(ctx.cfg):  # OS entropy differs per rank: rank 0 draws for all
+        comm = ctx.comm
+        clients = comm.bcast_obj(participation.sample_clients(ctx.cfg, rnd) if comm.rank == 0 else None)
+    fates = participation.fates(ctx.cfg, rnd, clients)
     return fates, [(f.client, participation.steps_done(f, ctx.steps(f.client)))
                    for f in fates if f.drop != "before"]

@@ -5,7 +5,9 @@
   accountants assume; the number of clients varies per round.
 - Each client's update is clipped to L2 norm C and weighted 1; the sum over the round gets
   Gaussian noise N(0, (σC)²) once, after the cross-rank reduce, from a generator seeded by
-  (seed, round) (fedlib.seeds) so every rank adds the same noise; the average divides by the
+  (seed, round) (fedlib.seeds) so every rank adds the same noise (privacy.secure_noise: from a
+  root of OS entropy shared by the ranks, with Opacus's secure-mode safeguard against
+  floating-point attacks, `gaussian`); the average divides by the
   *expected* number of clients m = q·N, a fixed denominator that keeps the sensitivity C/m
   whoever is sampled or drops out.
 - Every round releases its noised sum, even when no client was sampled or survived (then the
@@ -108,7 +110,7 @@ class ClientLevel(Mechanism):
 
     def finish(self, agg: Aggregate, rnd: int) -> Aggregate:
         return noised(agg, self.sigma * self.p.clip, self.m,
-                      seeds.generator(self.root, Stream.CLIENT_NOISE, rnd))
+                      seeds.generator(self.root, Stream.CLIENT_NOISE, rnd), secure=self.p.secure_noise)
 
     def spend(self, state: ServerState, work: Work, ahead: bool = False) -> ServerState:
         """One release of the noised sum per round, whoever trained (`work` is not read)."""
@@ -122,8 +124,21 @@ class ClientLevel(Mechanism):
                 "sample_rate": self.q}
 
 
-def noised(agg: Aggregate, std: float, denominator: float, generator: torch.Generator) -> Aggregate:
-    """The aggregate with N(0, std²) added to its sum and the fixed `denominator` as its weight."""
+def gaussian(n: int, generator: torch.Generator, secure: bool = False) -> torch.Tensor:
+    """`n` standard normal draws. `secure`: Opacus's secure-mode safeguard against floating-point
+    attacks on the Gaussian mechanism (Holohan & Braghin 2021, §5.1, with n = 2): the first draw
+    is discarded and each value is the sum of four draws over 2 — still N(0, 1), but its low
+    bits no longer reveal the draw it was made from."""
+    if not secure:
+        return torch.randn(n, generator=generator)
+    torch.randn(1, generator=generator)  # thrown away, as Opacus's secure mode does
+    return sum((torch.randn(n, generator=generator) for _ in range(4)), torch.zeros(n)) / 2
+
+
+def noised(agg: Aggregate, std: float, denominator: float, generator: torch.Generator,
+           secure: bool = False) -> Aggregate:
+    """The aggregate with N(0, std²) added to its sum and the fixed `denominator` as its weight
+    (`secure`: the noise with Opacus's secure-mode safeguard, `gaussian`)."""
     # drawn on the host and moved: the same noise whatever device the aggregate lives on
-    noise = torch.randn(agg.numel, generator=generator).to(agg.buf.device)
+    noise = gaussian(agg.numel, generator, secure).to(agg.buf.device)
     return agg.replace(total=agg.total + std * noise, weight=float(denominator))

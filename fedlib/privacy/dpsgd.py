@@ -1,8 +1,11 @@
 """Sample-level DP-SGD on every client with Opacus: per-example gradients (GradSampleModule),
 clipping and Gaussian noise (DPOptimizer), Poisson-sampled batches; batches, dropout masks and
 noise are three streams of the client's (seed, round, client) training seed (fedlib.seeds).
-With ``privacy.secure_noise`` the noise generator is seeded from OS entropy per client round
-and Opacus's ``secure_mode`` (noise robust to floating-point attacks) is on.
+With ``privacy.secure_noise`` the noise generator is seeded from OS entropy per client round,
+Opacus's ``secure_mode`` (noise robust to floating-point attacks) is on, and the Poisson
+batches are drawn from OS entropy (`seeds.os_uniform`): the reported ε relies on amplification
+by subsampling, which holds only while the sample is secret (Opacus's secure mode samples from
+its secure generator too).
 An empty Poisson batch is still a step: the noise alone (`noise_only_step`), as the accountant
 assumes. ``privacy.epsilon_budget`` stops the run before a round would take any of its clients past it.
 Each client's spending is its own Opacus history — (σ, q, steps) per round it took
@@ -51,6 +54,7 @@ class SampleLevel(Mechanism):
     def __init__(self, cfg: RunConfig, shard_sizes: list[int], model: nn.Module) -> None:
         self.cfg, self.p = cfg, cfg.privacy
         self.sizes = shard_sizes
+        check_delta(self.p.delta, max(shard_sizes, default=0))
         self.gsm = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         self.positions = "position_ids" in inspect.signature(model.forward).parameters
         self._sigma: dict[int, float] = {}
@@ -115,6 +119,7 @@ class SampleLevel(Mechanism):
         t0 = time.perf_counter()
         sigma, q = self.sigma_q(cid)
         gen = seeds.generator(seed, Stream.BATCHES)  # Poisson sampling on the host: same rows on any device
+        n = len(shard)
         dropout_seed = seeds.seed(seed, Stream.DROPOUT)
         noise_seed = secrets.randbits(64) if self.p.secure_noise else seeds.seed(seed, Stream.SAMPLE_NOISE)
         dev = client.device_of(model)
@@ -129,7 +134,8 @@ class SampleLevel(Mechanism):
         steps = client.num_steps(len(shard), cfg)
         losses = []
         for _ in range(steps):
-            idx = torch.nonzero(torch.rand(len(shard), generator=gen) < q).flatten()
+            u = torch.from_numpy(seeds.os_uniform(n)) if self.p.secure_noise else torch.rand(n, generator=gen)
+            idx = torch.nonzero(u < q).flatten()  # secure_noise: a secret sample (amplification assumes it)
             if len(idx) == 0:  # P = (1-q)^n: the sampled Gaussian mechanism still releases noise
                 noise_only_step(opt, params)
                 continue
@@ -165,6 +171,16 @@ class SampleLevel(Mechanism):
         when it sits a round out, so eps_max never goes down)."""
         eps = [self.client_epsilon(state, c) for c in state.extra.get(self.key, {})] or [0.0]
         return {"eps_max": max(eps), "eps_mean": float(np.mean(eps))}
+
+
+def check_delta(delta: float, n: int) -> None:
+    """DP-SGD protects one example among a client's n: δ above 1/n allows a mechanism that
+    publishes a random example outright, so δ must sit well below it, 1/(10·n) for the largest
+    shard n (as client-level DP asks of its N clients); shard sizes are known once the data is
+    partitioned, so this is checked here, before the run touches its folder."""
+    if n > 0 and delta > 1 / (10 * n):
+        raise ConfigError(f"privacy.delta: is {delta:g}, but DP-SGD over client shards of up to n={n} "
+                          f"examples needs delta <= 1/(10·n) = {1 / (10 * n):.3g}")
 
 
 def noise_only_step(opt: DPOptimizer, params: list[nn.Parameter]) -> None:

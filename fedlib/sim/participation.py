@@ -34,9 +34,13 @@ def sample_clients(cfg: RunConfig, rnd: int) -> list[int]:
     Under client-level DP each client is included independently with probability
     q = clients_per_round / num_clients (Poisson sampling, McMahan et al. 2018): that is the
     sampling the RDP/PRV accountants assume, so the count varies from round to round (and can
-    be 0). Otherwise exactly clients_per_round clients, drawn without replacement."""
+    be 0); with privacy.secure_noise it is drawn from OS entropy (`secret_sampling`: each rank
+    would draw its own, so the loop draws it on one rank and shares it). Otherwise exactly
+    clients_per_round clients, drawn without replacement."""
     fed = cfg.federation
     k = cfg.clients_per_round
+    if secret_sampling(cfg):  # the sample the accountant assumes secret: from OS entropy
+        return [int(c) for c in np.flatnonzero(seeds.os_uniform(fed.num_clients) < k / fed.num_clients)]
     rng = seeds.rng(cfg.seed, Stream.SAMPLING, rnd)
     if cfg.privacy.mode == "client":
         return [int(c) for c in np.flatnonzero(rng.random(fed.num_clients) < k / fed.num_clients)]
@@ -72,9 +76,17 @@ def fate(p: ParticipationConfig, seed: int, rnd: int, cid: int) -> Fate:
     return Fate(cid, drop, frac if drop == "mid" else 1.0, speed)
 
 
-def fates(cfg: RunConfig, rnd: int) -> list[Fate]:
-    """Sampled clients of round `rnd` with their draws; identical on every rank."""
-    return [fate(cfg.participation, cfg.seed, rnd, c) for c in sample_clients(cfg, rnd)]
+def secret_sampling(cfg: RunConfig) -> bool:
+    """Whether a round's sample must stay secret: client-level DP's ε relies on amplification by
+    Poisson sampling, so under privacy.secure_noise the sample comes from OS entropy too."""
+    return cfg.privacy.mode == "client" and cfg.privacy.secure_noise
+
+
+def fates(cfg: RunConfig, rnd: int, clients: list[int] | None = None) -> list[Fate]:
+    """Sampled clients of round `rnd` (`clients`, when drawn elsewhere) with their draws;
+    identical on every rank (a secret sample is drawn once and shared: `secret_sampling`)."""
+    sampled = sample_clients(cfg, rnd) if clients is None else clients
+    return [fate(cfg.participation, cfg.seed, rnd, c) for c in sampled]
 
 
 def steps_done(f: Fate, steps: int) -> int:
