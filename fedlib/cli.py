@@ -100,7 +100,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     """Redo a wall-clock run from the folder it wrote (config.yaml, arrivals.csv) and hold the
-    model against its checkpoint: 0 when they agree within 1e-6, 1 when not."""
+    model against its checkpoint: 0 when they agree within 1e-6, REPLAY_MISMATCH (5) when not; a
+    log no run could have written is bad input (2, one line)."""
     from pathlib import Path
 
     from .engine import wall
@@ -124,10 +125,10 @@ def _replay(args: argparse.Namespace) -> int:
     saved, _ = checkpoint.load(run_dir)
     if saved.round != state.round:
         print(f"the checkpoint keeps step {saved.round}, the log ends at step {state.round}")
-        return 1
+        return stop.REPLAY_MISMATCH
     gap = float((saved.weights - state.weights).abs().max())
     print(f"max |w_replay - w_checkpoint| = {gap:.3g} ({'the same model' if gap <= 1e-6 else 'DIFFERENT'})")
-    return 0 if gap <= 1e-6 else 1
+    return stop.OK if gap <= 1e-6 else stop.REPLAY_MISMATCH
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -230,9 +231,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 2 bad input, 3 world-size mismatch, 4 diverged, 74 a write the file
-    system refused (disk full, quota), 75 preempted (checkpointed; --resume auto continues),
-    130 Ctrl-C; 1 anything else (a bug: the traceback is shown)."""
+    """Exit status: 0 done, 2 bad input, 3 world-size mismatch, 4 diverged, 5 `replay` gave a
+    model other than the checkpoint's, 74 a write the file system refused (disk full, quota), 75
+    preempted (checkpointed; --resume auto continues), 130 Ctrl-C; 1 anything else (a bug: the
+    traceback is shown)."""
     from .record.checkpoint import WriteError
     from .record.rundir import RunDirError
 

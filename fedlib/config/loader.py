@@ -32,13 +32,20 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`over`'s keys on top of `base`'s, section by section. A section that `base` gives as a
+    scalar (`client: 5`) is refused rather than silently replaced by `over`'s keys."""
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "overrides":
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
+        if isinstance(v, dict) and k != "overrides":
+            if isinstance(out.get(k), dict):
+                out[k] = _merge(out[k], v, f"{prefix}{k}.")
+                continue
+            if out.get(k) is not None:
+                keys = ", ".join(f"{prefix}{k}.{x}" for x in v)
+                raise ConfigError(f"{prefix}{k}: must be a mapping (a section of {prefix}{k}.* keys), got "
+                                  f"{out[k]!r}; so {keys} cannot go into it")
+        out[k] = v
     return out
 
 

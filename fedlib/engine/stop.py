@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any
 
 OK, BUG, USAGE, WORLD_MISMATCH, DIVERGED = 0, 1, 2, 3, 4
+REPLAY_MISMATCH = 5  # `fedlib replay`: the log's model is not the checkpoint's
 DISK_FULL = 74  # sysexits EX_IOERR: the file system refused a write (full, or over quota)
 PREEMPTED = 75  # sysexits EX_TEMPFAIL: stopped on request, checkpointed; run again with --resume auto
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it

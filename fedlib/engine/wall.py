@@ -287,29 +287,56 @@ def run_wall(ctx: Context, mech: privacy.Mechanism, rec: Recorder, state: Server
     return lifecycle.Ending(state, stopped, diverged)
 
 
+LOG_COLUMNS = ("round", "dispatch", "client_id", "from_version")  # what replay reads of arrivals.csv
+
+
 def replay(cfg: config.RunConfig, arrivals: Path | pd.DataFrame | None = None) -> ServerState:
     """Redo a wall-clock run in this process from its arrivals log (default: the run's
     arrivals.csv): every update trained from its logged version with its seed, applied in the
-    logged order. Ends with the wall run's final model (training is deterministic per seed)."""
+    logged order. Ends with the wall run's final model (training is deterministic per seed). A
+    log that no run could have written (a missing column, a client or version that does not
+    exist) is refused in one line (ValueError) before anything trains."""
     arrivals = cfg.run_dir / "arrivals.csv" if arrivals is None else arrivals
+    where = arrivals if isinstance(arrivals, Path) else "arrivals log"
     log = arrivals if isinstance(arrivals, pd.DataFrame) else pd.read_csv(arrivals)
+    rows = _checked(log, where, cfg.federation.num_clients)
     if cfg.threads is not None:  # the run's kernels: other thread counts sum in other orders
         torch.set_num_threads(cfg.threads)
     ctx = Context.build(cfg, LocalComm())
     mech = privacy.make(cfg, ctx.shards, ctx.model, ctx.comm)
     train = trainer(ctx, mech, emulate=False)
     state = ServerState(ctx.flat.get())
-    rows = list(log.itertuples(index=False))
-    last_use = {int(r.from_version): i for i, r in enumerate(rows)}
+    last_use = {r[3]: i for i, r in enumerate(rows)}
     bases, seen = {0: state.weights}, 0
-    for v, group in itertools.groupby(rows, key=lambda r: int(r.round)):
+    for v, group in itertools.groupby(rows, key=lambda r: r[0]):
         updates = list(group)
         if v != state.round + 1:
-            raise ValueError(f"arrivals log: version {v} follows version {state.round}; not one run's log")
-        todo = [Task(int(r.dispatch), int(r.client_id), int(r.from_version), 1.0) for r in updates]
+            raise ValueError(f"{where}: version {v} follows version {state.round}; not one run's log")
+        todo = [Task(d, c, fv, 1.0) for _, d, c, fv in updates]
+        if bad := next((t for t in todo if t.version not in bases), None):
+            raise ValueError(f"{where}: version {v}'s update from client {bad.cid} trained from version "
+                             f"{bad.version}, which the run had not made (versions 0-{state.round}); "
+                             "not one run's log")
         trained = [(t.cid, state.round - t.version, train(t, bases[t.version])[0]) for t in todo]
         state = async_steps.apply(ctx, mech, state, trained)
         seen += len(updates)
         bases[state.round] = state.weights
         bases = {u: w for u, w in bases.items() if last_use.get(u, -1) >= seen}
     return state
+
+
+def _checked(log: pd.DataFrame, where: object, clients: int) -> list[tuple[int, int, int, int]]:
+    """The log's (round, dispatch, client, from_version) rows as integers, or a one-line refusal."""
+    if missing := [c for c in LOG_COLUMNS if c not in log.columns]:
+        raise ValueError(f"{where}: not an arrivals log: no column {', '.join(missing)} "
+                         f"(it has {', '.join(map(str, log.columns[:6]))})")
+    try:
+        rows = [(int(a), int(b), int(c), int(d))
+                for a, b, c, d in log[list(LOG_COLUMNS)].itertuples(index=False)]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: a value in {', '.join(LOG_COLUMNS)} is not a whole number ({e})"
+                         ) from None
+    if bad := next((r for r in rows if not 0 <= r[2] < clients), None):
+        raise ValueError(f"{where}: version {bad[0]} applies an update of client {bad[2]}, but the run has "
+                         f"clients 0-{clients - 1}")
+    return rows

@@ -79,11 +79,15 @@ def write(cfg: config.RunConfig, weights: torch.Tensor, label_names: Sequence[st
 
 def export_run(run_dir: Path, out: Path, adapter: bool = False) -> Path:
     """Export the last checkpoint of `run_dir` (its weights and the config they were trained with)."""
-    out = Path(out)
+    out, run_dir = Path(out), Path(run_dir)
     _check_out(out, allow_full=False)
-    state, saved = checkpoint.load(Path(run_dir))
+    if not (run_dir / checkpoint.FILE).is_file():
+        raise FileNotFoundError(f"{run_dir / checkpoint.FILE}: no checkpoint to export (the run wrote none: "
+                                "federation.checkpoint_every: 0, or it stopped before its first one); a run "
+                                f"with federation.export: true left its final model in {run_dir / FOLDER}")
+    state, saved = checkpoint.load(run_dir)
     cfg = config.from_dict(saved)
-    return write(cfg, state.weights, label_names(Path(run_dir), cfg), out, adapter)
+    return write(cfg, state.weights, label_names(run_dir, cfg), out, adapter)
 
 
 def label_names(run_dir: Path, cfg: config.RunConfig) -> list[str]:
