@@ -3,7 +3,9 @@
 The server hands tasks to `concurrency` clients (fedlib.sim.vclock); each arrival goes into the
 FedBuff buffer, which is applied every K arrivals (fedlib.strategies.fedbuff), or is mixed in
 at once (fedlib.strategies.fedasync). One server step — one new version — is one row of
-rounds.csv.
+rounds.csv; each goes to the loop body (fedlib.engine.body), which hands the freed slots their
+tasks (`Virtual.go`) once the budget admits the next step. A task's DP-SGD spending is charged
+when it is handed out (so a checkpoint's spending covers the tasks in flight it holds).
 
 Training is lazy and batched: when an arrival's update is needed and not yet computed, every
 task in flight that has not trained is trained then, all at once, placed on ranks as a round

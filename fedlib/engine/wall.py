@@ -18,6 +18,11 @@ the same model. `participation.emulate_speed` makes a client of speed factor f h
 (f − 1) × its measured compute by sleeping, so stragglers are real seconds on one box where
 ranks are equally fast (a factor below 1 cannot be emulated: nothing sleeps).
 
+Every server step goes to the loop body (fedlib.engine.body) on rank 0, as the other loops'
+versions do: score, keep, charge, admit, hand the freed workers their tasks, checkpoint, rows.
+DP-SGD runs here too: the server charges a task's spending (its client's σ, q and local steps,
+all known from the config) when it hands the task out, so the workers never report it.
+
 rounds.csv: one row per server step; `wait_s` is the server's idle time waiting for arrivals,
 `virtual_s` the wall seconds since the run started. clients.csv: `idle_s` is the worker's wait
 for that task, `sim_s` the task's wall seconds from hand-out to arrival.
@@ -46,86 +51,19 @@ import torch
 
 from .. import config, privacy
 from ..privacy.mechanism import Work
-from ..record.metrics import ArrivalRow, ClientRow, RoundRow, Timer, phase_fields
+from ..record.metrics import ClientRow, RoundRow, Timer, phase_fields
 from ..record.recorder import Recorder
 from ..sim.vclock import Draws
 from ..strategies import ServerState
 from ..wire import tasks
 from ..wire.comm import LocalComm
-from ..wire.tasks import Done, Task, Train
+from ..wire.tasks import Task
 from . import async_steps, body, lifecycle, stop
 from .context import Context
+from .dispatch import Arrived, Dispatcher, Inline, signal_code, trainer
 
-
-def trainer(ctx: Context, mech: privacy.Mechanism, emulate: bool) -> Train:
-    """How a worker trains a task (`async_steps.train_task`, as on the virtual clock), then, with
-    `emulate`, sleeps (speed − 1) × its compute."""
-    def train(task: Task, base: torch.Tensor) -> tuple[torch.Tensor, float, float, float]:
-        payload = torch.empty_like(base)
-        res = async_steps.train_task(ctx, mech, task.cid, task.version, base, payload, Timer())
-        sleep_s = max(0.0, task.speed - 1.0) * res.compute_s if emulate else 0.0
-        time.sleep(sleep_s)
-        return payload, res.loss, res.compute_s, sleep_s
-
-    return train
-
-
-class Inline:
-    """One process: `slots` tasks in flight, each trained when the server takes its update."""
-
-    def __init__(self, slots: int, train: Train) -> None:
-        self.slots, self._train = list(range(slots)), train
-        self._todo: dict[int, tuple[Task, torch.Tensor]] = {}
-
-    def give(self, slot: int, task: Task, weights: torch.Tensor) -> None:
-        self._todo[slot] = (task, weights)
-
-    def take(self, timer: Timer) -> Done:
-        slot = min(self._todo, key=lambda s: self._todo[s][0].dispatch)
-        task, base = self._todo.pop(slot)
-        with timer("compute"):
-            payload, loss, compute_s, sleep_s = self._train(task, base)
-        return Done(task, slot, 0, payload, loss, compute_s, sleep_s, 0.0, 0)
-
-    def close(self) -> None:
-        self._todo.clear()
-
-
-@dataclass
-class Dispatcher:
-    """Which client the server's next task goes to: the virtual clock's draw, by (seed, dispatch
-    index), never by rank."""
-
-    dispatched: int = 0
-    fresh: set[int] = field(default_factory=set)  # clients handed a task from the current version
-
-    def next(self, draws: Draws, version: int, busy: set[int]) -> Task | None:
-        cid = draws.client(self.dispatched, busy, self.fresh)
-        if cid is None:  # every idle client already trains from this version: wait for the next
-            return None
-        task = Task(self.dispatched, cid, version, draws.speed(version, cid))
-        self.dispatched += 1
-        self.fresh.add(cid)
-        return task
-
-
-@dataclass(frozen=True)
-class Arrived:
-    """An update the server took, with its hand-out and arrival times (rank 0's seconds)."""
-
-    done: Done
-    start_s: float
-    end_s: float
-
-    def row(self, v: int) -> ArrivalRow:
-        d, t = self.done, self.done.task
-        return ArrivalRow(v, t.dispatch, t.cid, d.rank, t.version, v - 1 - t.version, self.start_s,
-                          self.end_s, d.compute_s, d.sleep_s, d.idle_s, d.loss)
-
-
-def signal_code(signals: stop.Signals) -> int:
-    """A received stop signal as a number for a message header: 1 + its index, or 0."""
-    return stop.SIGNALS.index(signals.received) + 1 if signals.received in stop.SIGNALS else 0
+__all__ = ["Arrived", "Dispatcher", "Inline", "Server", "replay", "run_wall", "serve", "signal_code",
+           "trainer"]
 
 
 @dataclass
