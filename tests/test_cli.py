@@ -194,15 +194,14 @@ def test_resume_auto_starts_fresh_or_continues(tmp_path, capsys):
 
 
 def test_resume_after_a_failed_overwrite_says_where_the_checkpoint_is(tmp_path, capsys, monkeypatch):
-    from fedlib import runner
+    from fedlib.engine import rounds
     from fedlib.record import rundir
 
     cfg = _tiny_yaml(tmp_path, name="ow", **{"federation.export": False})
     assert _main(capsys, "run", cfg, "--quiet")[0] == 0
     run_dir = tmp_path / "ow"
-    with monkeypatch.context() as m:
-        m.setattr(runner.Context, "build_on",
-                  classmethod(lambda *a: (_ for _ in ()).throw(ValueError("boom"))))
+    with monkeypatch.context() as m:  # round 1 fails, after the old files were moved aside
+        m.setattr(rounds, "play", lambda *a: (_ for _ in ()).throw(ValueError("boom")))
         assert _main(capsys, "run", cfg, "--overwrite", "--quiet")[0] == 2
     (first,) = run_dir.glob(rundir.PREVIOUS + "*")
     code, err = _main(capsys, "run", cfg, "--resume", "--quiet")

@@ -110,7 +110,7 @@ class ClientLevel(Mechanism):
 
     def finish(self, agg: Aggregate, rnd: int) -> Aggregate:
         return noised(agg, self.sigma * self.p.clip, self.m,
-                      seeds.generator(self.root, Stream.CLIENT_NOISE, rnd), secure=self.p.secure_noise)
+                      seeds.generator(self.root, Stream.CLIENT_NOISE, rnd), self.p.secure_noise)
 
     def spend(self, state: ServerState, work: Work, ahead: bool = False) -> ServerState:
         """One release of the noised sum per round, whoever trained (`work` is not read)."""

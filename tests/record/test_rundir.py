@@ -61,16 +61,17 @@ def test_overwrite_replaces_cleanly(tiny_cfg):
     assert not list(cfg.run_dir.glob(rundir.PREVIOUS + "*"))  # old files deleted after round 1
 
 
-def test_overwrite_that_fails_before_round_one_keeps_the_old_files_aside(tiny_cfg, monkeypatch):
+def test_overwrite_that_fails_in_round_one_keeps_the_old_files_aside(tiny_cfg, monkeypatch):
+    """The input was valid, so the folder was cleared; round 1 fails: the replaced run's files
+    wait in .previous-* (a failure before that leaves them in place: tests/test_refusals.py)."""
     cfg = tiny_cfg(name="owf", **{"federation.rounds": 1})
     runner.run(cfg, progress=False)
     old = _files(cfg.run_dir)
-    monkeypatch.setattr(runner.Context, "build_on",
-                        classmethod(lambda *a: (_ for _ in ()).throw(OSError("boom"))))
+    monkeypatch.setattr(rounds, "play", lambda *a: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(OSError, match="boom"):
         runner.run(cfg, progress=False, overwrite=True)
     (aside,) = cfg.run_dir.glob(rundir.PREVIOUS + "*")
-    assert _files(aside) == old and not (cfg.run_dir / "rounds.csv").exists()
+    assert _files(aside) == old and pd.read_csv(cfg.run_dir / "rounds.csv").empty
 
 
 def test_sweeps_never_share_a_folder(tmp_path):
