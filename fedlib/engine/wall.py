@@ -62,12 +62,12 @@ from . import async_steps, body, lifecycle, stop
 from .context import Context
 from .dispatch import Arrived, Dispatcher, Inline, signal_code, trainer
 
-__all__ = ["Arrived", "Dispatcher", "Inline", "Server", "replay", "run_wall", "serve", "signal_code",
+__all__ = ["Arrived", "Dispatcher", "Inline", "WallServer", "replay", "run_wall", "serve", "signal_code",
            "trainer"]
 
 
 @dataclass
-class Server:
+class WallServer:
     """Rank 0's wall-clock server: its links to the workers and the tasks in flight, and its
     hooks for the loop body (fedlib.engine.body.Loop)."""
 
@@ -157,7 +157,7 @@ def serve(ctx: Context, mech: privacy.Mechanism, link: Inline | tasks.Remote, st
     checkpointed)."""
     saved = state.extra.get("wall", {})
     elapsed = float(saved.get("elapsed_s", 0.0))
-    srv = Server(replace(ctx, comm=LocalComm()), ctx, mech, rec, link, signals,
+    srv = WallServer(replace(ctx, comm=LocalComm()), ctx, mech, rec, link, signals,
                  Dispatcher(int(saved.get("dispatched", 0))), Draws.of(ctx.cfg),
                  time.perf_counter() - elapsed, elapsed, idle=list(link.slots))
     try:
