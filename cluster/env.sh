@@ -78,7 +78,7 @@ mkdir -p "$MIOPEN_USER_DB_PATH" "$MIOPEN_CUSTOM_CACHE_DIR"
 # the management Ethernet the host name resolves to. `fedlib doctor` says per rank whether the
 # plugin is found (high-speed network) or the library falls back to TCP sockets.
 fedlib_gtl() {  # 0 when mpi4py's MPI extension links Cray MPICH's GTL (GPU buffers to MPI)
-  [[ "$("$FEDLIB_PYTHON" -m fedlib.mpilib gtl 2>/dev/null)" == yes ]]
+  [[ "$("$FEDLIB_PYTHON" -m fedlib.hpc.mpilib gtl 2>/dev/null)" == yes ]]
 }
 case "$FEDLIB_SYSTEM" in
   frontier)    # OLCF "PyTorch on Frontier": RCCL + the aws-ofi-rccl plugin (module rccl-net-plugin)

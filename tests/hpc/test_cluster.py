@@ -26,7 +26,7 @@ STUB = """#!/bin/bash
 n=$(cat "$STUB_LOG" 2>/dev/null | wc -l)
 env > "$STUB_LOG.env.$n"
 echo "$(basename "$0") $*" >> "$STUB_LOG"
-if [[ "$(basename "$0")" == python && "$*" == "-m fedlib.mpilib gtl" ]]; then echo "${STUB_GTL:-no}"; fi
+if [[ "$(basename "$0")" == python && "$*" == "-m fedlib.hpc.mpilib gtl" ]]; then echo "${STUB_GTL:-no}"; fi
 if [[ " $* " == *" --ntasks-per-node=1 "* || " $* " == *" --ppn 1 "* ]]; then
   while [[ "${1:-}" == -* ]]; do case $1 in -n|--ppn) shift 2 ;; *) shift ;; esac; done
   exec "$@"
