@@ -109,6 +109,7 @@ fedlib_engines() {
   local args="" a
   for a in "$@"; do args+="'$a', "; done
   ipython profile create --parallel --profile="$profile" >/dev/null 2>&1 || true
+  mkdir -p "$IPYTHONDIR/profile_$profile"
   cat > "$IPYTHONDIR/profile_$profile/ipcluster_config.py" <<PY
 c = get_config()  # noqa: F821 - written by cluster/jobs.sh
 c.Cluster.engine_launcher_class = "mpi"

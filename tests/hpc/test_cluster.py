@@ -37,7 +37,7 @@ if [[ " $* " == *" run "* && -n "${STUB_SLEEP:-}" ]]; then
 fi
 """
 STUBS = ("srun", "mpiexec", "scontrol", "qsub", "sbatch", "sbcast", "module", "conda", "python",
-         "launch_copper.sh", "stop_copper.sh")
+         "launch_copper.sh", "stop_copper.sh", "ipython", "ipcluster")
 
 
 @pytest.mark.parametrize("path", TEMPLATES)
@@ -303,3 +303,14 @@ def test_submit_frontier_adds_olcfs_flags_and_checks_the_bins(tmp_path):
     res = _submit(tmp_path / "long", "frontier", "50", "abc123", WALLTIME="04:00:00")
     assert res.returncode == 2
     assert "no queue takes 50 node(s) for 04:00:00 (batch 1-91 nodes <= 2 h" in res.stderr
+
+
+def test_kept_engines_on_slurm_start_with_srun_and_stop_when_idle(tmp_path):
+    """NOTEBOOKS=1 KEEP=1: ipyparallel's MPI launcher is srun, and the job waits for the engines
+    to sit idle KEEP_IDLE_MIN minutes (not `sleep infinity` on a billed allocation), then stops them."""
+    _slurm(tmp_path, NOTEBOOKS="1", KEEP="1", KEEP_IDLE_MIN="20", GPUS_PER_NODE="0")
+    log = _log(tmp_path)
+    assert "python -m fedlib.lab.engines idle --profile fedlib-77 --minutes 20" in log
+    assert log[-1] == "ipcluster stop --profile=fedlib-77"
+    config = (tmp_path / "scratch/.ipython/profile_fedlib-77/ipcluster_config.py").read_text()
+    assert 'c.MPILauncher.mpi_cmd = ["srun"]' in config
