@@ -16,6 +16,8 @@ trap fedlib_exit EXIT
 # read through its cooperative cache; elsewhere the tar is unpacked on each node's local disk
 # (FEDLIB_STAGE_DIR). FEDLIB_STAGE_BASE=env.tar.gz (a `conda pack` of the environment the venv
 # was made from, OLCF's recipe) stages that too and points the venv at it. Sets FEDLIB_PYTHON.
+# Measured here (2.2 GB, 59,548 files, onto tmpfs): 46 s; importing fedlib.runner makes 39,601
+# file-system calls per rank, which at scale all land on the shared file system without it.
 fedlib_stage() {
   [[ "${STAGE:-0}" == 1 ]] || return 0
   local venv site tar dest t0=$SECONDS
@@ -38,7 +40,8 @@ fedlib_stage() {
   tar -cf "$tar" -C "$(dirname "$venv")" "$(basename "$venv")"
   FEDLIB_ON_EXIT+=("rm -f '$tar'")
   _fedlib_spread "$tar" "$dest/venv.tar" "$@"
-  "$@" bash -c "tar -xf '$dest/venv.tar' -C '$dest' && mv -T '$dest/$(basename "$venv")' '$dest/venv'"
+  "$@" bash -c "tar -xf '$dest/venv.tar' -C '$dest' && rm -f '$dest/venv.tar' && rm -rf '$dest/venv' && \
+    mv -T '$dest/$(basename "$venv")' '$dest/venv'"
   if [[ -n "${FEDLIB_STAGE_BASE:-}" ]]; then   # the venv's base environment (conda pack)
     _fedlib_spread "$FEDLIB_STAGE_BASE" "$dest/base.tar.gz" "$@"
     "$@" bash -c "mkdir -p '$dest/base' && tar -xzf '$dest/base.tar.gz' -C '$dest/base' && \
