@@ -103,8 +103,10 @@ clean:
 	rm -rf $(VENV) $(filter-out outputs/quick/,$(wildcard outputs/*/)) .pytest_cache
 	-git clean -fdXq outputs/quick
 
-# on a machine with a GPU (<= 5 minutes): GPU tests, reproducibility, autocast, shared-GPU MPI,
-# workload W vs a bare loop, NCCL vs host-staged allreduce; a table and outputs/gpucheck/*/gpucheck.csv
+# on a machine with a GPU (<= 8 minutes, each step time-boxed): topology, doctor, peak FLOPs; the
+# exact rows; accuracy fp32 vs bf16/fp16; tokens/s, MFU, memory, per-client overhead; pinned
+# bandwidth and staging; checkpoint + resume; NCCL vs MPI with >= 2 GPUs; the GPU-specific tests.
+# One table and outputs/gpucheck/gpucheck-<UTC time>/gpucheck.csv (+ throughput.csv)
 gpu-check: $(VENV)
 	$(PY) -m fedlib.bench.gpucheck --out outputs/gpucheck
 

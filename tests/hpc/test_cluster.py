@@ -149,6 +149,8 @@ def test_frontier_job_loads_rocm_and_the_rccl_plugin_and_sets_olcfs_network(tmp_
            FEDLIB_RDZV="alt_read", FI_CXI_RDZV_PROTO="alt_read")
     (doctor, env), _ = _launched(tmp_path / "gtl", "srun")
     assert env["MPICH_GPU_SUPPORT_ENABLED"] == "1" and "--gpus-per-task=1 --gpu-bind=closest" in doctor
+    # docs.FRONTIER_NUMA: OMP_NUM_THREADS=7 with -c7 (Slurm counts cores there; lscpu says 2 per core)
+    assert "--cpus-per-task=7" in doctor and env["OMP_NUM_THREADS"] == "7"
     assert {k: env.get(k) for k in docs.FRONTIER_RDZV_ENV} == docs.FRONTIER_RDZV_ENV
 
 
