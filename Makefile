@@ -43,6 +43,7 @@ $(VENV)/.installed-wheel: pyproject.toml constraints.txt
 # torch, numpy, triton or nvidia-* stops there with one line naming the conflict.
 $(VENV)/.installed-site: pyproject.toml constraints.txt
 	@if [[ -e $(VENV)/.installed-wheel ]]; then echo "$(VENV) has the MPI wheel: make clean first to use SITE=1" >&2; exit 1; fi
+	@test -x $(PY) || $(PYTHON) -m fedlib.hpc.siteinstall base --python $(PYTHON)
 	@$(PYTHON) -c "import torch" 2>/dev/null || { echo "SITE=1: $(PYTHON) has no torch; load the site's PyTorch module first (README: On a cluster)" >&2; exit 1; }
 	@command -v $(firstword $(MPICC)) >/dev/null || { echo "SITE=1: no MPI compiler '$(MPICC)'; load the site's MPI module or set MPICC" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
@@ -58,6 +59,7 @@ $(VENV)/.installed-site: pyproject.toml constraints.txt
 # when that touches the site's torch, numpy, triton or nvidia-* (run it before anything else).
 install-plan:
 	@[[ "$(MODE)" == site ]] || { echo "DRY_RUN=1 plans a site install: make install SITE=1 DRY_RUN=1" >&2; exit 2; }
+	@[[ -x $(PY) ]] || $(PYTHON) -m fedlib.hpc.siteinstall base --python $(PYTHON)
 	@py=$$(if [[ -x $(PY) ]]; then echo $(PY); else echo $(PYTHON); fi); \
 	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	  $$py -m fedlib.hpc.siteinstall plan --python $$py --out "$$tmp/constraints-site.txt"
@@ -101,8 +103,10 @@ clean:
 	rm -rf $(VENV) $(filter-out outputs/quick/,$(wildcard outputs/*/)) .pytest_cache
 	-git clean -fdXq outputs/quick
 
-# on a machine with a GPU (<= 5 minutes): GPU tests, reproducibility, autocast, shared-GPU MPI,
-# workload W vs a bare loop, NCCL vs host-staged allreduce; a table and outputs/gpucheck/*/gpucheck.csv
+# on a machine with a GPU (<= 8 minutes, each step time-boxed): topology, doctor, peak FLOPs; the
+# exact rows; accuracy fp32 vs bf16/fp16; tokens/s, MFU, memory, per-client overhead; pinned
+# bandwidth and staging; checkpoint + resume; NCCL vs MPI with >= 2 GPUs; the GPU-specific tests.
+# One table and outputs/gpucheck/gpucheck-<UTC time>/gpucheck.csv (+ throughput.csv)
 gpu-check: $(VENV)
 	$(PY) -m fedlib.bench.gpucheck --out outputs/gpucheck
 

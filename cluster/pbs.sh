@@ -1,13 +1,16 @@
-#!/bin/bash
+#!/bin/bash -l
 # fedlib on PBS Pro with Cray PALS (Polaris, Aurora): one rank per GPU (tile), launched by the
-# site's PALS `mpiexec`. It takes --ppn/--depth/--cpu-bind; Open MPI's mpiexec (.venv/bin/mpiexec
-# of a laptop install) rejects --ppn, so install with `make install SITE=1` (README: On a cluster).
+# site's PALS `mpiexec`. Submit it with cluster/submit.sh, which picks the queue (debug,
+# debug-scaling, prod, capacity) and the file systems from the system, node count and walltime:
 #
-#   qsub -A PROJ -v ARGS="params/quickstart.yaml --set federation.rounds=3" cluster/pbs.sh   # run
-#   qsub -A PROJ -v SYSTEM=aurora,ARGS=params/quickstart.yaml -l select=2:system=aurora cluster/pbs.sh
-#   qsub -A PROJ -v NOTEBOOKS=1 cluster/pbs.sh                  # the notebooks on MPI engines
-#   qsub -A PROJ -v NOTEBOOKS=1,KEEP=1 cluster/pbs.sh           # engines for JupyterLab
+#   cluster/submit.sh polaris 2 PROJ params/quickstart.yaml --set federation.rounds=3   # run
+#   WALLTIME=00:30:00 cluster/submit.sh aurora 2 PROJ params/quickstart.yaml
+#   NOTEBOOKS=1 cluster/submit.sh polaris 2 PROJ                # the notebooks on MPI engines
+#   NOTEBOOKS=1 KEEP=1 cluster/submit.sh polaris 2 PROJ         # engines for JupyterLab
 #
+# The job loads the site's modules before .venv (cluster/env.sh: a PBS job does not carry the
+# login shell's environment). Open MPI's mpiexec (.venv/bin/mpiexec of a laptop install) rejects
+# --ppn, so install with `make install SITE=1` (README: On a cluster).
 # SYSTEM=polaris (default): 4 A100 and 32 cores per node, 4 ranks x 8 cores (--depth 8
 # --cpu-bind depth). Polaris's GPU-to-core affinity is reversed (GPU 3 sits with cores 0-7, GPU
 # 0 with 24-31; ALCF's set_affinity_gpu_polaris.sh gives local rank i GPU 3 - i): here every rank
@@ -15,26 +18,22 @@
 # gets GPU 3 - i and NCCL peer-to-peer / CUDA IPC still see the others.
 # SYSTEM=aurora: 6 GPUs x 2 tiles and 2 x 52 cores per node, 12 ranks; an explicit core list per
 # rank, 8 cores each, six ranks per socket, never crossing one (cores 0 and 52 left to the OS).
-# The job is rerunnable (-r y): a requeue resumes from the last checkpoint (`--resume auto`).
+# The job is rerunnable (-r y): a requeue resumes from the last checkpoint (`--resume auto`);
+# qdel or the walltime's SIGTERM stops the ranks after their round (cluster/jobs.sh).
 #PBS -N fedlib
-#PBS -l select=2:system=polaris
 #PBS -l place=scatter
-#PBS -l walltime=02:00:00
-#PBS -l filesystems=home:eagle
 #PBS -r y
 #PBS -j oe
 set -euo pipefail
 cd "${PBS_O_WORKDIR}"
-# module use /soft/modulefiles; module load conda; conda activate   # Polaris-like: PyTorch + MPI
-# module load frameworks                                            # Aurora-like: PyTorch + IPEX
-source .venv/bin/activate
+SYSTEM=${SYSTEM:-${FEDLIB_SYSTEM:-polaris}}
+export FEDLIB_SYSTEM=$SYSTEM
 source cluster/env.sh
 
 if mpiexec --version 2>&1 | grep -qi "open mpi"; then
   echo "mpiexec is Open MPI's ($(command -v mpiexec)); PBS + PALS needs the site's: make install SITE=1" >&2
   exit 1
 fi
-SYSTEM=${SYSTEM:-polaris}
 NODES=$(sort -u "${PBS_NODEFILE}" | wc -l)
 case "$SYSTEM" in
   polaris)
@@ -49,17 +48,19 @@ case "$SYSTEM" in
      exit 2 ;;
 esac
 NTASKS=$(( NODES * RANKS_PER_NODE ))
+fedlib_stage mpiexec -n "$NODES" --ppn 1
 MPIEXEC=(mpiexec -n "$NTASKS" --ppn "$RANKS_PER_NODE" "${BIND[@]}" --env OMP_NUM_THREADS="$DEPTH")
+[[ -n "${PYTHONPATH:-}" ]] && MPIEXEC+=(--env PYTHONPATH="$PYTHONPATH")
 
 # shellcheck disable=SC2086 - ARGS is a command line
 set -- ${ARGS:-params/quickstart.yaml}
 # preflight with the job's config: the worlds agree, the paths are writable, the config loads
-"${MPIEXEC[@]}" python -m fedlib doctor "$1"
+"${MPIEXEC[@]}" "$FEDLIB_PYTHON" -m fedlib doctor "$1"
 
 if [[ "${NOTEBOOKS:-0}" == 1 ]]; then
   PROFILE="fedlib-${PBS_JOBID%%.*}"
   fedlib_engines "$PROFILE" "$NTASKS" mpiexec "${MPIEXEC[@]:3}"   # mpiexec -n N <these> ipengine
   fedlib_notebooks "$PROFILE"
 else
-  "${MPIEXEC[@]}" python -m fedlib run "$@" --resume auto --quiet
+  fedlib_run MPIEXEC "$@"
 fi

@@ -3,7 +3,8 @@
 `python -m fedlib record [--profile quick] [--check]`,
 `python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`,
 `python -m fedlib replay RUN_DIR` (a wall-clock run, from its arrivals.csv),
-`python -m fedlib doctor [params/x.yaml]` (also under a launcher).
+`python -m fedlib doctor [params/x.yaml]` (also under a launcher),
+`python -m fedlib stopped params/x.yaml [--set k=v ...]` (a batch script, after a signalled launcher).
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ def _interrupted(cfg: config.RunConfig) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .hpc.mpilib import gtl_problem
     from .record.checkpoint import WriteError
     from .record.rundir import RunDirError
     from .runner import comm_for, run
 
     resume = _resume_arg(args)
     cfg = config.load(args.config, config.parse_overrides(args.set))
+    if gtl := gtl_problem():  # before MPI_Init, which would exit without a word
+        print(f"fedlib: error: {gtl}", file=sys.stderr)
+        return stop.USAGE
     comm = comm_for(cfg)
     close = getattr(comm, "close", lambda: None)  # torch.distributed: tear the process group down
     try:
@@ -82,6 +87,13 @@ def _doctor(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.config, config.parse_overrides(args.set))
     return doctor.run(cfg.output_dir, cfg.threads, cfg=cfg)
+
+
+def _stopped(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config, config.parse_overrides(args.set))
+    code, line = stop.after_launcher(cfg.name, cfg.run_dir, args.wait)
+    print(line, file=sys.stderr)
+    return code
 
 
 def _keys(_: argparse.Namespace) -> int:
@@ -201,6 +213,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("config", nargs="?", help="YAML file whose output_dir/threads to check")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
     d.set_defaults(fn=_doctor)
+    s = sub.add_parser("stopped", help="after a launcher ended on the job's signal: wait for the run's "
+                       "ranks, say where it stands (exit 75: continue with --resume auto)")
+    s.add_argument("config", nargs="?", help="the run's YAML file, as given to run")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    s.add_argument("--resume", nargs="?", const=True, help=argparse.SUPPRESS)  # run's flags, ignored
+    s.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the ranks (default 120)")
+    s.set_defaults(fn=_stopped)
     k = sub.add_parser("config-keys", help="print every config key as a Markdown table")
     k.set_defaults(fn=_keys)
     e = sub.add_parser("export", help="write a run's global model as a Hugging Face folder")

@@ -19,6 +19,7 @@ from .engine.context import Context
 from .engine.lifecycle import Ending, Scores, due, resumed, score
 from .hpc import devices
 from .record import provenance, residuals, rundir
+from .record.checkpoint import WriteError
 from .record.recorder import Recorder, Result
 from .record.resume import RESUMABLE
 from .strategies import ServerState
@@ -54,6 +55,8 @@ def run(cfg: config.RunConfig, comm: Comm | None = None, resume: bool | str = Fa
         claim = rundir.claim_all(cfg.run_dir, comm, resume, overwrite)  # the lock; nothing moved yet
         try:  # built once, the same for every loop and on every rank; the loop builds nothing again
             ctx = Context.build_on(cfg, comm, dev)
+            if full := comm.bcast_obj(residuals.room(cfg, ctx.flat.numel) if comm.rank == 0 else None):
+                raise WriteError(full)  # before anything is written: the residuals cannot fit
             prov = provenance.collect(comm, str(ctx.device), torch.get_num_threads(), started)
             state, saved = resumed(ctx) if claim.resume else (ServerState(ctx.flat.get()), None)
             mech = privacy.make(cfg, ctx.shards, ctx.model, comm)

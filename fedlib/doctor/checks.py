@@ -92,6 +92,32 @@ def gpu_ids(torch: Any) -> list[str]:
     return out
 
 
+def gpu_numa(gpu_id: str, sys_root: Path = Path("/sys")) -> str:
+    """The NUMA node of the GPU whose id ends in its PCI address ("0000:c1:00.0"), from
+    /sys/bus/pci/devices/<address>/numa_node; "?" where /sys does not say (-1: no affinity)."""
+    pci = gpu_id.split()[-1].lower() if gpu_id else ""
+    f = sys_root / "bus/pci/devices" / pci / "numa_node"
+    try:
+        node = f.read_text().strip() if pci.count(":") == 2 else ""
+    except OSError:
+        return "?"
+    return node if node.isdigit() else "?"
+
+
+def network(torch: Any, device: Any) -> str:
+    """How this rank's collective library reaches other nodes (fedlib.hpc.mpilib): NCCL/RCCL through
+    the libfabric plugin or over sockets, oneCCL's transport; "-" on a CPU-only torch."""
+    from ..hpc import mpilib
+
+    if device.type == "xpu":
+        return mpilib.collective_network("ccl")
+    if getattr(torch.version, "hip", None):
+        return mpilib.collective_network("rccl")
+    if torch.version.cuda:
+        return mpilib.collective_network("nccl")
+    return "-"
+
+
 def shared_gpus(rows: list[Any], backend: str) -> list[str]:
     """Ranks of one host bound to the same physical GPU (by UUID/PCI): NCCL refuses that
     ("Duplicate GPU detected"); MPI tolerates it at a cost."""

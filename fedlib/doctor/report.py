@@ -6,7 +6,11 @@ reports, local ranks, the device each rank binds (its GPU's UUID/PCI bus, so two
 show), the CPUs and NUMA node each may run on, threads per rank, torch's CUDA/ROCm build, its
 NCCL/RCCL and torch.distributed backends, the network and cache settings in force, whether the
 model loads offline, one collective on the configured backend, and whether the caches and the
-output folder are writable. Rank 0 prints one table row per rank. The checks themselves live in
+output folder are writable. Per rank it also names the NUMA node of its GPU beside its CPUs'
+(a GPU far from its cores warns) and whether the collective library reaches the high-speed
+network through its plugin or falls back to sockets. Before the first MPI call it checks that a
+Cray MPICH asked for GPU support links GTL (fedlib.hpc.mpilib): else MPI_Init would exit
+unexplained. Rank 0 prints one table row per rank. The checks themselves live in
 `checks`. The exit status is non-zero when something would make the run wrong (MPI's
 world is not the launcher's, an unreadable launcher variable, two ranks on one GPU under NCCL,
 a failed collective, the output folder not writable), so a job script can stop early.
@@ -23,12 +27,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..hpc import devices, launcher
+from ..hpc import devices, launcher, mpilib
 from .checks import (
     affinity,
     collectives,
     gpu_ids,
+    gpu_numa,
     model_offline,
+    network,
     numa_nodes,
     ranges,
     settings,
@@ -58,6 +64,8 @@ class RankView:
     cpus: str
     numa: str
     gpu_id: str  # the bound GPU's UUID / PCI bus (or its mask and index); "" on the CPU
+    gpu_numa: str = ""  # the NUMA node of that GPU's PCI device ("?" where /sys does not say)
+    network: str = ""  # how the collective library reaches other nodes: plugin or sockets
     notes: tuple[tuple[str, str], ...] = ()  # (PROBLEM | WARNING, message) seen by this rank
 
 
@@ -166,8 +174,13 @@ def _view(rank: int, size: int, threads: int | None, device_name: str) -> tuple[
     if msg := launcher.oversubscription(n, size):
         notes.append(("WARNING", msg))
     cpus = affinity()
+    numa, gid = numa_nodes(cpus), _gpu_id(dev, ids)
+    gnuma = gpu_numa(gid) if gid else ""
+    if gnuma not in ("", "?") and numa != "?" and gnuma not in numa.split(","):
+        notes.append(("WARNING", f"{dev} sits on NUMA node {gnuma}, its CPUs on {numa}: bind the rank "
+                                 "to the cores beside its GPU (GPU_ORDER / the site's affinity map)"))
     view = RankView(socket.gethostname(), rank, size, la.name, la.rank, la.world_size, la.local_rank,
-                    la.local_size, str(dev), shown, ranges(cpus), numa_nodes(cpus), _gpu_id(dev, ids),
+                    la.local_size, str(dev), shown, ranges(cpus), numa, gid, gnuma, network(torch, dev),
                     tuple(notes))
     return view, dev, ids
 
@@ -193,6 +206,9 @@ def run(output_dir: str = "outputs", threads: int | None = None, out: Any = None
     """Print the report (rank 0; every rank when worlds disagree); 0 when nothing is wrong.
     `cfg` (the job's config) adds its device, the model check and its backend's collective."""
     out = out or sys.stdout
+    if gtl := mpilib.gtl_problem():  # before MPI_Init, which would exit without a word
+        print(f"fedlib doctor: PROBLEM: {gtl}", file=out)
+        return 1
     la = launcher.detect()
     world, mpi, facts = _mpi()
     size = world.Get_size() if world is not None else 1
@@ -238,6 +254,8 @@ def run(output_dir: str = "outputs", threads: int | None = None, out: Any = None
     print("\nper rank:", file=out)
     print(_table(rows), file=out)
     problems += _rank_notes(rows)
+    if cfg is not None and cfg.federation.backend == "torch" and (slow := _on_sockets(rows)):
+        problems.append(("WARNING", slow))
     problems += [("PROBLEM" if cfg is not None and cfg.federation.backend == "torch" else "WARNING", s)
                  for s in shared_gpus(rows, cfg.federation.backend if cfg is not None else "mpi")]
     if mismatch:
@@ -257,3 +275,12 @@ def _rank_notes(rows: list[RankView]) -> list[tuple[str, str]]:
             seen.setdefault(note, []).append(r.mpi_rank)
     return [(kind, msg if len(rows) == 1 else f"(ranks {ranges(ranks)}) {msg}")
             for (kind, msg), ranks in seen.items()]
+
+
+def _on_sockets(rows: list[RankView]) -> str | None:
+    """A job over several nodes whose collective library would cross them over TCP sockets."""
+    slow = [r.mpi_rank for r in rows if r.network.startswith("sockets")]
+    if not slow or len({r.host for r in rows}) < 2:
+        return None
+    return (f"(ranks {ranges(slow)}) the collective library crosses nodes over TCP sockets, not the "
+            f"high-speed network: {next(r.network for r in rows if r.mpi_rank == slow[0])}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -63,3 +64,27 @@ class Signals:
         """The signal any rank received, the same answer on every rank (collective)."""
         seen = [s for s in comm.allgather(self.received) if s]
         return seen[0] if seen else None
+
+
+def after_launcher(name: str, run_dir: Path, wait_s: float = 120.0, poll_s: float = 0.5) -> tuple[int, str]:
+    """(exit status, the line to print) once a launcher that got the job's signal has ended. A
+    launcher that is itself signalled may end at once (Open MPI's mpiexec: status 1, the ranks'
+    output cut) while its ranks finish their round: wait for the run's lock (the ranks hold it
+    until they exit), then read the folder: finished (summary.json), stopped with a checkpoint,
+    or stopped before one. The batch scripts call this (`fedlib stopped`, cluster/jobs.sh)."""
+    from ..record.checkpoint import saved_round
+    from ..record.rundir import LOCK
+
+    deadline = time.monotonic() + wait_s
+    while (run_dir / LOCK).exists():
+        if time.monotonic() >= deadline:
+            return BUG, (f"fedlib: {name}: the ranks still hold {run_dir / LOCK} {wait_s:g} s after the "
+                         "launcher ended; a later start takes it over once its heartbeat is stale")
+        time.sleep(poll_s)
+    if (run_dir / "summary.json").is_file():
+        return OK, f"fedlib: {name}: finished before the signal took effect"
+    kept = saved_round(run_dir)
+    if kept is None:
+        return PREEMPTED, f"fedlib: {name}: stopped by a signal before its first checkpoint; start it again"
+    return PREEMPTED, (f"fedlib: {name}: stopped by a signal to the launcher; the checkpoint in {run_dir} "
+                       f"keeps round {kept}; {CONTINUE}")

@@ -8,7 +8,13 @@ constraints pin torch and numpy to the versions the site has, turn the pins of p
 depend on them into upper bounds (pip picks the newest release that fits the site), and the
 install is planned first: pip's dry-run report must not touch torch, numpy, triton or nvidia-*.
 
+The base interpreter must not itself be a venv: a venv made from a venv is made from that
+venv's own base interpreter and sees its packages, not the venv's torch (OLCF's PyTorch on
+Frontier is a conda environment with the ROCm wheel; a venv on top of one such venv failed with
+ModuleNotFoundError: torch). A conda environment's python or a module's is a base interpreter.
+
 Stdlib only: it runs under the site's python before fedlib's dependencies exist.
+    python -m fedlib.hpc.siteinstall base --python PYTHON
     python -m fedlib.hpc.siteinstall plan --python VENV/bin/python --out constraints-site.txt
     python -m fedlib.hpc.siteinstall which-torch
 """
@@ -148,6 +154,19 @@ def plan(python: str, lock: Path, out: Path, pyproject: Path, extras: tuple[str,
     return 0
 
 
+def base_problem(python: str) -> str | None:
+    """Why `python` cannot be the base of the site venv (`--system-site-packages` sees its base
+    interpreter's packages), else None: it is itself a venv."""
+    code = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix]))"
+    prefix, base = json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True,
+                                             check=True).stdout)
+    if Path(prefix).resolve() == Path(base).resolve():
+        return None
+    return (f"SITE=1: PYTHON={python} is itself a venv ({prefix}, made from {base}); a venv made from "
+            f"it sees {base}'s packages, not this venv's torch. Use a conda environment's python, the "
+            f"site module's python, or pip install -e . into {prefix} itself")
+
+
 def _installed(python: str) -> dict[str, str]:
     code = ("import importlib.metadata as m, json\n"
             "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
@@ -183,7 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="where to write the site constraints")
     p.add_argument("--pyproject", default="pyproject.toml")
     sub.add_parser("which-torch", help="which torch this python imports, and whose")
+    b = sub.add_parser("base", help="exit 1 naming the cause when PYTHON cannot be the site venv's base")
+    b.add_argument("--python", required=True)
     args = ap.parse_args(argv)
+    if args.cmd == "base":
+        why = base_problem(args.python)
+        if why:
+            print(why, file=sys.stderr)
+        return 1 if why else 0
     if args.cmd == "which-torch":
         print(torch_origin())
         return 0

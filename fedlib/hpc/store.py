@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,28 +55,49 @@ def atomic_write(path: Path, content: str | bytes | Callable[[Path], Any]) -> Pa
 
 def cache_dir() -> Path:
     """Where fedlib caches tokenized data: $FEDLIB_CACHE, else $XDG_CACHE_HOME/fedlib, else
-    ~/.cache/fedlib. Point FEDLIB_CACHE at scratch or node-local storage where $HOME is
-    read-only on compute nodes (Frontier)."""
+    ~/.cache/fedlib. On a cluster point FEDLIB_CACHE at node-local storage or the project's
+    scratch ($MEMBERWORK/<project> on Frontier, whose home is writable on the compute nodes but
+    is small NFS: OLCF's data guide), as cluster/env.sh does."""
     if os.environ.get("FEDLIB_CACHE"):
         return Path(os.environ["FEDLIB_CACHE"])
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "fedlib"
 
 
-def build_once(path: Path, write: Callable[[Path], None], comm: Any = None) -> bool:
-    """Make the cache file `path` exist, once per node: with a multi-rank `comm` the first rank
-    of each node writes it (atomically, so readers see the whole file or none) while the others
-    wait at a barrier — a node-local cache is filled once per node, a shared one once. True
-    when `path` is there to read; a cache that cannot be written warns and the caller computes
-    in memory."""
-    parallel = comm is not None and comm.size > 1
-    if (not parallel or launcher.local_rank() == 0) and not path.is_file():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, write)
-        except OSError as e:  # a read-only cache slows the next start, it does not stop this one
-            warnings.warn(f"cache {path.parent} not writable ({e}); set FEDLIB_CACHE to a writable "
-                          "folder", stacklevel=3)
-    if parallel:
-        comm.barrier()
+def build_once(path: Path, write: Callable[[Path], None], comm: Any = None,
+               local_rank: int | None = None) -> bool:
+    """Make the cache file `path` exist, once per job: with a multi-rank `comm` the job's rank 0
+    writes it and leaves a probe beside it; the first rank of another node that sees the probe
+    shares rank 0's folder (a shared FEDLIB_CACHE on Lustre or NFS) and waits for its file, one
+    that does not (node-local storage) writes its node's copy; the other ranks wait at a barrier.
+    Writes are atomic: readers see the whole file or none. True when `path` is there to read; a
+    cache that cannot be written warns and the caller computes in memory."""
+    if comm is None or comm.size <= 1:
+        _write_once(path, write)
+        return path.is_file()
+    token = comm.bcast_obj(uuid.uuid4().hex if comm.rank == 0 else None)
+    probe = path.with_name(f".{path.name}.{token}.probe")
+    if comm.rank == 0 and _write_once(path, write):
+        probe.touch()
+    comm.barrier()
+    first = launcher.local_rank() == 0 if local_rank is None else local_rank == 0
+    if comm.rank != 0 and first and not probe.exists():  # this node cannot see rank 0's folder
+        _write_once(path, write)
+    comm.barrier()
+    if comm.rank == 0:
+        probe.unlink(missing_ok=True)
     return path.is_file()
+
+
+def _write_once(path: Path, write: Callable[[Path], None]) -> bool:
+    """Write `path` unless it is there; False when its folder is not writable (with a warning)."""
+    if path.is_file():
+        return True
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, write)
+    except OSError as e:  # a read-only cache slows the next start, it does not stop this one
+        warnings.warn(f"cache {path.parent} not writable ({e}); set FEDLIB_CACHE to a writable "
+                      "folder", stacklevel=4)
+        return False
+    return True

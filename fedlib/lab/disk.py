@@ -6,7 +6,8 @@ Size model of one run folder (float32 everywhere fedlib writes tensors):
 - `checkpoint.pt` (only with `federation.checkpoint_every > 0`; one file, replaced each time):
   trainable params x 4 bytes x (1 + the server optimizer's moments: FedAdam/Yogi/Adagrad 2,
   FedAvgM 1, FedAvg/FedProx 0);
-- `residuals/` (only with `federation.error_feedback`): one trainable-sized file per client;
+- `residuals/` (only with `federation.error_feedback`): one trainable-sized file per client that
+  is sampled again (fedlib.record.residuals), at its peak;
 - `model/` (only with `federation.export`, never for a random-init preset): all params x 4 bytes
   plus the tokenizer files;
 - the CSVs and JSON: a row per round, a row per round x client, a row per client, a few KB.
@@ -18,6 +19,7 @@ import os
 from pathlib import Path
 
 from .. import config
+from ..record import residuals
 
 FLOAT = 4  # bytes per stored weight
 MOMENTS = {"fedavg": 0, "fedprox": 0, "fedavgm": 1, "fedadam": 2, "fedyogi": 2, "fedadagrad": 2}
@@ -28,7 +30,8 @@ TOKENIZER = 750_000  # tokenizer.json + configs of an exported model folder (Min
 
 
 def run_bytes(cfg: config.RunConfig, params: int, trainable: int | None = None) -> int:
-    """Bytes `cfg`'s run folder holds when it ends (see the module docstring). `params`: the
+    """Bytes `cfg`'s run folder holds at its fullest (see the module docstring): when it ends,
+    but for the residuals, which are gone after the last round. `params`: the
     model's parameter count; `trainable`: what travels and is checkpointed (default: all)."""
     from ..learn.models import locate
 
@@ -40,7 +43,7 @@ def run_bytes(cfg: config.RunConfig, params: int, trainable: int | None = None) 
     if fed.checkpoint_every > 0:
         size += trainable * FLOAT * (1 + MOMENTS.get(cfg.strategy.algorithm, 2))
     if fed.error_feedback:
-        size += n * trainable * FLOAT
+        size += residuals.carried(cfg) * trainable * FLOAT
     if fed.export and locate(cfg.model.name).kind != "preset":
         size += params * FLOAT + TOKENIZER
     return size

@@ -14,6 +14,10 @@ here naming the engine and its original exception. The environment variables
 ``FEDLIB_ENGINES`` (mode) and ``FEDLIB_IPP_PROFILE`` override what a notebook asks for, so a
 batch job (cluster/slurm.sbatch) points every notebook at the engines it started.
 
+``mpi`` starts the engines with this venv's ``mpiexec``, or with ``srun`` inside a Slurm
+allocation (Slurm sites have no ``mpiexec`` to start them with). Engines kept up for JupyterLab
+(``KEEP=1`` in cluster/) stop themselves once they sit idle: ``python -m fedlib.lab.engines idle``.
+
 On a shared node the controller's connection files (its addresses and the key that signs every
 message: whoever reads them can run code on the engines) are the user's alone: the cluster
 starts under umask 077 and every JSON file of the profile's security folder is made 0600.
@@ -21,12 +25,15 @@ starts under umask 077 and every JSON file of the profile's security folder is m
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import os
+import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +82,30 @@ def _exit_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
+def launch_command(env: Mapping[str, str] | None = None,
+                   which: Callable[[str], str | None] | None = None) -> list[str]:
+    """What starts the `mpi` engines: `srun` inside a Slurm allocation (its step is the MPI
+    launch there), else this venv's `mpiexec`."""
+    env = os.environ if env is None else env
+    if env.get("SLURM_JOB_ID") and (which or shutil.which)("srun"):
+        return ["srun"]
+    return [str(Path(sys.executable).with_name("mpiexec"))]
+
+
+def idle(status: Callable[[], object], minutes: float, poll_s: float = 60.0,
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> float:
+    """Return once the engines' queue status (`Client.queue_status`: tasks queued, running and
+    completed per engine) has not changed for `minutes`; the seconds watched."""
+    start = last_change = clock()
+    seen = status()
+    while clock() - last_change < minutes * 60:
+        sleep(poll_s)
+        now = status()
+        if now != seen:
+            seen, last_change = now, clock()
+    return clock() - start
+
+
 class Pool:
     def __init__(self, mode: Mode, n: int = 2, profile: str | None = None,
                  cluster_id: str | None = None) -> None:
@@ -88,6 +119,7 @@ class Pool:
             venv_bin = str(Path(sys.executable).parent)  # mpiexec and ipengine of this venv
             os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
             self.cluster = ipp.Cluster(engines="mpi", n=n, log_level=40)
+            self.cluster.config.MPILauncher.mpi_cmd = launch_command()
             atexit.register(self.close)
             _exit_on_sigterm()  # a killed kernel must not leave its MPI engines computing
             with _umask(0o077):  # the controller and engines it spawns inherit it
@@ -139,3 +171,25 @@ def start(mode: Mode = "mpi", n: int = 2, profile: str | None = None,
         yield pool
     finally:
         pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`idle --profile P --minutes M`: wait until the engines of profile P sit idle M minutes (a
+    kept cluster then exits and cluster/jobs.sh stops it, instead of billing the allocation)."""
+    ap = argparse.ArgumentParser(prog="python -m fedlib.lab.engines")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("idle", help="return once the engines sit idle")
+    i.add_argument("--profile", required=True)
+    i.add_argument("--minutes", type=float, default=30.0)
+    args = ap.parse_args(argv)
+    import ipyparallel as ipp
+
+    client = ipp.Client(profile=args.profile)
+    watched = idle(client.queue_status, args.minutes)
+    print(f"engines of {args.profile} idle for {args.minutes:g} min after {watched / 60:.0f} min up: "
+          "stopping them (KEEP_IDLE_MIN)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,24 +4,80 @@ the residuals live in files under the run folder, keyed by client id and round, 
 continue a client's residual (the result does not depend on the number of ranks) and a
 checkpoint can name the residuals it covers. They belong beside the checkpoint: the recorder
 writes their manifest into it, prunes what it no longer needs, and restores them on resume.
+
+Each residual is model-sized float32: bert-base's 110M values x 1,000 clients is 440 GB. The
+rounds' clients are drawn from (seed, round) alone, so the run knows before it starts which
+clients will be sampled again: only theirs are kept (a client's last round writes nothing), and
+`room` refuses a run whose residuals do not fit the file system's free space, in one line with
+the number, before anything is written.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
 from ..config import RunConfig
 from ..hpc.store import atomic_write
+from ..sim.participation import sample_clients
+
+FLOAT = 4  # bytes per stored residual value
+
+
+def keeps(cfg: RunConfig) -> bool:
+    """Only error feedback on a lossy payload keeps residuals."""
+    return cfg.federation.error_feedback and cfg.federation.payload_dtype != "fp32"
+
+
+def last_sampled(cfg: RunConfig) -> dict[int, int]:
+    """Client id -> the last round (1..federation.rounds) that samples it."""
+    out: dict[int, int] = {}
+    for rnd in range(1, cfg.federation.rounds + 1):
+        for cid in sample_clients(cfg, rnd):
+            out[cid] = rnd
+    return out
+
+
+def carried(cfg: RunConfig) -> int:
+    """How many clients carry a residual at some point: those sampled in two rounds or more."""
+    seen: dict[int, int] = {}
+    for rnd in range(1, cfg.federation.rounds + 1):
+        for cid in sample_clients(cfg, rnd):
+            seen[cid] = seen.get(cid, 0) + 1
+    return sum(n > 1 for n in seen.values())
+
+
+def room(cfg: RunConfig, trainable: int, free: int | None = None) -> str | None:
+    """One line when the residuals (one file per client carried, `trainable` float32 values
+    each) exceed the free space where the run writes them, else None."""
+    if not keeps(cfg):
+        return None
+    need = carried(cfg) * trainable * FLOAT
+    if free is None:
+        where = cfg.run_dir
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        free = shutil.disk_usage(where).free
+    if need <= free:
+        return None
+    return (f"federation.error_feedback: the residuals need {_gb(need)} ({carried(cfg)} clients sampled "
+            f"again x {trainable:,} trainable values x {FLOAT} bytes) but {cfg.output_dir} has {_gb(free)} "
+            "free; sample fewer clients, train fewer parameters (model.freeze_layers, model.lora_r) or set "
+            "federation.error_feedback: false")
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
 
 
 def for_run(cfg: RunConfig) -> ResidualStore | None:
-    """The run's store: only error feedback on a lossy payload keeps residuals."""
-    fed = cfg.federation
-    if not (fed.error_feedback and fed.payload_dtype != "fp32"):
+    """The run's store, keeping residuals only for clients sampled again (None: none kept)."""
+    if not keeps(cfg):
         return None
-    return ResidualStore(cfg.run_dir / "residuals", checkpoints=fed.checkpoint_every > 0)
+    return ResidualStore(cfg.run_dir / "residuals", checkpoints=cfg.federation.checkpoint_every > 0,
+                         last=last_sampled(cfg) if cfg.federation.mode == "sync" else None)
 
 
 class ResidualStore:
@@ -30,9 +86,10 @@ class ResidualStore:
     "each client's newest file of round <= k": the checkpoint records that manifest, a resume
     deletes what came later, and files no checkpoint can need are pruned."""
 
-    def __init__(self, folder: Path, checkpoints: bool = True) -> None:
+    def __init__(self, folder: Path, checkpoints: bool = True, last: dict[int, int] | None = None) -> None:
         self.folder = folder
         self.checkpoints = checkpoints  # False: no resume possible, keep only each client's newest
+        self.last = last  # client -> its last sampled round; None: unknown, keep every residual
 
     def versions(self, cid: int | None = None) -> dict[int, list[int]]:
         """cid -> rounds with a residual file, ascending."""
@@ -51,6 +108,11 @@ class ResidualStore:
         return torch.load(self.folder / f"{cid}.{rs[-1]}.pt", weights_only=True, map_location=device)
 
     def put(self, cid: int, rnd: int, residual: torch.Tensor) -> None:
+        if self.last is not None and self.last.get(cid, 0) <= rnd:  # never read again
+            if not self.checkpoints:  # (with checkpoints a resume may replay this round: keep them)
+                for r in self.versions(cid).get(cid, []):
+                    (self.folder / f"{cid}.{r}.pt").unlink(missing_ok=True)
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         atomic_write(self.folder / f"{cid}.{rnd}.pt", lambda tmp: torch.save(residual.cpu(), tmp))
         if not self.checkpoints:
@@ -62,6 +124,8 @@ class ResidualStore:
         """cid -> the round of its residual as of the end of round `rnd` (for the checkpoint)."""
         out = {}
         for c, rs in self.versions().items():
+            if self.last is not None and self.last.get(c, 0) <= rnd:
+                continue  # sampled for the last time by round `rnd`: no later round reads it
             kept = [r for r in rs if r <= rnd]
             if kept:
                 out[c] = kept[-1]

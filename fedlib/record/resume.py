@@ -46,6 +46,12 @@ def check(saved: dict[str, Any], cfg: config.RunConfig, run_dir: Path) -> None:
     if changed := changed_keys(saved, cfg.to_dict()):
         raise config.ConfigError(f"--resume: {', '.join(changed)} differ from the checkpoint in {run_dir}; "
                                  f"only {', '.join(sorted(RESUMABLE))} may change on resume")
+    before = saved.get("federation", {}).get("rounds", cfg.federation.rounds)
+    if cfg.federation.error_feedback and cfg.federation.rounds > before:
+        raise config.ConfigError(
+            f"--resume: federation.rounds grows from {before} to {cfg.federation.rounds} with "
+            "federation.error_feedback: the run kept residuals only for clients its "
+            f"{before} rounds sample again; run the longer schedule from the start")
 
 
 def record(run_dir: Path, cfg: config.RunConfig, saved: dict[str, Any], prov: dict[str, Any],

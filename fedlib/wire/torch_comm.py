@@ -9,14 +9,18 @@ The process group is built from the launcher that started the ranks: rank and wo
 from MPI (mpi4py) — or, without MPI, Slurm's / torchrun's variables — and the rendezvous
 address from MASTER_ADDR/MASTER_PORT if set, else rank 0's address on the interface named by
 FEDLIB_IFNAME or NCCL_SOCKET_IFNAME (hsn0 on Slingshot: the high-speed network, not the
-management Ethernet that the host name resolves to) or its host name, and a free port on it,
-broadcast with MPI. Buffers travel in chunks < 2 GiB, like MPIComm's.
+management Ethernet that the host name resolves to) or its host name, where rank 0 opens the
+TCP store on a port the OS picks and broadcasts it with MPI: the store holds the port from the
+moment it is chosen (a port probed free and closed before the store bound it could be taken in
+between, a race that grows with the job). Buffers travel in chunks < 2 GiB, like MPIComm's.
 
 On NCCL the group is bound to the rank's GPU (`device_id`: one communicator, built eagerly,
 instead of one per pair of ranks at their first message), and NCCL refuses two ranks on one GPU
-("Duplicate GPU detected"), so more ranks per node than visible GPUs is a config error here
-(the MPI backend may share a GPU). `federation.timeout_s` bounds every collective: the other
-ranks of a node wait in one while its first rank builds the tokenized-data cache.
+("Duplicate GPU detected"), so two ranks of a host bound to the same physical GPU (its UUID or
+PCI address, gathered over MPI) are a config error here; how many GPUs one rank sees says
+nothing (under --gpus-per-task=1 each sees one, a different one). The MPI backend may share.
+`federation.timeout_s` bounds every collective: the other ranks of a node wait in one while its
+first rank builds the tokenized-data cache.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import inspect
 import os
 import socket
 import struct
+from collections import defaultdict
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -36,7 +41,7 @@ import torch.distributed as dist
 import torch.distributed.nn.functional  # noqa: F401  (before the group exists: see TorchComm.close)
 
 from ..config.errors import ConfigError
-from ..hpc import launcher, vendor
+from ..hpc import vendor
 from .staging import _DEFAULT_CHUNK, Staging, chunks
 
 _SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's IPv4 address
@@ -49,12 +54,6 @@ def _backend(device: torch.device) -> str:
     if device.type == "xpu":
         return "xccl" if dist.is_backend_available("xccl") else "ccl"
     return "gloo"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
 
 
 def _world() -> tuple[int, int, Any]:
@@ -108,23 +107,51 @@ def rendezvous_host(env: Mapping[str, str] | None = None) -> str:
     return socket.gethostname()
 
 
-def _rendezvous(rank: int, mpi: Any) -> str:
+def _rendezvous(rank: int, mpi: Any, size: int = 1, timeout: timedelta = timedelta(minutes=30)
+                ) -> dict[str, Any]:
+    """init_process_group's rendezvous: MASTER_ADDR/MASTER_PORT when both are set, else a TCP
+    store that rank 0 opens on a port the OS picks (port 0), its address broadcast with MPI."""
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-    if addr is None or port is None:
-        if mpi is None:
-            raise RuntimeError("federation.backend=torch without MPI needs MASTER_ADDR and MASTER_PORT")
-        mine = (rendezvous_host(), _free_port()) if rank == 0 else None
-        addr, port = mpi.bcast(mine, root=0)
-    return f"tcp://{addr}:{port}"
+    if addr is not None and port is not None:
+        return {"init_method": f"tcp://{addr}:{port}"}
+    if mpi is None:
+        raise RuntimeError("federation.backend=torch without MPI needs MASTER_ADDR and MASTER_PORT")
+    if rank == 0:
+        host = rendezvous_host()
+        store = dist.TCPStore(host, 0, size, True, timeout=timeout, wait_for_workers=False)
+        mpi.bcast((host, store.port), root=0)
+        return {"store": store}
+    host, port = mpi.bcast(None, root=0)
+    return {"store": dist.TCPStore(host, int(port), size, False, timeout=timeout)}
 
 
-def check_gpu_ranks(backend: str, ranks_on_node: int, gpus: int) -> None:
-    """NCCL/RCCL: one rank per GPU. A config error naming the counts, before NCCL aborts."""
-    if backend == "nccl" and ranks_on_node > gpus:
-        raise ConfigError(
-            f"federation.backend: torch runs NCCL, one rank per GPU, but this node has {ranks_on_node} "
-            f"ranks and {gpus} visible GPU(s); start at most {gpus} rank(s) per node or set "
-            "federation.backend: mpi (ranks may share a GPU)")
+def gpu_identity(device: torch.device) -> str:
+    """The physical GPU behind `device`, the same on every rank that sees it (masks renumber
+    devices per rank, identities do not): its UUID, else its PCI address."""
+    p = torch.cuda.get_device_properties(device)
+    uuid = str(getattr(p, "uuid", "") or "")
+    if uuid:
+        return uuid
+    if hasattr(p, "pci_bus_id"):
+        return f"{p.pci_domain_id:04x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0"
+    return f"{device} of {os.environ.get('CUDA_VISIBLE_DEVICES', 'all')}"
+
+
+def check_gpu_ranks(backend: str, gpus: list[tuple[str, str]]) -> None:
+    """NCCL/RCCL: one rank per GPU. `gpus[r]` is (host, GPU identity) of rank r: ranks of a host
+    on one physical GPU are a config error naming them, before NCCL aborts."""
+    if backend != "nccl":
+        return
+    users: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for rank, key in enumerate(gpus):
+        users[key].append(rank)
+    for (host, gid), ranks in users.items():
+        if len(ranks) > 1:
+            raise ConfigError(
+                f"federation.backend: torch runs NCCL, one rank per GPU, but ranks "
+                f"{', '.join(map(str, ranks))} on {host} share GPU {gid}; start one rank per GPU "
+                "(--gpus-per-task=1, or as many ranks per node as GPUs) or set "
+                "federation.backend: mpi (ranks may share a GPU)")
 
 
 class TorchComm:
@@ -136,15 +163,16 @@ class TorchComm:
         vendor.prepare_backend(self.backend)  # ccl exists once oneCCL's bindings are imported
         extra: dict[str, Any] = {}
         if self.backend == "nccl":
-            check_gpu_ranks(self.backend, launcher.local_size(self.size), torch.cuda.device_count())
             torch.cuda.set_device(self.device)
+            mine = (socket.gethostname(), gpu_identity(self.device))
+            check_gpu_ranks(self.backend, self._mpi.allgather(mine) if self._mpi is not None else [mine])
             if _HAS_DEVICE_ID:
                 index = self.device.index if self.device.index is not None else torch.cuda.current_device()
                 extra["device_id"] = torch.device("cuda", index)
         if not dist.is_initialized():
-            dist.init_process_group(self.backend, init_method=_rendezvous(self.rank, self._mpi),
-                                    rank=self.rank, world_size=self.size,
-                                    timeout=timedelta(seconds=timeout_s), **extra)
+            timeout = timedelta(seconds=timeout_s)
+            dist.init_process_group(self.backend, rank=self.rank, world_size=self.size, timeout=timeout,
+                                    **_rendezvous(self.rank, self._mpi, self.size, timeout), **extra)
             atexit.register(self.close)
         self.comm_device = torch.device("cpu") if self.backend == "gloo" else self.device
         self.chunk_bytes = chunk_bytes

@@ -227,3 +227,102 @@ def test_cpu_ranges_and_numa_nodes_from_sys(tmp_path):
     assert dc.numa_nodes({40, 41}, tmp_path) == "1"
     assert dc.numa_nodes({30, 33}, tmp_path) == "0,1"  # a binding across sockets shows
     assert dc.numa_nodes({200}, tmp_path) == "?"
+
+
+# --- the sites' collectives and Cray MPICH (tests/site_docs.py) ---------------------------------
+
+CRAY_LIBS = ["libmpi_cray.so.12 => /opt/cray/pe/lib64/libmpi_cray.so.12 (0x00007fffe9469000)",
+             "libfabric.so.1 => /opt/cray/libfabric/1.22.0/lib64/libfabric.so.1 (0x00007fffe1e00000)"]
+GTL_LIB = "libmpi_gtl_hsa.so.0 => /opt/cray/pe/lib64/libmpi_gtl_hsa.so.0 (0x00007fffe9469000)"
+
+
+def test_gtl_missing_is_one_line_before_mpi_starts(monkeypatch, tmp_path):
+    """docs.CRAY_GTL: MPICH_GPU_SUPPORT_ENABLED=1 without libmpi_gtl_* linked makes Cray MPICH
+    exit in MPI_Init, which `from mpi4py import MPI` runs: the doctor (and `fedlib run`) say so
+    first, from mpi4py's extension's libraries on disk, and never start MPI."""
+    from fedlib.hpc import mpilib
+
+    env = {"MPICH_GPU_SUPPORT_ENABLED": "1"}
+    assert mpilib.gtl_problem(env, CRAY_LIBS).startswith("MPICH_GPU_SUPPORT_ENABLED=1 but mpi4py's MPI")
+    assert mpilib.gtl_problem(env, [*CRAY_LIBS, GTL_LIB]) is None
+    assert mpilib.gtl_problem({}, CRAY_LIBS) is None  # not asked for: nothing to check
+    assert mpilib.gtl_problem(env, ["libmpi.so.40 => /usr/lib/libmpi.so.40"]) is None  # not Cray
+    monkeypatch.setenv("MPICH_GPU_SUPPORT_ENABLED", "1")
+    monkeypatch.setattr(mpilib, "linked", lambda path: CRAY_LIBS)
+    monkeypatch.setattr(doctor, "_mpi", lambda: pytest.fail("MPI started"))
+    buf = io.StringIO()
+    assert doctor.run(str(tmp_path), out=buf) == 1
+    (line,) = buf.getvalue().splitlines()
+    assert line.startswith("fedlib doctor: PROBLEM: MPICH_GPU_SUPPORT_ENABLED=1 but mpi4py's MPI "
+                           "(Cray MPICH)")
+    path = f"{_fake_ldd(tmp_path)}:{os.environ['PATH']}"
+    run = _cli("run", "--set", f"output_dir={tmp_path}",
+               extra={"MPICH_GPU_SUPPORT_ENABLED": "1", "PATH": path})
+    assert run.returncode == 2 and "does not link its GTL library" in run.stderr.strip().splitlines()[-1]
+
+
+def _fake_ldd(tmp_path: Path) -> Path:
+    """An `ldd` that answers like a Cray MPICH build of mpi4py without GTL."""
+    d = tmp_path / "bin"
+    d.mkdir(exist_ok=True)
+    (d / "ldd").write_text("#!/bin/sh\n" + "".join(f"echo '{x}'\n" for x in CRAY_LIBS))
+    (d / "ldd").chmod(0o755)
+    return d
+
+
+@pytest.mark.parametrize("library, env, plugin, expect", [
+    ("nccl", {"NCCL_NET": "AWS Libfabric"}, "libnccl-net.so", "plugin"),                  # docs.POLARIS_NCCL
+    ("nccl", {"NCCL_NET": "AWS Libfabric"}, None, "sockets (no NCCL_NET_PLUGIN and no libnccl-net.so"),
+    ("rccl", {}, "librccl-net.so", "plugin"),                                             # docs.FRONTIER_RCCL
+    ("rccl", {"NCCL_NET_PLUGIN": "PLUGIN"}, "librccl-net.so", "plugin"),                  # the module's path
+    ("rccl", {"NCCL_NET_PLUGIN": "/nowhere/librccl-net.so"}, None, "sockets (NCCL_NET_PLUGIN=/nowhere/"),
+    ("nccl", {"NCCL_NET": "Socket"}, "libnccl-net.so", "sockets (NCCL_NET=Socket)"),
+    ("ccl", {"CCL_ATL_TRANSPORT": "mpi"}, None, "oneCCL over mpi"),                      # docs.AURORA_ONECCL
+    ("ccl", {"CCL_ATL_TRANSPORT": "ofi", "FI_PROVIDER": "tcp"}, None, "sockets (CCL_ATL_TRANSPORT=ofi"),
+])
+def test_collective_network_names_the_plugin_or_sockets(tmp_path, library, env, plugin, expect):
+    from fedlib.hpc import mpilib
+
+    lib = tmp_path / "plugin-lib"
+    lib.mkdir()
+    if plugin:
+        (lib / plugin).write_text("")
+    env = {"LD_LIBRARY_PATH": f"/usr/lib:{lib}",
+           **{k: v.replace("PLUGIN", str(lib / (plugin or ""))) for k, v in env.items()}}
+    got = mpilib.collective_network(library, env)
+    assert got.startswith(expect), got
+    if expect == "plugin":
+        assert got == f"plugin {lib / plugin}"
+
+
+def test_doctor_names_each_ranks_collective_network_and_warns_on_sockets_across_nodes(monkeypatch, tmp_path):
+    """Polaris under the torch backend, 2 nodes, no plugin on LD_LIBRARY_PATH: each rank's row
+    says sockets and the doctor warns (docs.POLARIS_NCCL: the plugin or 2-3x slower sockets)."""
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    rows = lambda v: [v, replace(v, mpi_rank=4, host="x3002c0s13b0n0")]  # noqa: E731 - rank 4 on node 2
+    rc, text = doctor_at(monkeypatch, tmp_path, launch_envs.POLARIS, rows=rows,
+                         env={"LD_LIBRARY_PATH": str(tmp_path)}, **{"federation.backend": "torch"})
+    assert "network" in text.split("per rank:")[1].splitlines()[1]  # the column
+    assert "WARNING: (ranks 0,4) the collective library crosses nodes over TCP sockets" in text
+    (tmp_path / "libnccl-net.so").write_text("")
+    rc, text = doctor_at(monkeypatch, tmp_path, launch_envs.POLARIS, rows=rows,
+                         env={"LD_LIBRARY_PATH": str(tmp_path)}, **{"federation.backend": "torch"})
+    assert f"plugin {tmp_path / 'libnccl-net.so'}" in text and "TCP sockets" not in text
+
+
+def test_gpu_numa_from_sys_and_a_far_gpu_warns(monkeypatch, tmp_path):
+    """/sys/bus/pci/devices/<bus>/numa_node beside the rank's CPUs' NUMA node: Perlmutter's
+    order settles on the machine itself (a GPU on another socket than its rank's cores)."""
+    from fedlib.doctor import checks as dc
+
+    dev = tmp_path / "sys/bus/pci/devices/0000:c3:00.0"
+    dev.mkdir(parents=True)
+    (dev / "numa_node").write_text("3\n")
+    assert dc.gpu_numa("cuda:2 Fake_GPU GPU-0002 0000:C3:00.0", tmp_path / "sys") == "3"
+    assert dc.gpu_numa("cuda:2 Fake_GPU GPU-0002 0000:c4:00.0", tmp_path / "sys") == "?"
+    (dev / "numa_node").write_text("-1\n")  # no affinity reported
+    assert dc.gpu_numa("cuda:2 x 0000:c3:00.0", tmp_path / "sys") == "?"
+    monkeypatch.setattr(doctor, "gpu_numa", lambda gid: "3")
+    monkeypatch.setattr(doctor, "numa_nodes", lambda cpus: "0")
+    rc, text = doctor_at(monkeypatch, tmp_path, launch_envs.PERLMUTTER, cpus=set(range(32, 64)))
+    assert "WARNING: cuda:2 sits on NUMA node 3, its CPUs on 0" in text

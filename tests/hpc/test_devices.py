@@ -227,6 +227,8 @@ def test_env_sh_puts_miopen_caches_on_node_local_storage(tmp_path):
     """OLCF: MIOpen's default ~/.cache/miopen on a shared file system fails with I/O errors."""
     node = tmp_path / "node-tmp"
     node.mkdir()
+    (tmp_path / ".venv/bin").mkdir(parents=True)  # env.sh activates the job's venv
+    (tmp_path / ".venv/bin/activate").write_text("")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"), "TMPDIR": str(node),
            "SCRATCH": str(tmp_path), "USER": "me", "SLURM_JOB_ID": "77"}
     script = f"source {ROOT}/cluster/env.sh && echo $MIOPEN_USER_DB_PATH && echo $MIOPEN_CUSTOM_CACHE_DIR"

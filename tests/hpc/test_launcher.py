@@ -151,9 +151,13 @@ def test_each_site_launch_detected_bound_and_caches_built_once_per_node(site, mo
 
     class Comm:
         size = site.world or 1
+        rank = site.rank or 0
 
         def barrier(self) -> None:
             pass
+
+        def bcast_obj(self, obj, root=0):
+            return "token"
 
     writes: list[Path] = []
     data.build_once(tmp_path / "c.bin", lambda p: (writes.append(p), p.write_text("x")), comm=Comm())

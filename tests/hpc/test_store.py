@@ -56,3 +56,61 @@ def test_resume_drops_the_retired_extra_column_and_keeps_the_rows(tmp_path: Path
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["round"] for r in rows] == ["1"] and "extra" not in rows[0]
+
+
+class _ThreadComm:
+    """`size` ranks as threads: barrier and bcast_obj as MPI's (every rank calls each in order)."""
+
+    def __init__(self, size: int) -> None:
+        import threading
+
+        self.size, self._barrier, self._box = size, threading.Barrier(size), [None]
+        self._local = threading.local()
+
+    @property
+    def rank(self) -> int:
+        return self._local.rank
+
+    def barrier(self) -> None:
+        self._barrier.wait()
+
+    def bcast_obj(self, obj, root: int = 0):
+        if self.rank == root:
+            self._box[0] = obj
+        self.barrier()
+        got = self._box[0]
+        self.barrier()
+        return got
+
+
+def _job(tmp_path: Path, shared: bool) -> list[int]:
+    """2 nodes x 2 ranks build one cache file: on one shared folder, or on each node's own
+    (the same path names other storage on each node: node n's folder is `tmp/node<n>`)."""
+    import threading
+
+    from fedlib.hpc.store import build_once
+
+    comm, writers = _ThreadComm(4), []
+
+    def rank(r: int) -> None:
+        comm._local.rank = r
+        node, local = divmod(r, 2)
+        folder = tmp_path / ("shared" if shared else f"node{node}")
+        build_once(folder / "c.bin", lambda p: (writers.append(r), p.write_text("x")), comm, local_rank=local)
+        assert (folder / "c.bin").read_text() == "x"
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return sorted(writers)
+
+
+def test_a_shared_cache_is_built_once_per_job_a_node_local_one_once_per_node(tmp_path):
+    """With FEDLIB_CACHE on a shared file system every node's first rank built the same file
+    (one per node, all but one wasted); now rank 0 builds it and the nodes that see its probe
+    wait. Node-local storage still gets one copy per node."""
+    assert _job(tmp_path / "a", shared=True) == [0]
+    assert _job(tmp_path / "b", shared=False) == [0, 2]
+    assert [p.name for p in (tmp_path / "a/shared").iterdir()] == ["c.bin"]  # the probe is gone

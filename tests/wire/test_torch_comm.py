@@ -3,6 +3,8 @@ primitives, and whole runs equal to the MPI backend and to one process, for both
 collective and the p2p star."""
 
 
+import socket
+
 import pytest
 import torch
 
@@ -87,6 +89,7 @@ def _nccl_stubs(monkeypatch, gpus):
     monkeypatch.setattr(torch_comm, "_world", lambda: (1, 4, None))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(torch_comm, "gpu_identity", lambda dev: f"GPU-of-{dev}")
     for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "PALS_LOCAL_SIZE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
@@ -112,15 +115,66 @@ def test_nccl_group_gets_the_rank_gpu_and_the_configured_timeout(monkeypatch):
     assert kwargs["device_id"] == torch.device("cuda", 1)  # eager init, one communicator
 
 
-def test_nccl_more_ranks_per_node_than_gpus_is_a_config_error(monkeypatch):
+class _GatherMPI:
+    """mpi4py's COMM_WORLD as one rank sees it: allgather answers every rank's (host, GPU)."""
+
+    def __init__(self, gpus):
+        self.gpus, self.sent = gpus, None
+
+    def allgather(self, mine):
+        return self.gpus
+
+    def bcast(self, obj, root=0):
+        self.sent = obj if obj is not None else self.sent
+        return self.sent
+
+
+@pytest.mark.parametrize("bind", ["task", "node"])
+def test_frontier_one_gcd_per_rank_is_no_shared_gpu(monkeypatch, bind):
+    """docs.FRONTIER_NUMA: under OLCF's own launch (--gpus-per-task=1 --gpu-bind=closest) each of
+    a node's 8 ranks sees 1 GCD, each a different one (its bus in OLCF's listing): that is one
+    rank per GPU. fedlib refused it ("8 ranks and 1 visible GPU") by counting what one rank sees."""
+    from tests.hpc import site_docs as docs
+
+    torch_comm, init = _nccl_stubs(monkeypatch, gpus=1 if bind == "task" else 8)
+    gpus = [("frontier00256", f"0000:{bus}:00.0") for bus in docs.FRONTIER_CLOSEST_BUS]
+    monkeypatch.setattr(torch_comm, "_world", lambda: (5, 8, _GatherMPI(gpus)))
+    monkeypatch.setattr(torch_comm, "gpu_identity", lambda dev: gpus[5][1])
+    _one_node(monkeypatch, ranks=8, rank=5)
+    torch_comm.TorchComm(device=torch.device("cuda:0"))
+    assert len(init.calls) == 1
+
+
+def test_nccl_two_ranks_on_one_gpu_is_a_config_error_naming_them(monkeypatch):
     from fedlib.config import ConfigError
 
-    torch_comm, init = _nccl_stubs(monkeypatch, gpus=1)
-    _one_node(monkeypatch, ranks=2, rank=1)
-    with pytest.raises(ConfigError, match=r"this node has 2 ranks and 1 visible GPU\(s\)"):
+    torch_comm, init = _nccl_stubs(monkeypatch, gpus=4)
+    gpus = [("nid001000", "GPU-aaaa"), ("nid001000", "GPU-bbbb"), ("nid001000", "GPU-aaaa"),
+            ("nid001001", "GPU-aaaa")]
+    monkeypatch.setattr(torch_comm, "_world", lambda: (2, 4, _GatherMPI(gpus)))
+    _one_node(monkeypatch, ranks=3, rank=2)
+    with pytest.raises(ConfigError, match=r"ranks 0, 2 on nid001000 share GPU GPU-aaaa; start one rank per"):
         torch_comm.TorchComm(device=torch.device("cuda:0"))
     assert init.calls == []
-    torch_comm.check_gpu_ranks("gloo", 2, 0)  # gloo (and the MPI backend) may share
+    torch_comm.check_gpu_ranks("gloo", gpus)  # gloo (and the MPI backend) may share
+
+
+def test_rendezvous_port_is_held_from_the_moment_it_is_handed_over(monkeypatch):
+    """Rank 0 probed a free port, closed it, broadcast it, and the store bound it later: another
+    process could take it in between (at scale one does). Now the store listens on the port it
+    broadcasts: binding that port again fails while the group is formed."""
+    from fedlib.wire import torch_comm
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    monkeypatch.setenv("FEDLIB_IFNAME", "lo")
+    mpi = _GatherMPI([])
+    kept = torch_comm._rendezvous(0, mpi)
+    host, port = mpi.sent
+    assert host == "127.0.0.1"
+    with socket.socket() as s, pytest.raises(OSError):
+        s.bind(("", int(port)))
+    del kept
 
 
 def test_federation_timeout_reaches_the_torch_comm(monkeypatch, tiny_cfg):
@@ -143,12 +197,12 @@ def test_rendezvous_on_the_configured_interface(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     monkeypatch.setattr(torch_comm.socket, "gethostname", lambda: "login-mgmt-eth")
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "=hsn1,lo")
-    assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://127.0.0.1:")
+    assert torch_comm.rendezvous_host() == "127.0.0.1"
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "l")  # NCCL's prefix match: `hsn` selects hsn0
-    assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://127.0.0.1:")
+    assert torch_comm.rendezvous_host() == "127.0.0.1"
     monkeypatch.setenv("FEDLIB_IFNAME", "hsn0")  # FEDLIB_IFNAME first; no such interface here
     with pytest.raises(ValueError, match=r"^FEDLIB_IFNAME=hsn0: no network interface here with an IPv4"):
         torch_comm._rendezvous(0, FakeMPI())
     monkeypatch.delenv("FEDLIB_IFNAME")
     monkeypatch.setenv("NCCL_SOCKET_IFNAME", "^docker,lo")  # an exclusion list names no interface
-    assert torch_comm._rendezvous(0, FakeMPI()).startswith("tcp://login-mgmt-eth:")
+    assert torch_comm.rendezvous_host() == "login-mgmt-eth"
