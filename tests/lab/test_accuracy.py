@@ -100,3 +100,46 @@ def test_each_tier_runs_its_own_grid_and_seeds(tiny_cfg):
     assert runs[["trainable", "clients", "seed"]].values.tolist() == [
         ["full", 2, 0], ["full", 2, 1], ["full", 4, 0], ["full", 4, 1], ["layers above 1", 3, 3]]
     assert runs.groupby("trainable")["params"].max()["layers above 1"] < runs["params"].max()
+
+
+def _tier_rows(part, params, seeds, arms):
+    """Per-run rows of one tier: `arms` maps an axis setting to its accuracy per seed."""
+    return [{"model": "minilm", "algorithm": "fedavg", "trainable": part, "params": params, "clients": 32,
+             "rounds": 10, "majority_rate": 0.15, "seed": s, **axis, "accuracy": acc[i]}
+            for axis, acc in arms for i, s in enumerate(seeds)]
+
+
+def test_a_claim_is_made_per_tier_never_pooled():
+    """A probe with 5 seeds and a fine-tuned layer with 3 (their own α) in one 03 table: one claim per
+    tier and α, each paired over its own seeds (pooled, the seeds repeat and the row was Welch's over
+    a mixture of a 0.69 and a 0.66 model); an α of the canonical list no tier ran: one "not run" row."""
+    import pandas as pd
+
+    from fedlib.lab import claims
+
+    iid, a03 = {"partition.kind": "iid"}, {"partition.kind": "dirichlet", "partition.alpha": 0.3}
+    a10 = {"partition.kind": "dirichlet", "partition.alpha": 1.0}
+    probe = _tier_rows("head", 2695, [0, 1, 2, 3, 4], [
+        (iid, [0.690, 0.691, 0.689, 0.692, 0.690]), (a03, [0.688, 0.690, 0.686, 0.690, 0.689]),
+        (a10, [0.690, 0.690, 0.689, 0.691, 0.690])])
+    top1 = _tier_rows("layers above 5", 1777159, [0, 1, 2], [
+        (iid, [0.670, 0.667, 0.677]), (a03, [0.600, 0.610, 0.590])])
+    rows = claims.heterogeneity_claims(pd.DataFrame(probe + top1))
+    text = [r["claim"] for r in rows]
+    assert len(text) == len(set(text)) == 4, text
+    head03, head10, top03, not_run = (next(r for r in rows if all(w in r["claim"] for w in words)) for words in (
+        ("α=0.3", "linear probe"), ("α=1 ", "linear probe"), ("α=0.3", "top-1 encoder layer"), ("α=0.1",)))
+    assert head03["n"] == 5 and "paired" in head03["measure"] and head03["verdict"] == claims.HOLDS
+    assert top03["n"] == 3 and "paired" in top03["measure"] and top03["verdict"] == claims.FAILS
+    assert abs(top03["effect"] - (0.600 - 0.670 + 0.610 - 0.667 + 0.590 - 0.677) / 3) < 1e-12
+    assert head10["verdict"] == claims.HOLDS and not_run["note"] == "not run in this profile"
+
+    p = [{"participation.dropout": 0.0}, {"participation.dropout": 0.5}]
+    drop = claims.dropout_claims(pd.DataFrame(
+        _tier_rows("head", 2695, [0, 1, 2, 3, 4], [(p[0], [0.69] * 5), (p[1], [0.689] * 5)])
+        + _tier_rows("layers above 5", 1777159, [0, 1, 2], [(p[0], [0.670, 0.667, 0.677]),
+                                                              (p[1], [0.664, 0.663, 0.676])])))
+    by = {("probe" if "linear probe" in r["claim"] else "top1" if "top-1" in r["claim"] else "none",
+           r["claim"].split(" vs")[0][-5:]): r for r in drop}
+    assert by[("top1", "p=0.5")]["n"] == 3 and by[("probe", "p=0.5")]["n"] == 5
+    assert by[("none", "p=0.2")]["note"] == "not run in this profile"
