@@ -91,7 +91,8 @@ def on_tier(spec: dict | None, out: Path) -> tuple[config.RunConfig, list[dict],
     (the tier's base config, the grid — its non-private reference, then DP-SGD at each of
     `epsilons` — and the tier's seeds). `spec` repeats the notebook's design (`rounds`,
     `num_clients`, `train_samples`, `eval_samples`, `setup`) and its `tier`, so that the
-    reference is that notebook's IID run (one configuration: `runcache` reuses it)."""
+    reference is that notebook's IID run (one configuration: `runcache` reuses it); the tier's
+    `seeds` here may be some of the notebook's (a DP row far from its margin needs fewer)."""
     if not spec:
         return None
     tier = spec["tier"]

@@ -10,7 +10,7 @@ paired sd (`power`), which is why they may differ between tiers.
 `base` is the one configuration 02, 03 and 04 build on, so that their IID reference (02 at 03's
 clients, 03's `iid` setting, 04's dropout 0) is one run per tier and seed: `runcache` runs it once
 and the later notebooks reuse it. What would break the sharing — a notebook setting a key the
-others do not — is what `tests/lab/test_tiers.py` checks on every profile's parameters.
+others do not — is what `tests/lab/test_accuracy.py` checks on every profile's parameters.
 """
 
 from __future__ import annotations
@@ -73,3 +73,32 @@ def sweep(pool: Pool, base_cfg: config.RunConfig, tiers: Sequence[Mapping[str, A
     parts = [pool.sweep(cfg, grid_of(t), desc=f"{desc} ({i + 1}/{len(tiers)})", seeds=list(t["seeds"]))
              for i, (cfg, t) in enumerate(zip(configs(base_cfg, tiers), tiers, strict=True))]
     return pd.concat(parts, ignore_index=True)
+
+
+def pilot_sd(pilot: pd.DataFrame, ref: str) -> pd.DataFrame:
+    """Per arm of a pilot (columns arm, seed, accuracy) other than `ref`: the paired difference
+    arm − ref over the seeds both ran — n, mean, sd of one seed's difference, its dof."""
+    r = pilot[pilot["arm"] == ref].set_index("seed")["accuracy"]
+    rows = []
+    for arm, g in pilot[pilot["arm"] != ref].groupby("arm", sort=False):
+        d = (g.set_index("seed")["accuracy"] - r).dropna()
+        rows.append({"arm": arm, "n": len(d), "mean": float(d.mean()),
+                     "sd": float(d.std(ddof=1)) if len(d) > 1 else float("nan"), "dof": len(d) - 1})
+    return pd.DataFrame(rows)
+
+
+def plan(pilot: pd.DataFrame, ref: str, distance: float,
+         arms: Sequence[str] | None = None) -> tuple[int, pd.DataFrame]:
+    """Seeds for a tier, chosen before its run: the fewest that resolve, with 80 % power, a true
+    effect `distance` from the margin in every arm of `arms` (default: all), planning on the upper
+    bound of each arm's pilot sd (`power.seeds_for`); and each arm's MDE at that many seeds."""
+    from . import power
+
+    table = pilot_sd(pilot, ref)
+    chosen = table if arms is None else table[table["arm"].isin(arms)]
+    need = [power.seeds_for(distance, r.sd, r.dof) for r in chosen.itertuples()]
+    if any(n is None for n in need):
+        raise ValueError(f"plan: no seed count up to 1000 resolves {distance:g} for {list(chosen['arm'])}")
+    seeds = max(n for n in need if n is not None)
+    mde = [power.mde(seeds, r.sd, r.dof) if r.dof > 0 else float("nan") for r in table.itertuples()]
+    return seeds, table.assign(seeds=seeds, mde=mde)
