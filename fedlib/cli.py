@@ -153,7 +153,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from .lab import reproduce
 
     try:
-        table = reproduce.run(args.profile, args.nb or None)
+        table = reproduce.run(args.profile, args.nb or None, reuse=not args.no_reuse)
     except reproduce.NotebookFailed as e:
         print(f"fedlib reproduce: {e}", file=sys.stderr)
         return 1
@@ -240,6 +240,9 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("reproduce", help="execute the notebooks into outputs/<profile>/ (papermill)")
     m.add_argument("--profile", default="quick", help="parameter set under params/ (quick, full)")
     m.add_argument("--nb", action="append", default=[], help="only this notebook (repeatable)")
+    m.add_argument("--no-reuse", action="store_true",
+                   help="rerun every run (default: reuse a run whose config, ranks and fedlib source "
+                        "match one in outputs/<profile>/run_cache/)")
     m.set_defaults(fn=_reproduce)
     h = sub.add_parser("record", help="outputs/<profile>/index.html from the executed notebooks "
                        "(quick: and README's claims table)")

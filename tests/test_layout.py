@@ -56,7 +56,7 @@ LAYERS = [
     {"record"},  # the run folder: recorder, checkpoints, metrics, export, provenance
     {"engine"},  # the round, the three loops and the steps they share
     {"runner"},
-    {"doctor", "lab", "bench", "cli", "__main__", "partition_report"},  # the last: an old name (03)
+    {"doctor", "lab", "bench", "cli", "__main__"},
 ]
 
 

@@ -7,7 +7,10 @@ classifier head trains and a round of 100 clients costs well under a second.
 - DP-SGD (Opacus) per client: 40 clients holding ~434 examples each, ε ∈ {8, 2} (δ = 1e-5,
   below 1/(10·n) for every client's n examples), against the same 40 clients without DP;
 - `finetuned` (the full profile): the same two mechanisms on a model that is fine-tuned — the
-  whole MiniLM, or its top-k layers on cached features of the rest — sized for a cluster.
+  whole MiniLM, or its top-k layers on cached features of the rest — sized for a cluster;
+- `on_tier` (the quick profile): DP-SGD on an accuracy notebook's fine-tuned tier (03's top-1
+  encoder layer + head, 32 clients): its reference is that tier's IID run, the same configuration
+  as 03's and 04's (`lab.accuracy.base`), so `fedlib reproduce` runs it once for all three.
 
 Every setting scores the whole MAG test split (5,000 titles); each runs once per seed; `summary`
 gives accuracy's mean, 95 % t-interval and n per setting, and `rounds` the accuracy and ε spent
@@ -21,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import config
-from ..lab import stats, sweep
+from ..lab import accuracy, stats, sweep
 
 HEAD = {"model.freeze_layers": "all", "model.cache_features": True, "model.pooling": "mean"}
 
@@ -81,6 +84,26 @@ def finetuned(spec: dict | None, layers: int = MINILM_LAYERS) -> list[dict]:
             setting = r["setting"].replace(" clients)", f" clients, {label})")
             rows.append({**r, **model, **lr, "setting": setting})
     return rows
+
+
+def on_tier(spec: dict | None, out: Path) -> tuple[config.RunConfig, list[dict], list[int]] | None:
+    """DP-SGD on an accuracy notebook's tier (the quick profile's `dpsgd_tier`; None: no rows):
+    (the tier's base config, the grid — its non-private reference, then DP-SGD at each of
+    `epsilons` — and the tier's seeds). `spec` repeats the notebook's design (`rounds`,
+    `num_clients`, `train_samples`, `eval_samples`, `setup`) and its `tier`, so that the
+    reference is that notebook's IID run (one configuration: `runcache` reuses it); the tier's
+    `seeds` here may be some of the notebook's (a DP row far from its margin needs fewer)."""
+    if not spec:
+        return None
+    tier = spec["tier"]
+    design = accuracy.base("privacy-tier", out, spec["rounds"], spec["train_samples"], spec["eval_samples"],
+                           {"federation.num_clients": spec["num_clients"]}, spec["setup"])
+    cfg = accuracy.configs(design, [tier])[0]
+    what = f"{spec['num_clients']} clients, {spec.get('label', 'fine-tuned tier')}"
+    grid = [{"setting": f"no DP ({what})"}] + [
+        {"setting": f"DP-SGD eps={e:g} ({what})", "privacy.mode": "sample", "privacy.target_epsilon": e,
+         "privacy.max_grad_norm": spec.get("max_grad_norm", 1.0)} for e in spec["epsilons"]]
+    return cfg, grid, list(tier["seeds"])
 
 
 def base(out: Path, data: str = "mag") -> config.RunConfig:

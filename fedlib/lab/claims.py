@@ -150,21 +150,42 @@ def clients_claims(df: pd.DataFrame) -> list[dict]:
     return out
 
 
+def tiers(df: pd.DataFrame) -> list[pd.DataFrame]:
+    """The table split by what trained (`trainable`), in the order the runs came: a linear probe
+    and a fine-tuned layer are two claims, never pooled (each tier has its own seeds)."""
+    if "trainable" not in df or not df["trainable"].notna().any():
+        return [df]
+    return [df[df["trainable"] == part] for part in dict.fromkeys(df["trainable"].dropna())]
+
+
 def heterogeneity_claims(df: pd.DataFrame) -> list[dict]:
-    kind = df.get("partition.kind", pd.Series("iid", index=df.index))
-    ref = df[kind == "iid"]
-    dirichlet = df[kind == "dirichlet"]
-    alphas = sorted(set(ALPHAS) | set(dirichlet.get("partition.alpha", pd.Series(dtype=float)).dropna()),
-                    reverse=True)
-    return [non_inferior(f"accuracy non-inferior under Dirichlet label skew α={a:g} vs IID", ref,
-                   dirichlet[_is(dirichlet, "partition.alpha", a)], strata=("model", "algorithm"))
-            for a in alphas]
+    """Per tier, each α it ran against that tier's IID runs; an α of `ALPHAS` no tier ran: one
+    "not run" row."""
+    out, ran = [], set()
+    for d in tiers(df):
+        kind = d.get("partition.kind", pd.Series("iid", index=d.index))
+        ref, dirichlet = d[kind == "iid"], d[kind == "dirichlet"]
+        alphas = set(dirichlet.get("partition.alpha", pd.Series(dtype=float)).dropna())
+        ran |= alphas
+        out += [non_inferior(f"accuracy non-inferior under Dirichlet label skew α={a:g} vs IID", ref,
+                             dirichlet[_is(dirichlet, "partition.alpha", a)], strata=("model", "algorithm"))
+                for a in sorted(alphas, reverse=True)]
+    return out + [non_inferior(f"accuracy non-inferior under Dirichlet label skew α={a:g} vs IID",
+                               df.iloc[:0], df.iloc[:0]) for a in sorted(set(ALPHAS) - ran, reverse=True)]
 
 
 def dropout_claims(df: pd.DataFrame) -> list[dict]:
-    p = df["participation.dropout"].astype(float)
-    return [non_inferior(f"accuracy non-inferior under dropout p={q:g} vs none", df[p == 0],
-                         df[np.isclose(p, q)]) for q in sorted(set(DROPOUTS) | set(p[p > 0]))]
+    """Per tier, each dropout it ran against that tier's runs without dropout (see above)."""
+    out, ran = [], set()
+    for d in tiers(df):
+        p = d["participation.dropout"].astype(float)
+        qs = set(p[p > 0])
+        ran |= qs
+        out += [non_inferior(f"accuracy non-inferior under dropout p={q:g} vs none", d[p == 0],
+                             d[np.isclose(p, q)]) for q in sorted(qs)]
+    none = df.iloc[:0]
+    return out + [non_inferior(f"accuracy non-inferior under dropout p={q:g} vs none", none, none)
+                  for q in sorted(set(DROPOUTS) - ran)]
 
 
 def privacy_claims(df: pd.DataFrame) -> list[dict]:

@@ -103,17 +103,25 @@ def _runs(name: str, p: dict) -> list[tuple[int, dict]]:
         return [(n, {**sweep, "model.name": m, "federation.num_clients": c, "federation.rounds": p["rounds"],
                      **{k: v for k, v in p["setup"].items() if k.startswith("model.")}})
                 for m in p["models"] for c in p["clients"]]
-    if name in ("03_heterogeneity", "04_dropout"):
-        n = len(p.get("settings", p.get("dropouts", []))) * seeds
-        return [(n, {**sweep, "model.name": p["setup"].get("model.name", "minilm"),
-                     "federation.num_clients": p["num_clients"], "federation.rounds": p["rounds"]})]
+    if name in ("03_heterogeneity", "04_dropout"):  # per tier (lab.accuracy): its own axis and seeds
+        axis = "settings" if name == "03_heterogeneity" else "dropouts"
+        return [(len(t.get(axis, p[axis])) * len(t["seeds"]),
+                 {**sweep, "model.name": {**p["setup"], **t["setup"]}.get("model.name", "minilm"),
+                  "federation.num_clients": p["num_clients"], "federation.rounds": p["rounds"],
+                  **{k: v for k, v in t["setup"].items() if k.startswith("model.")}})
+                for t in p["tiers"]]
     if name == "05_privacy":
         n = 1 + len(p["client_epsilons"])
+        tier = p.get("dpsgd_tier") or None  # its non-private reference is 03's run: not counted
         return [(n * seeds, {**sweep, "model.name": "minilm", "federation.num_clients": p["num_clients"],
                              "federation.fraction": p["fraction"], "federation.rounds": p["rounds"]}),
                 ((1 + len(p["sample_epsilons"])) * seeds,
                  {**sweep, "model.name": "minilm", "federation.num_clients": p["dpsgd_clients"],
-                  "federation.rounds": p["dpsgd_rounds"]})]
+                  "federation.rounds": p["dpsgd_rounds"]})] + ([] if tier is None else [
+                (len(tier["epsilons"]) * len(tier["tier"]["seeds"]),
+                 {**sweep, "model.name": "minilm", "federation.num_clients": tier["num_clients"],
+                  "federation.rounds": tier["rounds"],
+                  **{k: v for k, v in tier["tier"]["setup"].items() if k.startswith("model.")}})])
     if name == "06_system_strategies":
         def run(model: str, clients: int, ef: bool) -> dict:
             # error feedback: one residual file per client (bf16 payloads on the star)

@@ -152,7 +152,8 @@ class Pool:
 
     def sweep(self, base: config.RunConfig, grid: Sequence[Mapping[str, Any]], desc: str = "runs",
               seeds: Sequence[int] | None = None, export: sweep.Export = False) -> pd.DataFrame:
-        return sweep.run_grid(base, grid, run=self.run, desc=desc, seeds=seeds, export=export)
+        return sweep.run_grid(base, grid, run=self.run, desc=desc, seeds=seeds, export=export,
+                              ranks=self.size)
 
     def close(self) -> None:
         if self.client is not None and self.mode == "mpi":

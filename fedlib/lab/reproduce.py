@@ -7,6 +7,13 @@ and in the sweep tables (`prov_*` columns, `run_dir`). Every sweep writes its ru
 timestamped folder under `runs/`, and a notebook's earlier outputs move to `history/<time>/`
 before it runs again, so reproducing again never replaces an earlier record. At the end,
 `index.html` there is the whole record on one page (`record.build`).
+
+Runs are reused (`runcache`): a sweep's run whose resolved config, ranks and fedlib source match
+a run of an earlier invocation (or of an earlier notebook of this one: the IID reference that 02,
+03 and 04 share) is not run again. The cache is `<out>/run_cache/`; each notebook's runs, made
+or reused, are listed in `<out>/<notebook>.runs.jsonl`; the invocation prints and records
+(`reproduce_times.csv`: `runs`, `reused`) how many it reused. `reuse=False` (`--no-reuse`)
+reruns everything (the cache is then neither read nor written).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from tqdm.auto import tqdm
 from ..hpc.store import REPO_ROOT
 from ..record import provenance
 from ..record.metrics import write_json
-from . import disk
+from . import disk, runcache
 from .books import NOTEBOOKS, PARAMS, available, parameters
 from .sweep import PROGRESS_ENV, TOY_ENV
 
@@ -58,8 +65,9 @@ def execute(src: Path, dest: Path, params: dict) -> None:
 
 
 def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path = NOTEBOOKS,
-        out_root: Path = REPO_ROOT / "outputs", params: Path = PARAMS) -> pd.DataFrame:
-    """Execute `names` (default: all, summary last); returns one row per notebook executed."""
+        out_root: Path = REPO_ROOT / "outputs", params: Path = PARAMS, reuse: bool = True) -> pd.DataFrame:
+    """Execute `names` (default: all, summary last); returns one row per notebook executed, with
+    how many runs its sweeps made and how many of them were reused from the run cache."""
     names = names or available(notebooks)
     out = out_root / profile
     out.mkdir(parents=True, exist_ok=True)
@@ -78,25 +86,36 @@ def run(profile: str = "quick", names: list[str] | None = None, notebooks: Path 
         t0, status = time.perf_counter(), "failed"
         watch = Watcher(out / f"{name}.progress.json",
                         lambda text, n=name: bar.set_postfix_str(f"{n} · {text}"))
+        runs_log = out / f"{name}.runs.jsonl"
+        runs_log.unlink(missing_ok=True)
         try:
-            with watch, environ(TOY_ENV, json.dumps(toy) if toy else None):
+            with (watch, environ(TOY_ENV, json.dumps(toy) if toy else None),
+                  environ(runcache.ENV, str(out / CACHE) if reuse else None),
+                  environ(runcache.LOG_ENV, str(runs_log))):
                 execute(notebooks / f"{name}.ipynb", out / f"{name}.ipynb", values)
             status = "ok"
         finally:
+            made, reused, saved = runcache.tally(runs_log)
             rows.append({"notebook": name, "seconds": round(time.perf_counter() - t0, 1), "status": status,
-                         "progress": watch.last})
+                         "runs": made, "reused": reused, "progress": watch.last})
+            if made:
+                tqdm.write(f"{name}: {made} runs, {reused} reused from {out / CACHE}"
+                           + (f" (they took {saved:.0f} s when they ran)" if reused else ""))
             pd.DataFrame(rows).to_csv(out / "reproduce_times.csv", index=False)
             wrote = disk.used(out, since)
             write_json(out / "provenance.json", {**prov, "ended": provenance.utc_now(), "status": rows,
                                                  "disk_bytes": wrote})
+    total, again = sum(r["runs"] for r in rows), sum(r["reused"] for r in rows)
     print(f"reproduce ({profile}): wrote {disk.human(wrote)} into {out} "
-          f"({len(rows)} notebooks, {sum(r['seconds'] for r in rows) / 60:.1f} min)", flush=True)
+          f"({len(rows)} notebooks, {sum(r['seconds'] for r in rows) / 60:.1f} min; "
+          f"{total} runs, {again} of them reused)", flush=True)
     from .page import build  # the one-page record of everything `out` now holds
 
     build(out, notebooks)
     return pd.DataFrame(rows)
 
 
+CACHE = "run_cache"  # <out>/run_cache/: the runs `runcache` may reuse
 TOY = "toy.yaml"  # params/<profile>/toy.yaml: a toy profile's models and overrides (params/smoke)
 OUT = "<out>"  # in a profile's values: the absolute output folder (tiny checkpoints: <out>/models/)
 

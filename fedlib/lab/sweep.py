@@ -20,6 +20,7 @@ from .. import config, runner
 from ..hpc.store import atomic_write
 from ..learn import data
 from ..record.metrics import PHASES
+from . import runcache
 
 RunFn = Callable[[config.RunConfig], runner.Result]
 
@@ -90,7 +91,7 @@ def fresh_dir(root: str | Path, name: str) -> Path:
 
 def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: RunFn | None = None,
              progress: bool = True, desc: str = "runs", seeds: Sequence[int] | None = None,
-             export: Export = False) -> pd.DataFrame:
+             export: Export = False, ranks: int = 1) -> pd.DataFrame:
     """One row per grid entry and seed. An entry is dotted overrides plus optional plain keys (no
     dot) that only label the row, e.g. ``{"axis": "dropout", "participation.dropout": 0.2}``.
     With `seeds`, every entry runs once per seed (run names end in ``seed<s>``); every row
@@ -99,13 +100,19 @@ def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: Run
 
     `export` (see `Export`): which runs write their model as a Hugging Face folder. None by
     default — a sweep's models are read by nobody, and a bert-base export is 440 MB, so a 324-run
-    sweep would fill a quota — and never a random-init preset's."""
+    sweep would fill a quota — and never a random-init preset's.
+
+    Under `fedlib reproduce` (`runcache.ENV` set) a run whose key — resolved config, `ranks` that
+    run it, fedlib source — has a cached entry is not run again: its row is the cached one (its
+    `run_dir` the folder of the run that made it) with `reused` True; a run that exports is never
+    reused."""
     run = run or local_run
     check_export(export, len(grid))
     base = config.replace(base, **toy_overrides(), output_dir=str(fresh_dir(base.output_dir, base.name)))
     entry_of = [j for j in range(len(grid)) for _ in (seeds if seeds is not None else [None])]
     grid = with_seeds(grid, seeds)
     rows: list[dict[str, Any]] = []
+    store = runcache.Store.from_env()
     best: dict[int, int] = {}  # export="best": grid entry -> the row holding its kept export
     for i, entry in enumerate(tqdm(grid, desc=desc, disable=not progress, unit="run")):
         labels = {k: v for k, v in entry.items() if "." not in k and k != "seed"}
@@ -115,9 +122,20 @@ def run_grid(base: config.RunConfig, grid: Sequence[Mapping[str, Any]], run: Run
         cfg = config.replace(base, name=name, **over)
         cfg = config.replace(cfg, **{"federation.export": wants_export(export, entry_of[i], cfg)})
         report_progress(desc, i, len(grid), cfg)
-        rows.append(summarize(cfg, run(cfg), {**labels, **over, **budget(cfg)}))
+        k = runcache.key(cfg, ranks) if store is not None and not cfg.federation.export else None
+        hit = store.get(k) if store is not None and k is not None else None
+        if hit is None:
+            t0 = time.perf_counter()
+            made = summarize(cfg, run(cfg), {})
+            seconds = time.perf_counter() - t0
+            drop_residuals(cfg)
+            if store is not None and k is not None:
+                store.put(k, made, cfg, seconds)
+        else:
+            made, seconds = hit["row"], float(hit["seconds"])
+        runcache.log(desc, cfg.name, hit is not None, seconds, str(made["run_dir"]))
+        rows.append({**labels, **over, **budget(cfg), **made, "reused": hit is not None})
         rows[-1]["exported"] = exported(cfg)
-        drop_residuals(cfg)
         if export == "best" and rows[-1]["exported"]:
             keep_best(rows, best, entry_of[i], len(rows) - 1)
     report_progress(desc, len(grid), len(grid), None)

@@ -139,12 +139,13 @@ def test_heterogeneity_notebook_and_its_claims(tmp_path):
     assert table["status"].tolist() == ["ok", "ok"]
     out = tmp_path / "tiny"
     m = {k: v.data for k, v in sb.read_notebook(str(out / "03_heterogeneity.ipynb")).scraps.items()}
-    assert m["seeds"] == 3
-    assert set(m["accuracy_by_setting"]) == {"kind=iid", "kind=dirichlet alpha=0.3"}
+    assert m["seeds"] == {"head": 3}
+    acc, tv = m["accuracy_by_setting"]["head"], m["tv_by_setting"]["head"]
+    assert set(acc) == {"kind=iid", "kind=dirichlet alpha=0.3"}
     runs = pd.read_csv(out / "03_heterogeneity.csv")
     assert len(runs) == 6 and set(runs["trainable"]) == {"head"} and set(runs["data"]) == {"mag"}
-    assert m["accuracy_by_setting"]["kind=iid"] > runs["majority_rate"].iloc[0] + 0.2  # 7 fields: 0.15
-    assert m["tv_by_setting"]["kind=dirichlet alpha=0.3"] > m["tv_by_setting"]["kind=iid"]
+    assert acc["kind=iid"] > runs["majority_rate"].iloc[0] + 0.2  # 7 fields: 0.15
+    assert tv["kind=dirichlet alpha=0.3"] > tv["kind=iid"]
     claims = pd.read_csv(out / "claims.csv").set_index("claim")
     probe = "linear probe on frozen features (2,695 params)"  # MiniLM's head on 7 fields: 7 x (384 + 1)
     row = claims.loc[f"accuracy non-inferior under Dirichlet label skew α=0.3 vs IID — {probe}"]
@@ -215,10 +216,25 @@ def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(tmp_path):
     acc = pd.read_csv(out / "02_accuracy_vs_clients.csv")
     assert len(acc) == 3 * 2 * 2 * 2 and set(acc["partition.kind"]) == {"iid", "dirichlet"}
     assert {p.rsplit("/", 1)[-1] for p in m["02_accuracy_vs_clients"]["accuracy_by_clients"]} == families
-    assert len(m["03_heterogeneity"]["accuracy_by_setting"]) == 4 and m["03_heterogeneity"]["seeds"] == 2
-    assert set(m["04_dropout"]["aggregated_by_dropout"]) == {"0.0", "0.5"}
+    # 03 and 04: two tiers (the whole tiny BERT; its layer on cached embeddings, fewer settings); 04's
+    # runs without dropout and 05's non-private fine-tuned tier are 03's IID runs, reused
+    het = m["03_heterogeneity"]
+    assert {k: len(v) for k, v in het["accuracy_by_setting"].items()} == {"full": 4, "all but embeddings": 2}
+    assert het["seeds"] == {"full": 2, "all but embeddings": 2}
+    assert {k: set(v) for k, v in m["04_dropout"]["aggregated_by_dropout"].items()} == {
+        "full": {"0.0", "0.5"}, "all but embeddings": {"0.0", "0.5"}}
+    drop = pd.read_csv(out / "04_dropout.csv")
+    assert drop["reused"].tolist() == [(p == 0.0) for p in drop["participation.dropout"]]
+    het_runs = pd.read_csv(out / "03_heterogeneity.csv").set_index(["trainable", "setting", "seed"])
+    mine = drop[drop["participation.dropout"] == 0.0].set_index(["trainable", "seed"])
+    for (part, seed), r in mine.iterrows():  # the same run: its folder and its numbers
+        ref = het_runs.loc[(part, "kind=iid", seed)]
+        assert (r["run_dir"], r["accuracy"]) == (ref["run_dir"], ref["accuracy"])
     eps = m["05_privacy"]["epsilon_by_setting"]
-    assert len(eps) == 2 and all(0 < e <= 8.0 + 1e-6 for e in eps.values())  # client-level, DP-SGD
+    assert len(eps) == 3 and all(0 < e <= 8.0 + 1e-6 for e in eps.values())  # client-level, DP-SGD x2
+    priv = pd.read_csv(out / "05_privacy.csv")
+    tier = priv[priv["trainable"] == "all but embeddings"]
+    assert len(tier) == 4 and tier["reused"].tolist() == [True, True, False, False]
 
     s = m["06_system_strategies"]
     assert [r["client.local_steps"] for r in s["local_steps_tradeoff"]] == [1, 2]
