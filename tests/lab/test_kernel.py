@@ -69,6 +69,7 @@ def test_ipyparallel_connection_files_are_the_users_alone(monkeypatch, tmp_path)
     class FakeCluster:
         def __init__(self, **kw):
             self.profile_dir = str(tmp_path / "profile_default")
+            self.config = types.SimpleNamespace(MPILauncher=types.SimpleNamespace(mpi_cmd=None))
 
         def start_and_connect_sync(self):
             security.mkdir(parents=True)
