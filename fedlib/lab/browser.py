@@ -150,7 +150,7 @@ def measure(page: Path, width: int = 1400, height: int = 900, screenshot: Path |
     return found
 
 
-ABSOLUTE = re.compile(r"(?<![\w.:/~%-])/(?:[\w.~-]+/)+[\w.~-]*")  # /a/b…, not 2/96, GB/s or a URL
+ABSOLUTE = re.compile(r"(?<![\w.:/~%)-])/(?:[\w.~-]+/)+[\w.~-]*")  # /a/b…; not 2/96, GB/s, URLs, "(x)/y"
 
 
 def problems(m: dict) -> list[str]:
