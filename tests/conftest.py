@@ -1,11 +1,14 @@
-"""Shared fixtures: a tiny random-init model config for fast runs, and an mpiexec launcher."""
+"""Shared fixtures: a tiny random-init model config for fast runs, an mpiexec launcher, and
+`two_ranks`: the two-rank runs of the whole session made by one mpiexec job."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,94 @@ def run_on_ranks(n: int, tmp_path: Path, name: str, **extra: object) -> Path:
     mpiexec(n, ["-m", "fedlib", "run", "--quiet",
                 *[a for k, v in over.items() for a in ("--set", f"{k}={json.dumps(v)}")]])
     return tmp_path / name
+
+
+# ---- the two-rank runs of a session: one mpiexec job (tests/rank_job.py) -------------------------
+
+class RankJob:
+    """The `two_ranks` runs the selected tests declare, all made by one `mpiexec -n 2` job when
+    the first of them is needed (the first test waits for the whole job: it never runs beside
+    another MPI job, whose ranks would spin on the same cores). A run the job did not finish (it
+    failed and aborted the job, or the job hung) is made again on its own by `run_on_ranks`,
+    whose error then names the failing config."""
+
+    TIMEOUT_S = 900  # the whole job; one run alone gets mpiexec's 600 s
+
+    def __init__(self, root: Path, declared: list[dict[str, object]]) -> None:
+        self.root, self.proc, self.log = root, None, root / "job.log"
+        self.runs: dict[str, Path] = {}  # canonical overrides -> the job's run folder
+        for extra in declared:
+            self.runs.setdefault(self.key(extra), root / f"r{len(self.runs)}")
+
+    @staticmethod
+    def key(extra: dict[str, object]) -> str:
+        return json.dumps(extra, sort_keys=True, default=str)
+
+    def start(self) -> None:
+        jobs = []
+        for key, run_dir in self.runs.items():
+            over = tiny_overrides(self.root, name=run_dir.name, **json.loads(key))
+            jobs.append({"done": str(run_dir.with_suffix(".done")),
+                         "argv": ["run", "--quiet", *[a for k, v in over.items()
+                                                      for a in ("--set", f"{k}={json.dumps(v)}")]]})
+        spec = self.root / "jobs.json"
+        spec.write_text(json.dumps(jobs, indent=1))
+        exe = Path(sys.executable).with_name("mpiexec")
+        with open(self.log, "w") as log:
+            cmd = [str(exe), "-n", "2", sys.executable, "-m", "tests.rank_job", str(spec)]
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, **MPI_ENV})
+
+    def folder(self, extra: dict[str, object]) -> Path | None:
+        """The job's run folder for `extra`, once made; None when the job cannot make it."""
+        run_dir = self.runs.get(self.key(extra))
+        if run_dir is None:
+            return None
+        if self.proc is None:
+            self.start()
+            assert self.proc is not None
+            try:
+                self.proc.wait(timeout=self.TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.stop()
+        done = run_dir.with_suffix(".done")
+        return run_dir if done.is_file() and done.read_text() == "0" else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _declared(items: list[pytest.Item]) -> list[dict[str, object]]:
+    """Every `two_ranks` marker's runs, in the order the selected tests use them."""
+    return [extra for item in items for mark in item.iter_markers("two_ranks")
+            for extra in mark.kwargs.values()]
+
+
+@pytest.fixture(scope="session")
+def _rank_job(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RankJob]:
+    job = RankJob(tmp_path_factory.mktemp("two_ranks"), _declared(request.session.items))
+    yield job
+    job.stop()
+
+
+@pytest.fixture
+def two_ranks(request: pytest.FixtureRequest, tmp_path: Path, _rank_job: RankJob) -> Callable[[str], Path]:
+    """`two_ranks(name)`: the folder `run_on_ranks(2, tmp_path, name, **extra)` would make, for
+    the run the test declares as `@pytest.mark.two_ranks(name=extra)` (extra: `tiny_overrides`
+    keys), made by the session's one mpiexec job and copied into tmp_path/name."""
+    marks = {name: extra for mark in request.node.iter_markers("two_ranks")
+             for name, extra in mark.kwargs.items()}
+
+    def get(name: str) -> Path:
+        if name not in marks:
+            raise KeyError(f"two_ranks({name!r}): the test declares no such run "
+                           f"(@pytest.mark.two_ranks({name}={{...}}); declared: {sorted(marks)})")
+        made = _rank_job.folder(marks[name])
+        if made is None:  # not made by the job: alone, so that a failure shows its own output
+            return run_on_ranks(2, tmp_path, name, **marks[name])
+        shutil.copytree(made, tmp_path / name)
+        return tmp_path / name
+    return get
+
