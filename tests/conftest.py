@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -157,3 +159,92 @@ def two_ranks(request: pytest.FixtureRequest, tmp_path: Path, _rank_job: RankJob
         return tmp_path / name
     return get
 
+
+# ---- early: a test's long subprocess, started when the session starts -------------------------
+
+class Lane:
+    """Commands the selected tests declare with `@pytest.mark.early(name=[args...])` (args of
+    `python`; "{out}" stands for the command's own empty folder), run one after another in the
+    background from the start of the session: most of the suite runs on one core (tiny runs set
+    `threads: 1`), so the notebooks' long executions take the other. Their tests run last (see
+    `pytest_collection_modifyitems`) and wait for their own command only."""
+
+    def __init__(self, root: Path, commands: dict[str, list[str]]) -> None:
+        self.root, self.commands = root, commands
+        self.finished: dict[str, int] = {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
+        self.cond = threading.Condition()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def out(self, name: str) -> Path:
+        return self.root / name
+
+    def _loop(self) -> None:
+        for name, args in self.commands.items():
+            self.out(name).mkdir()
+            argv = [sys.executable, *(a.replace("{out}", str(self.out(name))) for a in args)]
+            with open(self.root / f"{name}.log", "w") as log, self.cond:
+                if self.stopped:
+                    return
+                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                             env={**os.environ, **MPI_ENV}, start_new_session=True)
+            code = self.proc.wait()
+            with self.cond:
+                self.finished[name] = code
+                self.cond.notify_all()
+
+    def result(self, name: str) -> tuple[int, str]:
+        """Wait for command `name`: its exit status and the end of its output."""
+        with self.cond:
+            self.cond.wait_for(lambda: name in self.finished or self.stopped)
+        text = (self.root / f"{name}.log").read_text(errors="replace") if name in self.finished else "stopped"
+        return self.finished.get(name, -1), text[-5000:]
+
+    def stop(self) -> None:
+        """At the end of the session: a command still running (its test deselected by -x, or
+        Ctrl-C) ends with its process group (papermill's kernels, ipyparallel's engines)."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+            proc = self.proc
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that wait for an `early` command run last, so that it has the whole suite's time
+    (a stable sort: the order is kept otherwise)."""
+    items.sort(key=lambda item: item.get_closest_marker("early") is not None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lane | None]:
+    """Set up before the session's first test: starts the selected tests' `early` commands."""
+    commands = {name: args for item in request.session.items for mark in item.iter_markers("early")
+                for name, args in mark.kwargs.items()}
+    lane = Lane(tmp_path_factory.mktemp("early"), commands) if commands else None
+    if lane is not None:
+        lane.thread.start()
+    yield lane
+    if lane is not None:
+        lane.stop()
+
+
+@pytest.fixture
+def early(_lane: Lane | None) -> Callable[[str], Path]:
+    """`early(name)`: the folder of the test's `early` command `name`, once it exited 0 (else the
+    test fails with the end of its output)."""
+    def get(name: str) -> Path:
+        if _lane is None or name not in _lane.commands:
+            raise KeyError(f"early({name!r}): no test declares @pytest.mark.early({name}=[...])")
+        code, tail = _lane.result(name)
+        if code != 0:
+            command = " ".join(_lane.commands[name])
+            raise AssertionError(f"early command {name} (python {command}) exited {code}:\n{tail}")
+        return _lane.out(name)
+    return get
