@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -162,12 +163,23 @@ def two_ranks(request: pytest.FixtureRequest, tmp_path: Path, _rank_job: RankJob
 
 # ---- early: a test's long subprocess, started when the session starts -------------------------
 
+@dataclass(frozen=True)
+class Finished:
+    """An `early` command once it ended: its folder ("{out}"), exit status and output."""
+    out: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 class Lane:
     """Commands the selected tests declare with `@pytest.mark.early(name=[args...])` (args of
     `python`; "{out}" stands for the command's own empty folder), run one after another in the
     background from the start of the session: most of the suite runs on one core (tiny runs set
     `threads: 1`), so the notebooks' long executions take the other. Their tests run last (see
     `pytest_collection_modifyitems`) and wait for their own command only."""
+
+    TIMEOUT_S = 1800  # one command; then it ends with its process group
 
     def __init__(self, root: Path, commands: dict[str, list[str]]) -> None:
         self.root, self.commands = root, commands
@@ -177,43 +189,59 @@ class Lane:
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
-    def out(self, name: str) -> Path:
-        return self.root / name
-
     def _loop(self) -> None:
-        for name, args in self.commands.items():
-            self.out(name).mkdir()
-            argv = [sys.executable, *(a.replace("{out}", str(self.out(name))) for a in args)]
-            with open(self.root / f"{name}.log", "w") as log, self.cond:
-                if self.stopped:
-                    return
-                self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                             env={**os.environ, **MPI_ENV}, start_new_session=True)
-            code = self.proc.wait()
+        try:
+            for name, args in self.commands.items():
+                (self.root / name).mkdir()
+                argv = [sys.executable, *(a.replace("{out}", str(self.root / name)) for a in args)]
+                with open(self.root / f"{name}.out", "w") as out, open(self.root / f"{name}.err", "w") as err:
+                    with self.cond:
+                        if self.stopped:
+                            return
+                        self.proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT,
+                                                     env={**os.environ, **MPI_ENV}, start_new_session=True)
+                    try:
+                        code = self.proc.wait(timeout=self.TIMEOUT_S)
+                    except subprocess.TimeoutExpired:
+                        self._end(self.proc)
+                        code = -signal.SIGKILL
+                with self.cond:
+                    self.finished[name] = code
+                    self.cond.notify_all()
+        finally:  # whatever ended the loop: nobody waits for ever
             with self.cond:
-                self.finished[name] = code
+                self.stopped = True
                 self.cond.notify_all()
 
-    def result(self, name: str) -> tuple[int, str]:
-        """Wait for command `name`: its exit status and the end of its output."""
+    def result(self, name: str) -> Finished:
+        """Wait for command `name` to end (-1: it never ran, the lane stopped first)."""
         with self.cond:
             self.cond.wait_for(lambda: name in self.finished or self.stopped)
-        text = (self.root / f"{name}.log").read_text(errors="replace") if name in self.finished else "stopped"
-        return self.finished.get(name, -1), text[-5000:]
+        if name not in self.finished:
+            return Finished(self.root / name, -1, "", "the lane stopped before this command ran")
+        text = {k: (self.root / f"{name}.{k}").read_text(errors="replace") for k in ("out", "err")}
+        return Finished(self.root / name, self.finished[name], text["out"], text["err"])
+
+    @staticmethod
+    def _end(proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM to the command's process group (papermill's kernels, ipyparallel's engines),
+        then SIGKILL."""
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def stop(self) -> None:
-        """At the end of the session: a command still running (its test deselected by -x, or
-        Ctrl-C) ends with its process group (papermill's kernels, ipyparallel's engines)."""
+        """At the end of the session: a command still running (its test deselected, -x, Ctrl-C)
+        ends, and no other starts."""
         with self.cond:
             self.stopped = True
             self.cond.notify_all()
             proc = self.proc
         if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+            self._end(proc)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -236,15 +264,11 @@ def _lane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture
-def early(_lane: Lane | None) -> Callable[[str], Path]:
-    """`early(name)`: the folder of the test's `early` command `name`, once it exited 0 (else the
-    test fails with the end of its output)."""
-    def get(name: str) -> Path:
+def early(_lane: Lane | None) -> Callable[[str], Finished]:
+    """`early(name)`: the test's `early` command `name` once it ended (as subprocess.run would
+    return it, with its folder)."""
+    def get(name: str) -> Finished:
         if _lane is None or name not in _lane.commands:
             raise KeyError(f"early({name!r}): no test declares @pytest.mark.early({name}=[...])")
-        code, tail = _lane.result(name)
-        if code != 0:
-            command = " ".join(_lane.commands[name])
-            raise AssertionError(f"early command {name} (python {command}) exited {code}:\n{tail}")
-        return _lane.out(name)
+        return _lane.result(name)
     return get

@@ -26,9 +26,11 @@ def _reproduce(profile: str, *names: str) -> list[str]:
             "--out-root", "{out}"]
 
 
-def _table(out):
-    """What `reproduce.run` returned: one row per notebook executed (its reproduce_times.csv)."""
-    return pd.read_csv(out / "reproduce_times.csv")
+def _record(done, profile):
+    """The profile's folder and what `reproduce.run` returned: one row per notebook executed
+    (its reproduce_times.csv)."""
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.out / profile, pd.read_csv(done.out / profile / "reproduce_times.csv")
 
 
 def _parameters(path):
@@ -95,8 +97,7 @@ def test_reproduce_stops_at_failing_notebook(tmp_path):
 @pytest.mark.slow
 @pytest.mark.early(quickstart=_reproduce("tiny", "00_quickstart"))
 def test_quickstart_notebook_on_two_mpi_engines(early):
-    out = early("quickstart") / "tiny"
-    table = _table(out)
+    out, table = _record(early("quickstart"), "tiny")
     assert table["status"].tolist() == ["ok"]
     scraps = sb.read_notebook(str(out / "00_quickstart.ipynb")).scraps
     m = {k: v.data for k, v in scraps.items()}
@@ -150,8 +151,7 @@ def test_heterogeneity_notebook_and_its_claims(early):
     """03 with the quick profile's `setup` (head on cached features) on MAG's tiny slice, then
     99_summary's claims table from what 03 wrote: 3 seeds per setting, the budget names the
     trainable part, and the IID reference learns."""
-    out = early("heterogeneity") / "tiny"
-    table = _table(out)
+    out, table = _record(early("heterogeneity"), "tiny")
     assert table["status"].tolist() == ["ok", "ok"]
     m = {k: v.data for k, v in sb.read_notebook(str(out / "03_heterogeneity.ipynb")).scraps.items()}
     assert m["seeds"] == {"head": 3}
@@ -214,8 +214,7 @@ def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(early):
     (tiny ALBERT / BERT / DeBERTa-v2 checkpoints built by reproduce), what a cluster job reaches
     only after hours: 06's local-steps sweep and 07's `bench system` crashed there (RunConfig has
     no .replace). Each notebook's recorded metrics are read back."""
-    out = early("smoke") / "smoke"
-    table = _table(out)
+    out, table = _record(early("smoke"), "smoke")
     assert table["status"].tolist() == ["ok"] * len(NOTEBOOKS), table
     m = {p.stem: {k: v.data for k, v in sb.read_notebook(str(out / p.name)).scraps.items()}
          for p in NOTEBOOKS}
