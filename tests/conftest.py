@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +166,13 @@ def two_ranks(request: pytest.FixtureRequest, tmp_path: Path, _rank_job: RankJob
 
 @dataclass(frozen=True)
 class Finished:
-    """An `early` command once it ended: its folder ("{out}"), exit status and output."""
+    """An `early` command once it ended: its folder ("{out}"), exit status, output and how long
+    it ran (for the lead's timing of the lane; no test asserts on it)."""
     out: Path
     returncode: int
     stdout: str
     stderr: str
+    seconds: float
 
 
 class Lane:
@@ -183,7 +186,7 @@ class Lane:
 
     def __init__(self, root: Path, commands: dict[str, list[str]]) -> None:
         self.root, self.commands = root, commands
-        self.finished: dict[str, int] = {}
+        self.finished: dict[str, tuple[int, float]] = {}  # name -> (exit status, seconds)
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False
         self.cond = threading.Condition()
@@ -200,13 +203,16 @@ class Lane:
                             return
                         self.proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT,
                                                      env={**os.environ, **MPI_ENV}, start_new_session=True)
+                    t0 = time.monotonic()
                     try:
                         code = self.proc.wait(timeout=self.TIMEOUT_S)
                     except subprocess.TimeoutExpired:
                         self._end(self.proc)
                         code = -signal.SIGKILL
+                seconds = time.monotonic() - t0
+                (self.root / f"{name}.seconds").write_text(f"{seconds:.1f}\n")  # beside its .out and .err
                 with self.cond:
-                    self.finished[name] = code
+                    self.finished[name] = code, seconds
                     self.cond.notify_all()
         finally:  # whatever ended the loop: nobody waits for ever
             with self.cond:
@@ -218,9 +224,10 @@ class Lane:
         with self.cond:
             self.cond.wait_for(lambda: name in self.finished or self.stopped)
         if name not in self.finished:
-            return Finished(self.root / name, -1, "", "the lane stopped before this command ran")
+            return Finished(self.root / name, -1, "", "the lane stopped before this command ran", 0.0)
         text = {k: (self.root / f"{name}.{k}").read_text(errors="replace") for k in ("out", "err")}
-        return Finished(self.root / name, self.finished[name], text["out"], text["err"])
+        code, seconds = self.finished[name]
+        return Finished(self.root / name, code, text["out"], text["err"], seconds)
 
     @staticmethod
     def _end(proc: subprocess.Popen[bytes]) -> None:
