@@ -1,5 +1,5 @@
 """`python -m fedlib run params/x.yaml [--set k=v ...] [--resume [auto] | --overwrite]` (also under mpiexec),
-`python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...]`,
+`python -m fedlib bench ...`, `python -m fedlib reproduce [--profile quick] [--nb NAME ...] [--out-root DIR]`,
 `python -m fedlib record [--profile quick] [--check]`,
 `python -m fedlib config-keys`, `python -m fedlib export RUN_DIR OUT [--adapter]`,
 `python -m fedlib replay RUN_DIR` (a wall-clock run, from its arrivals.csv),
@@ -44,15 +44,17 @@ def _interrupted(cfg: config.RunConfig) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from .hpc.mpilib import gtl_problem
-    from .record.checkpoint import WriteError
-    from .record.rundir import RunDirError
-    from .runner import comm_for, run
 
     resume = _resume_arg(args)
     cfg = config.load(args.config, config.parse_overrides(args.set))
     if gtl := gtl_problem():  # before MPI_Init, which would exit without a word
         print(f"fedlib: error: {gtl}", file=sys.stderr)
         return stop.USAGE
+    # torch and transformers (seconds) load once the config is valid: a bad one is told at once
+    from .record.checkpoint import WriteError
+    from .record.rundir import RunDirError
+    from .runner import comm_for, run
+
     comm = comm_for(cfg)
     close = getattr(comm, "close", lambda: None)  # torch.distributed: tear the process group down
     try:
@@ -150,10 +152,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .lab import reproduce
 
+    where = {"out_root": Path(args.out_root)} if args.out_root else {}
     try:
-        table = reproduce.run(args.profile, args.nb or None, reuse=not args.no_reuse)
+        table = reproduce.run(args.profile, args.nb or None, reuse=not args.no_reuse, **where)
     except reproduce.NotebookFailed as e:
         print(f"fedlib reproduce: {e}", file=sys.stderr)
         return 1
@@ -243,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--no-reuse", action="store_true",
                    help="rerun every run (default: reuse a run whose config, ranks and fedlib source "
                         "match one in outputs/<profile>/run_cache/)")
+    m.add_argument("--out-root", default=None,
+                   help="write <out-root>/<profile>/ instead of outputs/<profile>/ (tests, scratch)")
     m.set_defaults(fn=_reproduce)
     h = sub.add_parser("record", help="outputs/<profile>/index.html from the executed notebooks "
                        "(quick: and README's claims table)")
@@ -258,7 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     model other than the checkpoint's, 74 a write the file system refused (disk full, quota), 75
     preempted (checkpointed; --resume auto continues), 130 Ctrl-C; 1 anything else (a bug: the
     traceback is shown)."""
-    from .record.checkpoint import WriteError
     from .record.rundir import RunDirError
 
     args = parser().parse_args(argv)
@@ -273,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     except launcher.WorldMismatch as e:
         print(f"fedlib: error: {e}", file=sys.stderr)
         return stop.WORLD_MISMATCH
-    except WriteError as e:
-        print(f"fedlib: error: {e}", file=sys.stderr)
-        return stop.DISK_FULL
     except OSError as e:
+        from .record.checkpoint import WriteError  # here, not above: it imports torch (seconds)
+
+        if isinstance(e, WriteError):
+            print(f"fedlib: error: {e}", file=sys.stderr)
+            return stop.DISK_FULL
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         print(f"fedlib: error: {e.filename or ''}: {os.strerror(e.errno)} (the file system is full "

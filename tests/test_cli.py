@@ -50,31 +50,31 @@ def _main(capsys, *args):
     return code, err
 
 
-def test_rerun_and_concurrent_run_refuse_naming_why(tmp_path):
+def test_rerun_and_concurrent_run_refuse_naming_why(tmp_path, capsys):
     import json
     import socket
 
     cfg = _tiny_yaml(tmp_path, name="same")
-    first = _cli("run", cfg, "--quiet")
-    assert first.returncode == 0, first.stderr
+    code, err = _main(capsys, "run", cfg, "--quiet")
+    assert code == 0, err
     summary = (tmp_path / "same" / "summary.json").read_text()
-    again = _cli("run", cfg, "--quiet")
-    assert again.returncode == 2 and "Traceback" not in again.stderr
-    assert f"fedlib: error: {tmp_path / 'same'} already holds the results of an earlier run" in again.stderr
+    code, again = _main(capsys, "run", cfg, "--quiet")
+    assert code == 2 and "Traceback" not in again
+    assert f"fedlib: error: {tmp_path / 'same'} already holds the results of an earlier run" in again
     assert (tmp_path / "same" / "summary.json").read_text() == summary
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / "same" / ".lock").write_text(json.dumps(
             {"pid": holder.pid, "host": socket.gethostname(), "started": "2026-11-25T17:00:00+00:00"}))
-        busy = _cli("run", cfg, "--quiet", "--overwrite")
+        code, busy = _main(capsys, "run", cfg, "--quiet", "--overwrite")
     finally:
         holder.kill()
         holder.wait()
-    assert busy.returncode == 2 and "Traceback" not in busy.stderr
-    assert f"in use by another run: pid {holder.pid} on host {socket.gethostname()}" in busy.stderr
-    over = _cli("run", cfg, "--quiet", "--overwrite")  # the holder is gone: stale lock, replaced
-    assert over.returncode == 0, over.stderr
-    print(again.stderr, busy.stderr, sep="\n")  # pytest -s shows what a user sees
+    assert code == 2 and "Traceback" not in busy
+    assert f"in use by another run: pid {holder.pid} on host {socket.gethostname()}" in busy
+    code, err = _main(capsys, "run", cfg, "--quiet", "--overwrite")  # the holder is gone: stale, replaced
+    assert code == 0, err
+    print(again, busy, sep="\n")  # what a user sees, in the report of a failure below
 
 
 def test_one_line_errors_name_the_culprit(tmp_path, capsys):

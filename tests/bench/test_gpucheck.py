@@ -3,18 +3,13 @@
 measurements into (MFU, peaks) and its time boxes are checked by hand."""
 
 import csv
-import subprocess
-import sys
 import time
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
 from fedlib.bench import gpu_numbers, gpu_steps, gpucheck
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
@@ -25,15 +20,19 @@ def test_without_a_gpu_one_line_and_exit_2(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+GPUCHECK = ["-m", "fedlib.bench.gpucheck", "--device", "cpu", "--tiny", "--out", "{out}", "--scale", "8",
+            "--tests", "tests/wire/test_comm_gpu.py::test_host_staging_is_pinned_and_reused"]
+
+
 @pytest.mark.slow
 @pytest.mark.mpi
-def test_every_step_runs_on_the_cpu_at_toy_size(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fedlib.bench.gpucheck", "--device", "cpu", "--tiny",
-                           "--out", str(tmp_path), "--scale", "8", "--tests",
-                           "tests/wire/test_comm_gpu.py::test_host_staging_is_pinned_and_reused"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1200)
+@pytest.mark.early(gpucheck=GPUCHECK)
+def test_every_step_runs_on_the_cpu_at_toy_size(early):
+    """`python -m fedlib.bench.gpucheck ...`, run from the session's start beside the suite
+    (conftest.Lane)."""
+    proc = early("gpucheck")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (csv_path,) = tmp_path.glob("gpucheck-*/gpucheck.csv")
+    (csv_path,) = proc.out.glob("gpucheck-*/gpucheck.csv")
     rows = {r["check"]: r for r in csv.DictReader(csv_path.open())}
     steps = list(dict.fromkeys(r["step"] for r in rows.values()))
     assert steps == list(gpucheck.BOXES)  # every step, in the issue's order, the tests last

@@ -15,7 +15,6 @@ from fedlib.config import StrategyConfig
 from fedlib.record import checkpoint
 from fedlib.sim import vclock
 from fedlib.strategies import ServerState, fedasync, fedbuff, staleness
-from tests.conftest import run_on_ranks
 
 ASYNC = {"federation.mode": "fedbuff", "federation.concurrency": 4, "federation.buffer_size": 2,
          "participation.speed": "lognormal", "participation.speed_sigma": 1.0, "federation.rounds": 4}
@@ -176,11 +175,15 @@ def test_async_config_refusals(over, msg):
         config.load(None, over)
 
 
+ASYNC_2 = {**ASYNC, "strategy.algorithm": "fedadam", "strategy.server_lr": 0.01, "federation.rounds": 3}
+
+
 @pytest.mark.mpi
-def test_async_two_ranks_equal_one(tmp_path, tiny_cfg):
-    over = {**ASYNC, "strategy.algorithm": "fedadam", "strategy.server_lr": 0.01, "federation.rounds": 3}
+@pytest.mark.two_ranks(two=ASYNC_2)
+def test_async_two_ranks_equal_one(tmp_path, tiny_cfg, two_ranks):
+    over = ASYNC_2
     one = runner.run(tiny_cfg(name="one", **over), progress=False)
-    run_on_ranks(2, tmp_path, "two", **over)
+    two_ranks("two")
     two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     torch.testing.assert_close(two["weights"], one.state.weights, rtol=0, atol=1e-5)
     ranks = pd.read_csv(tmp_path / "two" / "clients.csv")["rank"]

@@ -15,7 +15,7 @@ from fedlib.engine import stop, wall
 from fedlib.record import checkpoint
 from fedlib.sim import vclock
 from fedlib.strategies import fedbuff
-from tests.conftest import run_on_ranks, tiny_overrides
+from tests.conftest import tiny_overrides
 
 WALL = {"federation.mode": "fedbuff", "federation.clock": "wall", "federation.concurrency": 4,
         "federation.buffer_size": 2, "federation.rounds": 4}
@@ -148,14 +148,18 @@ def test_replay_refuses_a_log_with_a_missing_version(tiny_cfg):
         wall.replay(cfg, log[log["round"] == 2])
 
 
+WALL_2 = {**WALL, "federation.concurrency": 2, "federation.rounds": 3, "participation.speed": "uniform",
+          "participation.emulate_speed": True}
+
+
 @pytest.mark.mpi
-def test_two_ranks_wall_run_emulates_stragglers_and_replays(tmp_path):
+@pytest.mark.two_ranks(w2=WALL_2)
+def test_two_ranks_wall_run_emulates_stragglers_and_replays(tmp_path, two_ranks):
     """Rank 0 serves, rank 1 trains: every update comes from rank 1, the server's waiting is its
     idle time, a client of speed f holds its rank (f - 1) x its compute, and the in-process
     replay of arrivals.csv gives the two-rank run's model."""
-    over = {**WALL, "federation.concurrency": 2, "federation.rounds": 3, "participation.speed": "uniform",
-            "participation.emulate_speed": True}
-    run_dir = run_on_ranks(2, tmp_path, "w2", **over)
+    over = WALL_2
+    run_dir = two_ranks("w2")
     log = _check_log(run_dir, 2, 3)
     rounds, clients = pd.read_csv(run_dir / "rounds.csv"), pd.read_csv(run_dir / "clients.csv")
     assert set(log["rank"]) == {1} and list(rounds["ranks"]) == [2, 2, 2]

@@ -19,6 +19,20 @@ NOTEBOOKS = sorted(reproduce.NOTEBOOKS.glob("*.ipynb"))
 PROFILES = sorted(p.name for p in reproduce.PARAMS.iterdir() if p.is_dir())
 
 
+def _reproduce(profile: str, *names: str) -> list[str]:
+    """`python -m fedlib reproduce` into the `early` command's folder ({out}): the three tests
+    below run their notebooks from the start of the session (conftest.Lane) and read them here."""
+    return ["-m", "fedlib", "reproduce", "--profile", profile, *[a for n in names for a in ("--nb", n)],
+            "--out-root", "{out}"]
+
+
+def _record(done, profile):
+    """The profile's folder and what `reproduce.run` returned: one row per notebook executed
+    (its reproduce_times.csv)."""
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.out / profile, pd.read_csv(done.out / profile / "reproduce_times.csv")
+
+
 def _parameters(path):
     nb = nbformat.read(path, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -81,19 +95,20 @@ def test_reproduce_stops_at_failing_notebook(tmp_path):
 
 @pytest.mark.mpi
 @pytest.mark.slow
-def test_quickstart_notebook_on_two_mpi_engines(tmp_path):
-    table = reproduce.run("tiny", ["00_quickstart"], out_root=tmp_path)
+@pytest.mark.early(quickstart=_reproduce("tiny", "00_quickstart"))
+def test_quickstart_notebook_on_two_mpi_engines(early):
+    out, table = _record(early("quickstart"), "tiny")
     assert table["status"].tolist() == ["ok"]
-    scraps = sb.read_notebook(str(tmp_path / "tiny" / "00_quickstart.ipynb")).scraps
+    scraps = sb.read_notebook(str(out / "00_quickstart.ipynb")).scraps
     m = {k: v.data for k, v in scraps.items()}
     assert m["ranks"] == 2
     assert m["accuracy"] > m["majority_rate"] + 0.05  # MiniLM learns SciCite (was also a 1-process test)
     assert m["breakdown_error"] < 0.02
-    assert (tmp_path / "tiny" / "00_quickstart.png").is_file()
-    prov = json.loads((tmp_path / "tiny" / "provenance.json").read_text())
+    assert (out / "00_quickstart.png").is_file()
+    prov = json.loads((out / "provenance.json").read_text())
     assert prov["profile"] == "tiny" and prov["torch"] and prov["ended"]
     assert prov["status"][0]["status"] == "ok"
-    assert len(list((tmp_path / "tiny" / "runs").iterdir())) == 1  # its fresh run folder
+    assert len(list((out / "runs").iterdir())) == 1  # its fresh run folder
 
 
 def test_a_rerun_never_collides_and_keeps_the_earlier_record(tmp_path):
@@ -131,13 +146,13 @@ def test_archive_moves_an_earlier_record_aside(tmp_path):
 
 @pytest.mark.mpi
 @pytest.mark.slow
-def test_heterogeneity_notebook_and_its_claims(tmp_path):
+@pytest.mark.early(heterogeneity=_reproduce("tiny", "03_heterogeneity", "99_summary"))
+def test_heterogeneity_notebook_and_its_claims(early):
     """03 with the quick profile's `setup` (head on cached features) on MAG's tiny slice, then
     99_summary's claims table from what 03 wrote: 3 seeds per setting, the budget names the
     trainable part, and the IID reference learns."""
-    table = reproduce.run("tiny", ["03_heterogeneity", "99_summary"], out_root=tmp_path)
+    out, table = _record(early("heterogeneity"), "tiny")
     assert table["status"].tolist() == ["ok", "ok"]
-    out = tmp_path / "tiny"
     m = {k: v.data for k, v in sb.read_notebook(str(out / "03_heterogeneity.ipynb")).scraps.items()}
     assert m["seeds"] == {"head": 3}
     acc, tv = m["accuracy_by_setting"]["head"], m["tv_by_setting"]["head"]
@@ -193,13 +208,13 @@ def test_reproduce_prints_and_records_the_disk_it_wrote(tmp_path, capsys):
 
 @pytest.mark.mpi
 @pytest.mark.slow
-def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(tmp_path):
+@pytest.mark.early(smoke=_reproduce("smoke"))
+def test_smoke_profile_runs_every_notebook_on_the_full_profiles_paths(early):
     """params/smoke: every notebook with the full profile's grids and code paths at toy size
     (tiny ALBERT / BERT / DeBERTa-v2 checkpoints built by reproduce), what a cluster job reaches
     only after hours: 06's local-steps sweep and 07's `bench system` crashed there (RunConfig has
     no .replace). Each notebook's recorded metrics are read back."""
-    table = reproduce.run("smoke", out_root=tmp_path)
-    out = tmp_path / "smoke"
+    out, table = _record(early("smoke"), "smoke")
     assert table["status"].tolist() == ["ok"] * len(NOTEBOOKS), table
     m = {p.stem: {k: v.data for k, v in sb.read_notebook(str(out / p.name)).scraps.items()}
          for p in NOTEBOOKS}

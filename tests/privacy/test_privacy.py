@@ -19,7 +19,6 @@ from fedlib.strategies import ServerState
 from fedlib.wire.aggregate import Aggregate
 from fedlib.wire.comm import LocalComm
 from fedlib.wire.flat import FlatParams
-from tests.conftest import run_on_ranks
 
 
 def test_clip_bounds_every_update():
@@ -94,9 +93,10 @@ def test_dpsgd_history_survives_resume(tiny_cfg):
 
 
 @pytest.mark.mpi
-def test_dpsgd_same_on_two_ranks(tmp_path, tiny_cfg):
+@pytest.mark.two_ranks(two=_sample_cfg())
+def test_dpsgd_same_on_two_ranks(tmp_path, tiny_cfg, two_ranks):
     one = runner.run(tiny_cfg(name="one", **_sample_cfg()), progress=False)
-    run_on_ranks(2, tmp_path, "two", **_sample_cfg())
+    two_ranks("two")
     blob = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     assert blob["extra"]["dp_sgd"] == one.state.extra["dp_sgd"]
     torch.testing.assert_close(blob["weights"], one.state.weights, rtol=0, atol=1e-5)
@@ -229,13 +229,17 @@ def test_secure_noise_is_not_reproducible_seeded_noise_is(tiny_cfg, mode):
     assert not torch.equal(secure[0], seeded[0])
 
 
+CLIENT_DP_2 = _client_cfg(**{"privacy.noise_multiplier": 1.0, "federation.clients_per_round": 2,
+                              "federation.rounds": 3})
+
+
 @pytest.mark.mpi
-def test_client_level_same_on_two_ranks(tmp_path, tiny_cfg):
+@pytest.mark.two_ranks(two=CLIENT_DP_2)
+def test_client_level_same_on_two_ranks(tmp_path, tiny_cfg, two_ranks):
     """Poisson sampling and the noise come from (seed, round): the ranks agree with one process."""
-    over = _client_cfg(**{"privacy.noise_multiplier": 1.0, "federation.clients_per_round": 2,
-                          "federation.rounds": 3})
+    over = CLIENT_DP_2
     one = runner.run(tiny_cfg(name="one", **over), progress=False)
-    run_on_ranks(2, tmp_path, "two", **over)
+    two_ranks("two")
     blob = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
     assert blob["extra"]["client_dp"] == one.state.extra["client_dp"] == [[1.0, 1 / 3, 3]]
     torch.testing.assert_close(blob["weights"], one.state.weights, rtol=0, atol=1e-5)

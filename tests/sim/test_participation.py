@@ -9,7 +9,6 @@ import torch
 
 from fedlib import config, runner
 from fedlib.sim import client, participation
-from tests.conftest import run_on_ranks
 
 DROPS = {"participation.dropout": 0.4, "participation.dropout_when": "mid",
          "participation.speed": "lognormal", "federation.num_clients": 8, "federation.rounds": 3}
@@ -129,9 +128,10 @@ def test_min_clients_above_sample_size_is_a_config_error(tiny_cfg):
 
 
 @pytest.mark.mpi
-def test_dropout_identical_for_1_and_2_ranks(tmp_path, tiny_cfg):
+@pytest.mark.two_ranks(two=DROPS)
+def test_dropout_identical_for_1_and_2_ranks(tmp_path, tiny_cfg, two_ranks):
     one = runner.run(tiny_cfg(name="one", **DROPS), progress=False)
-    run_on_ranks(2, tmp_path, "two", **DROPS)
+    two_ranks("two")
     two = pd.read_csv(tmp_path / "two" / "clients.csv")
     cols = ["round", "client_id", "steps", "speed", "outcome"]
     key = ["round", "client_id"]

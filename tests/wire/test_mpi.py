@@ -10,24 +10,25 @@ from tests.conftest import mpiexec, run_on_ranks
 pytestmark = pytest.mark.mpi
 
 
-def _mpi_weights(tmp_path, n, name, **extra):
-    run_dir = run_on_ranks(n, tmp_path, name, threads=1, **extra)
+def _weights(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["weights"]
 
 
-def test_mpi_ranks_equal_single_process(tmp_path, tiny_cfg):
+FIVE = {"federation.num_clients": 5}
+FEDADAM = {"strategy.algorithm": "fedadam", "strategy.server_lr": 0.01}
+
+
+@pytest.mark.two_ranks(mpi2=FIVE)
+def test_mpi_ranks_equal_single_process(tmp_path, tiny_cfg, two_ranks):
     ref = runner.run(tiny_cfg(name="one", **{"federation.num_clients": 5}), progress=False)
-    for n in (2, 4):
-        w = _mpi_weights(tmp_path, n, f"mpi{n}", **{"federation.num_clients": 5})
+    for w in (_weights(two_ranks("mpi2")), _weights(run_on_ranks(4, tmp_path, "mpi4", **FIVE))):
         torch.testing.assert_close(w, ref.state.weights, rtol=0, atol=1e-5)
 
 
-def test_p2p_equals_collective(tmp_path):
-    a = _mpi_weights(tmp_path, 2, "coll", **{"strategy.algorithm": "fedadam",
-                                             "strategy.server_lr": 0.01})
-    b = _mpi_weights(tmp_path, 2, "p2p", **{"strategy.algorithm": "fedadam",
-                                            "strategy.server_lr": 0.01,
-                                            "federation.aggregation": "p2p"})
+@pytest.mark.two_ranks(coll=FEDADAM, p2p={**FEDADAM, "federation.aggregation": "p2p"})
+def test_p2p_equals_collective(two_ranks):
+    a = _weights(two_ranks("coll"))
+    b = _weights(two_ranks("p2p"))
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 

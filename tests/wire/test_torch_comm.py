@@ -9,23 +9,29 @@ import pytest
 import torch
 
 from fedlib import runner
-from tests.conftest import mpiexec, run_on_ranks
+from tests.conftest import mpiexec
 
 pytestmark = pytest.mark.mpi
 
 
-def _weights(tmp_path, name, **extra):
-    run_dir = run_on_ranks(2, tmp_path, name, threads=1, **extra)
+def _extra(aggregation):
+    return {"federation.num_clients": 5, "federation.aggregation": aggregation,
+            "strategy.algorithm": "fedadam", "strategy.server_lr": 0.01}
+
+
+def _weights(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["weights"]
 
 
-@pytest.mark.parametrize("aggregation", ["collective", "p2p"])
-def test_torch_backend_equals_mpi_and_one_process(tmp_path, tiny_cfg, aggregation):
-    extra = {"federation.num_clients": 5, "federation.aggregation": aggregation,
-             "strategy.algorithm": "fedadam", "strategy.server_lr": 0.01}
+@pytest.mark.parametrize("aggregation", [
+    pytest.param(a, marks=pytest.mark.two_ranks(mpi=_extra(a),
+                                                 gloo={**_extra(a), "federation.backend": "torch"}))
+    for a in ("collective", "p2p")])
+def test_torch_backend_equals_mpi_and_one_process(tiny_cfg, two_ranks, aggregation):
+    extra = _extra(aggregation)
     one = runner.run(tiny_cfg(name="one", **extra), progress=False).state.weights
-    mpi = _weights(tmp_path, "mpi", **extra)
-    gloo = _weights(tmp_path, "gloo", **extra, **{"federation.backend": "torch"})
+    mpi = _weights(two_ranks("mpi"))
+    gloo = _weights(two_ranks("gloo"))
     torch.testing.assert_close(gloo, mpi, rtol=0, atol=1e-5)
     torch.testing.assert_close(gloo, one, rtol=0, atol=1e-5)
     assert not torch.equal(one, runner.Context.build(tiny_cfg(), runner.make_comm("local")).flat.get())
