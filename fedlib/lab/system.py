@@ -54,7 +54,7 @@ def timing_base(out: Path, max_clients: int, model: str = "bert-base-uncased") -
 
 def timing_grid(clients: list[int], strategies: list[str] | None = None) -> list[dict[str, Any]]:
     return [{"strategy": s, "federation.num_clients": n, **STRATEGIES[s]}
-            for s in (strategies or list(STRATEGIES)) for n in clients]
+            for s in (list(STRATEGIES) if strategies is None else strategies) for n in clients]
 
 
 # LoRA trains ~1 % of the weights from a zero-initialized update, so it needs a larger step than

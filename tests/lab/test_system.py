@@ -21,3 +21,11 @@ def test_local_steps_grid_spends_the_same_budget_per_row():
     grid = system.local_steps_grid(16)
     assert [g["client.local_steps"] for g in grid] == [1, 2, 4, 8, 16]
     assert all(g["client.local_steps"] * g["federation.rounds"] == 16 for g in grid)
+
+
+def test_timing_grid_runs_only_the_strategies_named():
+    """An empty list is no strategy, not every strategy: quick's 06 names only the two baselines,
+    and the record of 35c39df ran the 14 descriptive strategy runs anyway (630 s)."""
+    assert system.timing_grid([4, 12], []) == []
+    assert [g["strategy"] for g in system.timing_grid([4], ["p2p star"])] == ["p2p star"]
+    assert len(system.timing_grid([4])) == len(system.STRATEGIES)
