@@ -113,6 +113,18 @@ def after(loop: Loop, mech: privacy.Mechanism, rec: Recorder, made: Made) -> Aft
     return After(state)
 
 
+class AsyncAdmit:
+    """The asynchronous loops' `Loop.admit` (virtual and wall clock): the next server step may
+    hand a task to any client (`upcoming`), so the budget admits it against all of them. The
+    synchronous loop admits the round it already drew instead (`fedlib.engine.sync`)."""
+
+    ctx: Context
+    mech: privacy.Mechanism
+
+    def admit(self, state: ServerState) -> str | None:
+        return self.mech.admit(state, state.round + 1, upcoming(self.ctx, state.round + 1)[1])
+
+
 def upcoming(ctx: Context, rnd: int) -> tuple[list[participation.Fate] | None, Work]:
     """What version `rnd` may train, for the budget: a round's clients with their fates (drawn
     once: the round uses them too) and the steps each runs; on an asynchronous clock, one task

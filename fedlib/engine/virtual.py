@@ -143,7 +143,7 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
 
 
 @dataclass
-class Virtual:
+class Virtual(body.AsyncAdmit):
     """The virtual clock's hooks for the loop body (fedlib.engine.body.Loop)."""
 
     ctx: Context
@@ -155,9 +155,6 @@ class Virtual:
     out: Step | None = None  # the step just made
     handed: int = 0  # tasks `go` handed out after it
     sent0: int = 0
-
-    def admit(self, state: ServerState) -> str | None:
-        return self.mech.admit(state, state.round + 1, body.upcoming(self.ctx, state.round + 1)[1])
 
     def go(self, state: ServerState, timer: Timer) -> Work:
         work = self.srv.hand_out(self.draws, state, self.ctx.steps)  # freed slots start from the new version

@@ -67,7 +67,7 @@ __all__ = ["Arrived", "Dispatcher", "Inline", "WallServer", "replay", "run_wall"
 
 
 @dataclass
-class WallServer:
+class WallServer(body.AsyncAdmit):
     """Rank 0's wall-clock server: its links to the workers and the tasks in flight, and its
     hooks for the loop body (fedlib.engine.body.Loop)."""
 
@@ -122,9 +122,6 @@ class WallServer:
             new = async_steps.apply(self.ctx, self.mech, state, updates)
         self.disp.fresh = set()
         return body.Made(new, state, work, timer, f"at server step {new.round}")
-
-    def admit(self, state: ServerState) -> str | None:
-        return self.mech.admit(state, state.round + 1, body.upcoming(self.ctx, state.round + 1)[1])
 
     def go(self, state: ServerState, timer: Timer) -> Work:
         with timer("comm"):  # freed workers start from the new version at once

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import comm_claims, family, power, stats, time_claims, trainable, virtual_time
+from . import comm_claims, family, power, race, stats, time_claims, trainable, virtual_time
 from .verdict import FAILS, HOLDS, MEASURED, NO_LEARNING, OPEN, PRODUCED, TOLERANCES, budget, produced, row
 
 __all__ = ["FAILS", "HOLDS", "MEASURED", "NO_LEARNING", "OPEN", "TOLERANCES", "budget", "table", "show",
@@ -243,7 +243,21 @@ def async_claims(df: pd.DataFrame, curves: pd.DataFrame | None = None) -> list[d
             out.append(time_claims.faster(claim, mine, left, pd.concat([ref, test]), how))
         out.append(non_inferior(f"accuracy of {arm} at sync FedAvg's virtual time non-inferior to sync's",
                                 ref, test, strata=("model",)))
+    if times is not None and left is not None and goal is not None:
+        out += goal_claims(df, times, left)
     return out
+
+
+def goal_claims(df: pd.DataFrame, times: pd.DataFrame, left: float) -> list[dict]:
+    """FedBuff's goal, one row per FedBuff arm (`race.goal`: time to the fixed target ≤ 0.5 ×
+    sync's and accuracy at sync's time non-inferior), said either way. Δ accuracy per seed is the
+    arm's accuracy at sync's virtual time (`df`'s `accuracy`) minus sync's in the same seed."""
+    ref = df[df["arm"] == SYNC_ARM][["seed", "accuracy"]].rename(columns={"accuracy": "ref_accuracy"})
+    acc = df[["arm", "seed", "accuracy"]].merge(ref, on="seed", how="left")
+    acc = acc.assign(acc_diff=acc["accuracy"] - acc["ref_accuracy"])[["arm", "seed", "acc_diff"]]
+    paired = times.merge(acc, on=["arm", "seed"], how="inner")
+    return [race.goal(arm, paired, left, df[df["arm"].isin([SYNC_ARM, arm])])
+            for arm in dict.fromkeys(df["arm"]) if str(arm).startswith("FedBuff")]
 
 
 CHECKS = {"clients": clients_claims, "heterogeneity": heterogeneity_claims, "dropout": dropout_claims,

@@ -33,8 +33,15 @@ def _buffer_sizes(p: Mapping[str, Any]) -> str:
     return f"FedBuff buffer sizes K that divide concurrency={p['concurrency']}"
 
 
+def _accuracy_or_none(p: Mapping[str, Any]) -> bool:
+    t = p["target"]
+    return t is None or (isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1)
+
+
 RULES: list[Rule] = [("08_async", key, _divides_concurrency(key), _buffer_sizes)
                      for key in ("buffer_sizes", "wall_buffer_sizes")]
+RULES.append(("08_async", "target", _accuracy_or_none,
+              lambda p: "null (a pilot on pilot_seeds fixes it) or an accuracy strictly between 0 and 1"))
 IPYTHON = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})  # a kernel's own names
 
 

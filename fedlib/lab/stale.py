@@ -23,6 +23,9 @@ from .books import NOTEBOOKS, PARAMS, available
 from .page import INJECTED
 
 RUN_KEYS = ("profile", "out_dir")  # parameters reproduce sets per invocation, not from params/
+# files a notebook reads beyond its parameters (repo-relative): an edit since the record's commit
+# makes that notebook's output stale (01 projects with the networks of interconnects.yaml)
+READS: dict[str, tuple[str, ...]] = {"01_comm_scaling": ("params/interconnects.yaml",)}
 
 
 def code_cells(path: Path) -> list[str]:
@@ -68,8 +71,22 @@ def git_problems(prov: dict, repo: Path) -> list[str]:
     return out
 
 
+def read_problems(prov: dict, names: list[str], repo: Path,
+                  reads: dict[str, tuple[str, ...]] = READS) -> list[str]:
+    """A file a recorded notebook reads (`READS`) that differs now (committed or not) from the
+    record's commit."""
+    commit, out = prov.get("git_commit"), []
+    for n in names:
+        for f in reads.get(n, ()):
+            rc = subprocess.run(["git", "diff", "--quiet", str(commit), "--", f], cwd=repo,
+                                capture_output=True, timeout=30).returncode if commit else 1
+            if rc != 0:
+                out.append(f"{n}.ipynb: {f} changed since the record's commit {str(commit)[:12]}")
+    return out
+
+
 def problems(out: Path, notebooks: Path = NOTEBOOKS, params: Path = PARAMS,
-             repo: Path = REPO_ROOT) -> list[str]:
+             repo: Path = REPO_ROOT, reads: dict[str, tuple[str, ...]] = READS) -> list[str]:
     """Every reason the record in `out` is not the current one; [] when it is."""
     prov_path = out / "provenance.json"
     if not prov_path.is_file():
@@ -96,4 +113,4 @@ def problems(out: Path, notebooks: Path = NOTEBOOKS, params: Path = PARAMS,
     page = out / "index.html"
     if page.is_file() and str(prov.get("git_commit")) not in page.read_text():
         found.append(f"{page}: not built from this provenance.json (run `python -m fedlib record`)")
-    return found + git_problems(prov, repo)
+    return found + read_problems(prov, names, repo, reads) + git_problems(prov, repo)

@@ -18,6 +18,9 @@ from fedlib.lab import books, params
     ({"seeds": [0.5]}, "08_async: parameter seeds is [0.5]; it takes a list of whole numbers"),
     ({"async_alpha": True}, "08_async: parameter async_alpha is True; it takes a number"),
     ({"speed": 3}, "08_async: parameter speed is 3; it takes a mapping"),
+    ({"target": "0.5"}, "08_async: parameter target is '0.5'; it takes null (a pilot on pilot_seeds "
+                        "fixes it) or an accuracy strictly between 0 and 1"),
+    ({"target": 51}, "08_async: parameter target is 51; it takes null"),
     ({"bogus_key": 1}, "08_async: unknown parameter 'bogus_key'; it takes profile, out_dir, engines_mode"),
 ])
 def test_a_parameter_the_notebook_cannot_use_is_refused_in_one_line(bad, message):
@@ -36,8 +39,9 @@ def test_every_profile_passes_and_the_kernel_names_are_not_parameters():
                 params.check(nb, {**defaults, **books.parameters(profile, nb)})
                 checked += 1
     assert checked >= 30
-    none = {"deadline_quantile": None, "train_samples": None}  # the optional ones
+    none = {"deadline_quantile": None, "train_samples": None, "target": None}  # the optional ones
     params.check("08_async", {**params.declared("08_async"), **none})
+    params.check("08_async", {**params.declared("08_async"), "target": 0.49})
 
 
 def test_every_notebook_checks_its_parameters_right_after_them():

@@ -156,6 +156,22 @@ def test_a_later_commit_keeps_the_record_current(lab):
     assert _problems(lab) == []
 
 
+def test_an_input_the_notebook_reads_changed_since_the_record_is_stale(lab):
+    """01 projects with params/interconnects.yaml: an edit to it, committed or not, is stale."""
+    net = lab / "params" / "nets.yaml"
+    net.write_text("slingshot: {alpha_s: 2.0e-6}\n")
+    git(lab, "add", "-A")
+    git(lab, "commit", "-qm", "nets")
+    _provenance(lab, git_commit=git(lab, "rev-parse", "HEAD"))
+    reads = {"01_a": ("params/nets.yaml",)}
+    found = stale.problems(lab / "outputs" / "quick", lab / "notebooks", lab / "params", lab, reads)
+    assert found == []
+    net.write_text("slingshot: {alpha_s: 1.0e-6}\n")
+    found = stale.problems(lab / "outputs" / "quick", lab / "notebooks", lab / "params", lab, reads)
+    assert found == [f"01_a.ipynb: params/nets.yaml changed since the record's commit "
+                     f"{git(lab, 'rev-parse', 'HEAD')[:12]}"]
+
+
 def test_a_dirty_tree_is_stale(lab):
     _provenance(lab, git_dirty=True)
     assert _problems(lab) == ["provenance.json: produced from a dirty tree (git_dirty: true)"]

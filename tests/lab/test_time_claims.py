@@ -132,3 +132,28 @@ def test_committed_time_rows_have_no_learning_left():
     rows = t[t["claim"].str.contains("in less virtual time")]
     assert len(rows) == 4 and set(rows["verdict"]) == {claims.NO_LEARNING}
     assert rows["claim"].str.endswith(PROBE).all()
+
+
+def test_fedbuffs_goal_is_a_claims_row_by_hand():
+    """Target 0.7 fixed in advance; sync first reaches it at 300 (0.8). FedBuff reaches 0.7 at 75,
+    90, 112.5: ratios 0.25, 0.3, 0.375, logs mean −1.190365 (exp: 0.30411), sd 0.203074, half-width 4.302653 ·
+    0.203074 / √3 = 0.504466 → [0.18363, 0.50364]: its upper end is above the goal's 0.5, so the
+    time half is not resolved (it is "faster" than sync: upper end < 1). Δ accuracy −0.010, −0.009,
+    −0.008 ≥ −0.03. At 60, 75, 90 (ratios 0.2, 0.25, 0.3, upper end 0.4084) the goal holds. A
+    non-FedBuff arm has no goal row; the goal is not in the accuracy family (no Holm)."""
+    def goal(arm, hits):
+        runs, curves = _rows(arm, hits=hits)
+        return [r for r in claims.async_claims(runs.assign(target=0.7), curves) if "≤ 0.5×" in r["claim"]]
+    (row,) = goal("FedBuff K=4", [150.0, 180.0, 225.0])
+    assert row["claim"] == ("FedBuff K=4 reaches the target in ≤ 0.5× sync FedAvg's virtual time, "
+                            "accuracy non-inferior")
+    assert (row["effect"], row["ci_low"], row["ci_high"]) == pytest.approx((0.30411, 0.18363, 0.50364),
+                                                                           abs=1e-5)
+    assert row["verdict"] == claims.OPEN and "Δ accuracy -0.009" in row["note"]
+    assert row["tolerance"] == claims.TOLERANCES["goal"].text
+    (fast,) = goal("FedBuff K=4", [120.0, 150.0, 180.0])
+    assert fast["verdict"] == claims.HOLDS and fast["ci_high"] == pytest.approx(0.4084, abs=2e-4)
+    assert goal("FedAsync", [120.0, 150.0, 180.0]) == []
+    runs, curves = _rows("FedBuff K=4", hits=[120.0, 150.0, 180.0])
+    t = claims.table({"async": runs.assign(target=0.7), "async_curves": curves})
+    assert t.loc[t["claim"].str.contains("≤ 0.5×"), "holm"].tolist() == [""]
