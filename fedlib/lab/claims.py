@@ -16,8 +16,8 @@ and the strata are combined (`stats.stratified`: mean of the per-stratum effects
 interval), so n = seeds × strata. The CIs cover seed-to-seed variation only: the test set is
 fixed, so its sampling error is not in them. Each note states the row's design sensitivity, the
 minimum detectable effect at the seeds it ran (`power.mde`), never a seed count worked back from
-the effect it happened to observe. Time claims (08): `time_claims`; communication and sync
-claims: `comm_claims`.
+the effect it happened to observe. Time claims (08): `time_claims` and FedBuff's goal (`race.goal`);
+communication (01): `comm_claims`; synchronization's share of the round (06): `sync_claims`.
 
 claims.csv's columns (`COLUMNS`), besides the effect and its interval:
 - claim: the claim, ending with what trained (`trainable.text`: "linear probe on frozen features
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import comm_claims, family, power, race, stats, time_claims, trainable, virtual_time
+from . import comm_claims, family, power, race, stats, sync_claims, time_claims, trainable, virtual_time
 from .verdict import FAILS, HOLDS, MEASURED, NO_LEARNING, OPEN, PRODUCED, TOLERANCES, budget, produced, row
 
 __all__ = ["FAILS", "HOLDS", "MEASURED", "NO_LEARNING", "OPEN", "TOLERANCES", "budget", "table", "show",
@@ -261,7 +261,7 @@ def goal_claims(df: pd.DataFrame, times: pd.DataFrame, left: float) -> list[dict
 
 
 CHECKS = {"clients": clients_claims, "heterogeneity": heterogeneity_claims, "dropout": dropout_claims,
-          "privacy": privacy_claims, "comm": comm_claims.comm_claims, "system": comm_claims.sync_claims,
+          "privacy": privacy_claims, "comm": comm_claims.comm_claims, "system": sync_claims.sync_claims,
           "async": async_claims}
 
 

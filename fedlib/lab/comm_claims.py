@@ -20,25 +20,17 @@ to test: each rank folds its clients into one sum and the round allreduces that 
 the bytes a rank sends do not depend on how many (virtual) clients it holds (a test checks it).
 With one client per rank, the ring allreduce's volume 2(R−1)/R·n grows toward 2n, bounded.
 
-From 06 ("comm + sync dominate the round"): the CI of (pack + comm + wait) / round above 0.5
-holds, below fails. The server's aggregation and optimizer step are computation: their share
-(aggregate / round) is its own row. Both rows name the workload (model, local steps × batch ×
-tokens, clients on ranks) and its compute-to-communication ratio: a share holds for that
-workload, not for every workload.
+06's "comm + sync dominate the round" rows: `sync_claims`.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
 
 from . import scaling, stats
-from .verdict import FAILS, HOLDS, MEASURED, OPEN, TOLERANCES, budget, produced, row, workload
+from .verdict import FAILS, HOLDS, MEASURED, OPEN, TOLERANCES, produced, row
 
-SYNC = ["pack_s", "comm_s", "wait_s"]  # synchronization: the server step (aggregate_s) is computation
-SERVER = ["aggregate_s"]
 HOST = "ranks on one host share memory, not a network"
 STUDY_PAYLOADS = ["ALBERT-base", "BERT-base", "DeBERTa-v3-base"]  # the study's models
 STUDY_CLIENTS = [2, 8, 16, 32, 64, 96]  # one client per GPU rank, as the study ran them
@@ -284,48 +276,4 @@ def project_claims(
                 note=premise,
             )
         )
-    return out
-
-
-def sync_claims(df: pd.DataFrame) -> list[dict]:
-    """06's baselines at the largest client count: the round's synchronization share, and the
-    server step's share (computation) in a row of its own."""
-    out = []
-    top = df[df["clients"] == df["clients"].max()]
-    tol = TOLERANCES["sync"].text
-    for strategy in ("collective (baseline)", "p2p star"):
-        g = top[top["strategy"] == strategy]
-        for part, cols, what in (
-            ("sync", SYNC, "comm + sync (pack + comm + wait) dominate the round"),
-            ("server", SERVER, "the server's aggregation + optimizer step (computation) dominate the round"),
-        ):
-            measure = f"({' + '.join(c.removesuffix('_s') for c in cols)}) / round"
-            if not len(g):
-                out.append(
-                    row(f"{what} ({strategy})", measure, None, tol, "", OPEN, "not run in this profile")
-                )
-                continue
-            model, ranks = (
-                "/".join(sorted(set(g["model"]))),
-                "/".join(str(r) for r in sorted(set(g["ranks"]))),
-            )
-            load = f"{model}, {workload(g)}, {g['clients'].iloc[0]} clients on {ranks} ranks"
-            ratio = float(g["compute_s"].mean() / g["comm_s"].mean())
-            claim = f"{what} ({strategy}; {load})"
-            iv = stats.interval(g[cols].sum(axis=1) / g["round_s"])
-            bud = f"{budget(g)}; workload {load}, compute/comm {ratio:.3g}"
-            verdict = OPEN if not iv.resolved else HOLDS if iv.lo > 0.5 else FAILS if iv.hi < 0.5 else OPEN
-            note = f"compute/comm = {ratio:.3g} (rank 0's compute s / comm s); " + (
-                "the server step is not counted: its own row"
-                if part == "sync"
-                else "computation on the round's mean update, not communication"
-            )
-            if not iv.resolved:
-                note = "one seed: no interval; " + note
-            elif verdict == OPEN:
-                n = stats.seeds_needed(iv.mean - 0.5, iv.half * math.sqrt(iv.n) / stats.tcrit(iv.n))
-                note = (
-                    f"CI straddles 0.5; ~{n} seeds would resolve it (80 % power); " if n else "share at 0.5; "
-                ) + note
-            out.append(row(claim, measure, iv, tol, bud, verdict, note, produced(g)))
     return out

@@ -145,9 +145,9 @@ def with_ratios(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def sync_share(df: pd.DataFrame) -> pd.DataFrame:
-    """Seconds per round spent synchronizing (pack, comm, wait: `comm_claims.SYNC`; the server's
+    """Seconds per round spent synchronizing (pack, comm, wait: `sync_claims.SYNC`; the server's
     step is computation) and their share."""
-    from .comm_claims import SYNC
+    from .sync_claims import SYNC
 
     out = df.copy()
     out["sync_s"] = df[SYNC].sum(axis=1)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedlib.lab import claims, comm_claims, scaling
+from fedlib.lab import claims, comm_claims, scaling, sync_claims
 
 PAYLOADS = {"a": 1e4, "b": 1e6, "c": 1e7, "d": 1e8}  # bytes
 
@@ -210,7 +210,7 @@ def _rounds(aggregate_s, strategies=("collective (baseline)", "p2p star")):
 def test_dominance_counts_pack_comm_wait_and_the_server_step_gets_its_own_row():
     """Old rule: (pack + comm + wait + aggregate) / round = 0.26 + 0.45 = 0.71 "holds"; the
     synchronization alone is 0.25, 0.26, 0.27 of the round: CI [0.225, 0.285], does not hold."""
-    rows = comm_claims.sync_claims(_rounds(0.45))
+    rows = sync_claims.sync_claims(_rounds(0.45))
     assert len(rows) == 4
     sync = next(
         r for r in rows if r["claim"].startswith("comm + sync") and "(collective (baseline);" in r["claim"]
@@ -223,7 +223,7 @@ def test_dominance_counts_pack_comm_wait_and_the_server_step_gets_its_own_row():
         r for r in rows if r["claim"].startswith("the server's aggregation") and "(p2p star;" in r["claim"]
     )
     assert server["effect"] == pytest.approx(0.45) and server["verdict"] == claims.FAILS
-    assert comm_claims.SYNC == ["pack_s", "comm_s", "wait_s"]
+    assert sync_claims.SYNC == ["pack_s", "comm_s", "wait_s"]
 
 
 # ---- the design property the collective rests on ------------------------------------------------
