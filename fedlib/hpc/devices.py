@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,20 @@ def set_threads(threads: int | None, ranks: int) -> None:
     if threads is not None:
         torch.set_num_threads(threads)
     launcher.warn_oversubscription(torch.get_num_threads(), ranks)
+
+
+@contextmanager
+def builder_threads(ranks: int) -> Iterator[int]:
+    """torch threads while this rank builds a cache its node's other ranks wait for at an idle
+    barrier (`store.build_once`): its own threads times the node's ranks, within the CPUs it may run
+    on (a rank bound to its own cores gains nothing, and loses nothing). Yields the count."""
+    before = torch.get_num_threads()
+    n = max(before, min(before * launcher.local_size(ranks), launcher._cpus()))
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def _current(dev: torch.device) -> torch.device:

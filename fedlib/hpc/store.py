@@ -79,11 +79,11 @@ def build_once(path: Path, write: Callable[[Path], None], comm: Any = None,
     probe = path.with_name(f".{path.name}.{token}.probe")
     if comm.rank == 0 and _write_once(path, write):
         probe.touch()
-    comm.barrier()
+    comm.barrier(idle=True)  # the waiting ranks leave their cores to the builder (`devices.builder_threads`)
     first = launcher.local_rank() == 0 if local_rank is None else local_rank == 0
     if comm.rank != 0 and first and not probe.exists():  # this node cannot see rank 0's folder
         _write_once(path, write)
-    comm.barrier()
+    comm.barrier(idle=True)
     if comm.rank == 0:
         probe.unlink(missing_ok=True)
     return path.is_file()

@@ -37,6 +37,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..config import ConfigError, ModelConfig
+from ..hpc import devices
 from ..hpc.store import build_once, cache_dir
 from .data import TextData, TextSplit
 
@@ -247,7 +248,8 @@ def features(model: nn.Module, split: TextSplit, cfg: ModelConfig, k: int | Lite
     path = cache_dir() / f"feat-{_key(model, prefix_modules, split, k, cfg.pooling, cfg.cache_dtype)}.npy"
 
     def write(tmp: Path) -> None:
-        _write_npy(tmp, compute(model, split, k, cfg.pooling, cfg.cache_dtype))
+        with devices.builder_threads(comm.size if comm is not None else 1):  # the others wait idle
+            _write_npy(tmp, compute(model, split, k, cfg.pooling, cfg.cache_dtype))
 
     if not build_once(path, write, comm):
         raise OSError(f"feature cache {path} could not be written; set FEDLIB_CACHE to a writable folder")

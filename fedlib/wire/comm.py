@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # importing this module stays light: no torch until a buffer arrives
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # importing this module stays light: no torch until a buffer 
 
 from ..hpc import launcher
 from .staging import _DEFAULT_CHUNK, Staging, chunks, synchronize
+
+IDLE_POLL_S = 0.01  # an idle barrier's poll: a blocking MPI wait spins a core a peer could use
 
 __all__ = ["LAUNCH_ENV", "Comm", "LocalComm", "MPIComm", "Staging", "chunks", "make_comm", "synchronize"]
 
@@ -48,7 +51,11 @@ class Comm(Protocol):
     def recv_any(self, buf: torch.Tensor, tag: int = 0) -> int: ...
     def allgather(self, obj: Any) -> list[Any]: ...
     def bcast_obj(self, obj: Any, root: int = 0) -> Any: ...
-    def barrier(self) -> None: ...
+    def barrier(self, idle: bool = False) -> None:
+        """Every rank reaches it. `idle`: this rank has nothing to do meanwhile (a peer builds a
+        cache): wait without spinning a core, so the builder may use it (`IDLE_POLL_S`)."""
+        ...
+
     def abort(self, code: int = 1) -> None: ...
 
 
@@ -140,7 +147,7 @@ class LocalComm:
     def bcast_obj(self, obj: Any, root: int = 0) -> Any:
         return obj
 
-    def barrier(self) -> None:
+    def barrier(self, idle: bool = False) -> None:
         return None
 
     def abort(self, code: int = 1) -> None:
@@ -227,8 +234,13 @@ class MPIComm:
     def bcast_obj(self, obj: Any, root: int = 0) -> Any:
         return self._comm.bcast(obj, root=root)
 
-    def barrier(self) -> None:
-        self._comm.Barrier()
+    def barrier(self, idle: bool = False) -> None:
+        if not idle:
+            self._comm.Barrier()  # MPI spins while it waits: the lowest latency
+            return
+        req = self._comm.Ibarrier()
+        while not req.Test():
+            time.sleep(IDLE_POLL_S)
 
     def abort(self, code: int = 1) -> None:
         """End every rank: one failing rank must not leave the others blocked in a collective."""

@@ -31,6 +31,7 @@ import inspect
 import os
 import socket
 import struct
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import timedelta
@@ -42,6 +43,7 @@ import torch.distributed.nn.functional  # noqa: F401  (before the group exists: 
 
 from ..config.errors import ConfigError
 from ..hpc import vendor
+from .comm import IDLE_POLL_S
 from .staging import _DEFAULT_CHUNK, Staging, chunks
 
 _SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's IPv4 address
@@ -237,7 +239,12 @@ class TorchComm:
         dist.broadcast_object_list(box, src=root, device=self._obj_device)
         return box[0]
 
-    def barrier(self) -> None:
+    def barrier(self, idle: bool = False) -> None:
+        if idle and self.backend != "nccl":  # gloo: poll, so a peer's cache build gets this core
+            work = dist.barrier(async_op=True)
+            while work is not None and not work.is_completed():
+                time.sleep(IDLE_POLL_S)
+            return
         dist.barrier(device_ids=[self.device.index or 0] if self.backend == "nccl" else None)
 
     def abort(self, code: int = 1) -> None:

@@ -266,3 +266,29 @@ def test_a_torch_comm_on_xpu_loads_oneccl_before_its_group(xpu, monkeypatch):
     fake_package(root, "oneccl_bindings_for_pytorch", "torch.xpu.calls.append('import oneccl')")
     comm = torch_comm.TorchComm(device=torch.device("xpu", 0))
     assert comm.backend == "ccl" and seen == [("ccl", ["import ipex", "import oneccl"])]
+
+
+@pytest.mark.parametrize(("own", "local", "allowed", "want"), [
+    (1, 2, 2, 2),  # this box: 2 ranks of 1 thread, unbound: the builder takes both cores
+    (1, 8, 4, 4),  # never more than the CPUs this rank may run on
+    (4, 2, 2, 4),  # never fewer than its own threads
+    (2, 1, 16, 2),  # alone on its node: nothing to borrow
+])
+def test_builder_threads_borrow_the_waiting_ranks_cores_and_give_them_back(monkeypatch, own, local, allowed,
+                                                                            want):
+    from fedlib.hpc import launcher
+    monkeypatch.setattr(launcher, "local_size", lambda ranks, env=None: local)
+    monkeypatch.setattr(launcher, "_cpus", lambda: allowed)
+    before = torch.get_num_threads()
+    torch.set_num_threads(own)
+    try:
+        with devices.builder_threads(local) as n:
+            assert n == want == torch.get_num_threads()
+        assert torch.get_num_threads() == own
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_idle_barrier_on_one_process_returns():
+    from fedlib.wire.comm import LocalComm
+    LocalComm().barrier(idle=True)

@@ -153,7 +153,7 @@ def test_each_site_launch_detected_bound_and_caches_built_once_per_node(site, mo
         size = site.world or 1
         rank = site.rank or 0
 
-        def barrier(self) -> None:
+        def barrier(self, idle: bool = False) -> None:
             pass
 
         def bcast_obj(self, obj, root=0):

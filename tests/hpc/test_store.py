@@ -71,7 +71,7 @@ class _ThreadComm:
     def rank(self) -> int:
         return self._local.rank
 
-    def barrier(self) -> None:
+    def barrier(self, idle: bool = False) -> None:
         self._barrier.wait()
 
     def bcast_obj(self, obj, root: int = 0):

@@ -148,7 +148,7 @@ class _Ranks:
     def __init__(self, rank: int) -> None:
         self.rank, self.size, self.barriers = rank, 2, 0
 
-    def barrier(self) -> None:
+    def barrier(self, idle: bool = False) -> None:
         self.barriers += 1
 
     def bcast_obj(self, obj, root: int = 0):

@@ -25,6 +25,17 @@ def test_mpi_ranks_equal_single_process(tmp_path, tiny_cfg, two_ranks):
         torch.testing.assert_close(w, ref.state.weights, rtol=0, atol=1e-5)
 
 
+CACHED = {**FIVE, "model.freeze_layers": 1, "model.cache_features": True}
+
+
+@pytest.mark.two_ranks(cached=CACHED)
+def test_cached_features_on_two_ranks_equal_single_process(tiny_cfg, two_ranks):
+    """Rank 0 builds the feature cache with the node's idle cores while rank 1 waits at an idle
+    barrier (store.build_once, devices.builder_threads); both then train on it: the same model."""
+    ref = runner.run(tiny_cfg(name="one-cached", **CACHED), progress=False)
+    torch.testing.assert_close(_weights(two_ranks("cached")), ref.state.weights, rtol=0, atol=1e-5)
+
+
 @pytest.mark.two_ranks(coll=FEDADAM, p2p={**FEDADAM, "federation.aggregation": "p2p"})
 def test_p2p_equals_collective(two_ranks):
     a = _weights(two_ranks("coll"))
