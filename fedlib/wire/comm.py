@@ -21,9 +21,7 @@ if TYPE_CHECKING:  # importing this module stays light: no torch until a buffer 
     import torch
 
 from ..hpc import launcher
-from .staging import _DEFAULT_CHUNK, Staging, chunks, synchronize
-
-IDLE_POLL_S = 0.01  # an idle barrier's poll: a blocking MPI wait spins a core a peer could use
+from .staging import _DEFAULT_CHUNK, IDLE_POLL_S, Staging, chunks, synchronize
 
 __all__ = ["LAUNCH_ENV", "Comm", "LocalComm", "MPIComm", "Staging", "chunks", "make_comm", "synchronize"]
 

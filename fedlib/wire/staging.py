@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     import torch
 
 _DEFAULT_CHUNK = 1 << 30  # bytes; MPI counts are int32, keep every message below 2 GiB
+# an idle barrier's poll (Comm.barrier(idle=True)): a blocking wait spins a core a peer could use
+IDLE_POLL_S = 0.01
 
 
 def chunks(buf: torch.Tensor, chunk_bytes: int) -> list[torch.Tensor]:

@@ -43,8 +43,7 @@ import torch.distributed.nn.functional  # noqa: F401  (before the group exists: 
 
 from ..config.errors import ConfigError
 from ..hpc import vendor
-from .comm import IDLE_POLL_S
-from .staging import _DEFAULT_CHUNK, Staging, chunks
+from .staging import _DEFAULT_CHUNK, IDLE_POLL_S, Staging, chunks
 
 _SIOCGIFADDR = 0x8915  # linux/sockios.h: an interface's IPv4 address
 _HAS_DEVICE_ID = "device_id" in inspect.signature(dist.init_process_group).parameters  # torch >= 2.3
