@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from .. import config
-from . import figures, schedule, stats, sweep, time_claims, virtual_time
+from . import figures, schedule, stats, sweep, time_claims, trainable, virtual_time
 from .verdict import FAILS, HOLDS, NO_LEARNING, OPEN, TOLERANCES, budget, produced, row
 
 SYNC = "sync FedAvg"  # the reference arm (claims.SYNC_ARM)
@@ -123,6 +123,8 @@ def goal(arm: str, paired: pd.DataFrame, left: float, runs: pd.DataFrame | None 
     do; does not hold when either fails; "no learning left" (`time_claims.GAIN`) as the time rows."""
     g = paired[paired["arm"] == arm]
     claim = f"{arm} reaches the target in ≤ {bound:g}× sync FedAvg's virtual time, accuracy non-inferior"
+    if runs is not None and len(runs):
+        claim += f" — {trainable.text(runs)}"  # what trained, as every accuracy and time claim says
     measure = "time to target / sync's (geometric mean, log-scale t-interval); Δ accuracy at sync's time"
     prov = produced(runs) if runs is not None and len(runs) else {}
     bud = budget(runs) if runs is not None and len(runs) else ""

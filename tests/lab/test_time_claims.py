@@ -146,7 +146,7 @@ def test_fedbuffs_goal_is_a_claims_row_by_hand():
         return [r for r in claims.async_claims(runs.assign(target=0.7), curves) if "≤ 0.5×" in r["claim"]]
     (row,) = goal("FedBuff K=4", [150.0, 180.0, 225.0])
     assert row["claim"] == ("FedBuff K=4 reaches the target in ≤ 0.5× sync FedAvg's virtual time, "
-                            "accuracy non-inferior")
+                            f"accuracy non-inferior — {PROBE}")
     assert (row["effect"], row["ci_low"], row["ci_high"]) == pytest.approx((0.30411, 0.18363, 0.50364),
                                                                            abs=1e-5)
     assert row["verdict"] == claims.OPEN and "Δ accuracy -0.009" in row["note"]
