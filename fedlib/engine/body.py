@@ -66,8 +66,8 @@ class Loop(Protocol):
     ctx: Context  # the context versions are scored with (the wall server scores alone)
     unit: str  # "round" | "step", for messages
 
-    def admit(self, state: ServerState) -> str | None:
-        """Why the version after `state` must not be made (the privacy budget), or None."""
+    def next_work(self, state: ServerState) -> Work:
+        """What the version after `state` may train, for the budget (`Mechanism.admit`)."""
 
     def go(self, state: ServerState, timer: Timer) -> Work:
         """Start the next version's work; what it handed out (charged at once)."""
@@ -96,7 +96,7 @@ def after(loop: Loop, mech: privacy.Mechanism, rec: Recorder, made: Made) -> Aft
                     "(the last finite state)")
     state = mech.spend(made.before if diverged else made.state, made.work)
     if not diverged and v < fed.rounds:
-        stopped = loop.admit(state)
+        stopped = mech.admit(state, state.round + 1, loop.next_work(state))
         if stopped is None:
             state = mech.spend(state, loop.go(state, timer), ahead=True)
     if stopped is not None or due(fed, v):
@@ -113,16 +113,15 @@ def after(loop: Loop, mech: privacy.Mechanism, rec: Recorder, made: Made) -> Aft
     return After(state)
 
 
-class AsyncAdmit:
-    """The asynchronous loops' `Loop.admit` (virtual and wall clock): the next server step may
+class AsyncWork:
+    """The asynchronous loops' `Loop.next_work` (virtual and wall clock): the next server step may
     hand a task to any client (`upcoming`), so the budget admits it against all of them. The
-    synchronous loop admits the round it already drew instead (`fedlib.engine.sync`)."""
+    synchronous loop's is the round it draws (`fedlib.engine.sync`)."""
 
     ctx: Context
-    mech: privacy.Mechanism
 
-    def admit(self, state: ServerState) -> str | None:
-        return self.mech.admit(state, state.round + 1, upcoming(self.ctx, state.round + 1)[1])
+    def next_work(self, state: ServerState) -> Work:
+        return upcoming(self.ctx, state.round + 1)[1]
 
 
 def upcoming(ctx: Context, rnd: int) -> tuple[list[participation.Fate] | None, Work]:

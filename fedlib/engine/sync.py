@@ -40,9 +40,9 @@ class Rounds:
         fates, self.work = body.upcoming(self.ctx, rnd)
         self.fates = fates or []
 
-    def admit(self, state: ServerState) -> str | None:
-        self.draw(state.round + 1)
-        return self.mech.admit(state, state.round + 1, self.work)
+    def next_work(self, state: ServerState) -> Work:
+        self.draw(state.round + 1)  # the round the budget admits is the round that is played
+        return self.work
 
     def go(self, state: ServerState, timer: Timer) -> Work:
         return []  # a round's clients are charged with the round

@@ -143,7 +143,7 @@ def step(ctx: Context, mech: privacy.Mechanism, srv: Server, state: ServerState,
 
 
 @dataclass
-class Virtual(body.AsyncAdmit):
+class Virtual(body.AsyncWork):
     """The virtual clock's hooks for the loop body (fedlib.engine.body.Loop)."""
 
     ctx: Context

@@ -67,7 +67,7 @@ __all__ = ["Arrived", "Dispatcher", "Inline", "WallServer", "replay", "run_wall"
 
 
 @dataclass
-class WallServer(body.AsyncAdmit):
+class WallServer(body.AsyncWork):
     """Rank 0's wall-clock server: its links to the workers and the tasks in flight, and its
     hooks for the loop body (fedlib.engine.body.Loop)."""
 
