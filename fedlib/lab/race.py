@@ -123,11 +123,11 @@ def goal(arm: str, paired: pd.DataFrame, left: float, runs: pd.DataFrame | None 
     do; does not hold when either fails; "no learning left" (`time_claims.GAIN`) as the time rows."""
     g = paired[paired["arm"] == arm]
     claim = f"{arm} reaches the target in ≤ {bound:g}× sync FedAvg's virtual time, accuracy non-inferior"
-    if runs is not None and len(runs):
-        claim += f" — {trainable.text(runs)}"  # what trained, as every accuracy and time claim says
     measure = "time to target / sync's (geometric mean, log-scale t-interval); Δ accuracy at sync's time"
-    prov = produced(runs) if runs is not None and len(runs) else {}
-    bud = budget(runs) if runs is not None and len(runs) else ""
+    prov, bud = {}, ""
+    if runs is not None and len(runs):  # what produced it, and what trained (as every claim says)
+        claim += f" — {trainable.text(runs)}"
+        prov, bud = produced(runs), budget(runs)
     iv, fast, why = time_claims.rule(g, bound)
     if iv is None or not iv.resolved:
         return row(claim, measure, None, GOAL_TOL, bud, OPEN, f"no time interval: {why}", prov)
